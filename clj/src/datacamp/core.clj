@@ -1,0 +1,141 @@
+(ns datacamp.core
+  "Backup and restore for Datahike databases, done by a native (Rust) core.
+
+  Backups:    `backup-to-directory`
+  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`
+
+  A target is a map: `{:path \"/backups\"}` for a local directory. Every failure throws
+  `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
+  `:datacamp/io`, `:datacamp/not-found`, `:datacamp/corrupt`) and a message a person can
+  act on. Options are documented in the README."
+  (:require [clojure.string :as str]
+            [datacamp.datahike :as dh]
+            [datacamp.native :as native])
+  (:import [datacamp.jni DatomWalker NativeHandle]))
+
+(set! *warn-on-reflection* true)
+
+(def ^:private default-batch-size
+  "Datoms per JNI call."
+  8192)
+
+(defn- invalid!
+  "Throw an `:datacamp/invalid-argument` ex-info."
+  [msg data]
+  (throw (ex-info msg (merge {:datacamp/error :datacamp/invalid-argument} data))))
+
+(defn- dir-target
+  "Given a directory target map, return the canonical target sent to the core."
+  [target]
+  (let [path (:path target)]
+    (when-not (map? target)
+      (invalid! "the target must be a map such as {:path \"/backups\"}" {:target target}))
+    (when-not (and (string? path) (not (str/blank? path)))
+      (invalid! "the target needs :path, a directory" {:target target}))
+    {:path path}))
+
+(defn- database-id
+  "The database id from the options, else the store's :id; validated as a path segment."
+  [opts db]
+  (let [id (or (:database-id opts) (some-> db :config :store :id str))]
+    (when-not (and (string? id) (not (str/blank? id)))
+      (invalid! "pass :database-id (a name for the database's backups)" {}))
+    (when (or (str/includes? id "/") (str/includes? id "\\") (#{"." ".."} id))
+      (invalid! (str "invalid :database-id " (pr-str id) ": it must be a single name without / or \\")
+                {:database-id id}))
+    id))
+
+(defn- positive-long!
+  [k v]
+  (when (and (some? v) (not (and (integer? v) (pos? v))))
+    (invalid! (str k " must be a positive integer, got " (pr-str v)) {k v})))
+
+(defn- parse-id
+  "Our backup ids are UUIDs; the original implementation's are strings."
+  [id]
+  (or (and (string? id) (parse-uuid id)) id))
+
+(defn- with-ids
+  [m]
+  (cond-> m (:backup-id m) (update :backup-id parse-id)))
+
+(defn- backup-options
+  "The options map sent to the core."
+  [opts db-id facts]
+  (let [history? (and (get opts :history? true) (:keep-history? facts))]
+    (doseq [k [:chunk-size :parallel :sort-buffer-bytes]]
+      (positive-long! k (get opts k)))
+    (when-let [c (:compression opts)]
+      (when-not (= :gzip c)
+        (invalid! (str ":compression " (pr-str c) " is not supported; use :gzip") {:compression c})))
+    (cond-> {:database-id db-id
+             :history? (boolean history?)
+             :ref-attrs (:ref-attrs facts)
+             :tx-instant-attr (:tx-instant-attr facts)
+             :skip-tx0? (:attribute-refs? facts)
+             :max-eid (:max-eid facts)
+             :max-tx (:max-tx facts)
+             :datahike-version (:datahike-version facts)
+             :db-config (:db-config facts)}
+      (:chunk-size opts) (assoc :chunk-size (long (:chunk-size opts)))
+      (:parallel opts) (assoc :parallel (long (:parallel opts)))
+      (:sort-buffer-bytes opts) (assoc :sort-buffer-bytes (long (:sort-buffer-bytes opts)))
+      (:compression-level opts) (assoc :compression-level (long (:compression-level opts)))
+      (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts))))))
+
+(defn backup-to-directory
+  "Given a Datahike connection and a directory target `{:path \"/backups\"}`, write a full
+  backup of the connection's current db (with its history when the db keeps history) and
+  return `{:success true :backup-id #uuid … :database-id … :path … :datom-count …
+  :chunk-count … :total-size-bytes … :max-eid … :max-tx … :duration-ms …}`.
+
+  Options: `:database-id` (required unless the store config has an `:id`), `:chunk-size`
+  (bytes of encoded Fressian per chunk, default 8 MiB), `:compression` (`:gzip`),
+  `:compression-level` (0-9, default 6), `:parallel` (chunks compressed and written at
+  once, default 2), `:history?` (default true when the db keeps history),
+  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill)."
+  [conn target & {:as opts}]
+  (let [target (dir-target target)
+        db (dh/current-db conn)
+        db-id (database-id opts db)
+        facts (dh/describe db)
+        native-opts (backup-options opts db-id facts)
+        batch-size (int (or (:batch-size opts) default-batch-size))]
+    (native/with-native-errors {:database-id db-id}
+      (with-open [h (native/backup-open target native-opts)]
+        (DatomWalker/pushAll (dh/datoms db (:history? native-opts)) (.get ^NativeHandle h) batch-size)
+        (with-ids (native/backup-finish h))))))
+
+(defn list-backups
+  "Given a target and a database id, return its backups as a vector of maps
+  `{:backup-id :type :created-at :completed? :datom-count :size-bytes :chunk-count …}`,
+  newest first; incomplete backups are included with `:completed? false` and `:progress`."
+  [target database-id]
+  (let [target (dir-target target)]
+    (native/with-native-errors {:database-id database-id}
+      (mapv with-ids (native/list-backups target (str database-id))))))
+
+(defn verify-backup
+  "Given a target and a backup id (and `:database-id`), check that every chunk is present
+  with the right size and SHA-256; with `:deep? true` also decode every chunk and check the
+  datom counts. Returns `{:success … :backup-id … :chunk-count … :all-chunks-present …
+  :checksums-valid … :problems […]}`; an incomplete backup never verifies."
+  [target backup-id & {:keys [database-id deep?]}]
+  (let [target (dir-target target)]
+    (when-not (string? database-id)
+      (invalid! "verify-backup needs :database-id" {:backup-id backup-id}))
+    (native/with-native-errors {:database-id database-id :backup-id backup-id}
+      (with-ids (native/verify-backup target database-id (str backup-id) deep?)))))
+
+(defn cleanup-incomplete
+  "Given a target and a database id, remove incomplete backups whose last activity is older
+  than `:older-than-hours` (default 24); complete backups are never touched. Returns
+  `{:removed [ids] :kept-incomplete [ids] :objects-deleted n}`."
+  [target database-id & {:keys [older-than-hours] :or {older-than-hours 24}}]
+  (let [target (dir-target target)]
+    (when-not (and (number? older-than-hours) (not (neg? older-than-hours)))
+      (invalid! ":older-than-hours must be a non-negative number" {:older-than-hours older-than-hours}))
+    (native/with-native-errors {:database-id database-id}
+      (-> (native/cleanup-incomplete target (str database-id) (long (* older-than-hours 3600 1000)))
+          (update :removed #(mapv parse-id %))
+          (update :kept-incomplete #(mapv parse-id %))))))

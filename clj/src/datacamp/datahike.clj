@@ -1,0 +1,86 @@
+(ns ^:no-doc datacamp.datahike
+  "What Datacamp needs from Datahike, resolved at run time (Datahike is not a compile-time
+  dependency): the db behind a connection, its datoms, and facts read off its schema."
+  (:import [clojure.lang IDeref]))
+
+(set! *warn-on-reflection* true)
+
+(def tx0
+  "The first transaction id of every Datahike database (2^29)."
+  536870912)
+
+(defn api-fn
+  "Given a symbol's name in datahike.api, return the function; throw `ex-info`
+  (`:datacamp/missing-dependency`) when Datahike is not on the classpath."
+  [sym]
+  (let [full (symbol "datahike.api" (name sym))]
+    (or (try (requiring-resolve full)
+             (catch java.io.FileNotFoundException e
+               (throw (ex-info "Datahike (datahike.api) is not on the classpath"
+                               {:datacamp/error :datacamp/missing-dependency
+                                :datacamp/hint "add io.replikativ/datahike to your dependencies"}
+                               e))))
+        (throw (ex-info (str full " does not exist in this Datahike version")
+                        {:datacamp/error :datacamp/missing-dependency})))))
+
+(defn current-db
+  "Given a connection, return its current db value; throw `:datacamp/invalid-argument`
+  for nil or anything that is not a connection."
+  [conn]
+  (when-not (instance? IDeref conn)
+    (throw (ex-info (if (nil? conn)
+                      "conn is nil: pass a Datahike connection"
+                      (str "conn must be a Datahike connection, got " (class conn)))
+                    {:datacamp/error :datacamp/invalid-argument})))
+  @conn)
+
+(defn datoms
+  "Return the EAVT datoms of `db` (its history when `history?`), lazily."
+  [db history?]
+  (let [datoms-fn (api-fn 'datoms)]
+    (if history?
+      (datoms-fn ((api-fn 'history) db) :eavt)
+      (datoms-fn db :eavt))))
+
+(defn- attr-entries
+  "The attribute definitions of a schema map (ident -> attribute map)."
+  [schema]
+  (filter (fn [[k v]] (and (keyword? k) (map? v))) schema))
+
+(defn ref-attrs
+  "Given a db, return the attributes whose values are entity ids: their idents and, for
+  `:attribute-refs? true` databases, their entity ids too."
+  [db]
+  (vec (for [[ident attr] (attr-entries (:schema db))
+             :when (= :db.type/ref (:db/valueType attr))
+             a (cond-> [ident] (:db/id attr) (conj (:db/id attr)))]
+         a)))
+
+(defn tx-instant-attr
+  "The attribute under which datoms carry `:db/txInstant`: the keyword, or its entity id in
+  `:attribute-refs? true` databases."
+  [db]
+  (if (get-in db [:config :attribute-refs?])
+    (or (get-in db [:schema :db/txInstant :db/id]) :db/txInstant)
+    :db/txInstant))
+
+(defn safe-config
+  "The db's configuration without anything that may hold secrets (store details beyond
+  the backend, credentials)."
+  [db]
+  (let [cfg (:config db)]
+    (-> (select-keys cfg [:keep-history? :schema-flexibility :attribute-refs? :index
+                          :search-cache-size :store-cache-size :crypto-hash? :branch])
+        (assoc :store (select-keys (:store cfg) [:backend])))))
+
+(defn describe
+  "Facts the backup records about `db`."
+  [db]
+  {:max-eid (:max-eid db)
+   :max-tx (:max-tx db)
+   :datahike-version (some-> (get-in db [:meta :datahike/version]) str)
+   :keep-history? (boolean (get-in db [:config :keep-history?]))
+   :attribute-refs? (boolean (get-in db [:config :attribute-refs?]))
+   :db-config (safe-config db)
+   :ref-attrs (ref-attrs db)
+   :tx-instant-attr (tx-instant-attr db)})

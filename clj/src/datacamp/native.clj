@@ -1,0 +1,104 @@
+(ns ^:no-doc datacamp.native
+  "Interop with the Rust core (datacamp.jni.Native): argument encoding, result decoding,
+  and the one place where native exceptions become `ex-info` with `:datacamp/error`."
+  (:require [clojure.edn :as edn])
+  (:import [datacamp.jni DatacampException Native NativeHandle NativeLoader ValueDecoder]
+           [java.util.function LongConsumer]))
+
+(set! *warn-on-reflection* true)
+
+(defn edn-str
+  "Given Clojure data, return it as an EDN string the Rust core reads."
+  ^String [x]
+  (binding [*print-namespace-maps* false
+            *print-length* nil
+            *print-level* nil
+            *print-meta* false]
+    (pr-str x)))
+
+(defn read-edn
+  "Given an EDN string returned by the Rust core, return the data."
+  [^String s]
+  (edn/read-string s))
+
+(defn native-ex
+  "Given a DatacampException and extra context, return the `ex-info` users see."
+  [^DatacampException e extra]
+  (ex-info (.getMessage e)
+           (merge {:datacamp/error (keyword "datacamp" (.getKind e))
+                   :datacamp/op (.getOp e)}
+                  (when-let [k (.getKey e)] {:datacamp/key k})
+                  (when-let [h (.getHint e)] {:datacamp/hint h})
+                  extra)
+           e))
+
+(defn ensure-loaded!
+  "Load the native library (once); throw `ex-info` (`:datacamp/native-library`) saying
+  every place that was tried when it cannot be loaded."
+  []
+  (try
+    (NativeLoader/load)
+    (catch UnsatisfiedLinkError e
+      (throw (ex-info (str "the Datacamp native library could not be loaded: " (.getMessage e))
+                      {:datacamp/error :datacamp/native-library
+                       :datacamp/hint "build it with `make native`, or set -Ddatacamp.native.path=/path/to/libdatacamp.so"}
+                      e)))))
+
+(defmacro with-native-errors
+  "Load the native library if needed, then evaluate `body`; a DatacampException thrown
+  inside becomes `ex-info` carrying `:datacamp/error` plus the map `extra`."
+  [extra & body]
+  `(do
+     (ensure-loaded!)
+     (try
+       ~@body
+       (catch DatacampException e#
+         (throw (native-ex e# ~extra))))))
+
+(defn handle
+  "Given a native handle and the native function that frees it, return an AutoCloseable
+  NativeHandle (freed exactly once, by `.close` or by a Cleaner as a safety net)."
+  ^NativeHandle [^long h free-fn]
+  (NativeHandle. h (reify LongConsumer (accept [_ x] (free-fn x)))))
+
+(defn backup-open
+  "Open a backup session; return its NativeHandle."
+  ^NativeHandle [target opts]
+  (handle (Native/backupOpen (edn-str target) (edn-str opts))
+          (fn [^long h] (Native/backupFree h))))
+
+(defn backup-finish
+  "Commit the backup behind `h`; return the result map."
+  [^NativeHandle h]
+  (read-edn (Native/backupFinish (.get h))))
+
+(defn list-backups
+  "Return the backups of `database-id` under `target`."
+  [target database-id]
+  (read-edn (Native/listBackups (edn-str target) database-id)))
+
+(defn verify-backup
+  "Return the verification report of one backup."
+  [target database-id backup-id deep?]
+  (read-edn (Native/verifyBackup (edn-str target) database-id backup-id (boolean deep?))))
+
+(defn cleanup-incomplete
+  "Remove incomplete backups older than `older-than-ms`; return what was removed."
+  [target database-id older-than-ms]
+  (read-edn (Native/cleanupIncomplete (edn-str target) database-id (long older-than-ms))))
+
+(defn decode-chunk
+  "Given the stored (gzip) bytes of a chunk, decode them natively and return
+  `{:chunk/id n :datoms [[e a v tx added] …]}` with exact value types (vectors vs lists,
+  Double vs Float, BigDecimal scale, byte arrays)."
+  [^bytes stored]
+  (let [^objects cols (Native/decodeChunk stored)
+        ^bytes vbytes (aget cols 7)
+        ^bytes new-attrs (aget cols 8)
+        ^longs e (aget cols 1)
+        decoder (ValueDecoder.)]
+    (.setBatch decoder (alength e) e ^ints (aget cols 2) ^longs (aget cols 3)
+               ^booleans (aget cols 4) ^bytes (aget cols 5) ^longs (aget cols 6)
+               vbytes (alength vbytes) new-attrs (alength new-attrs))
+    {:chunk/id (aget cols 0)
+     :datoms (.datoms decoder)}))

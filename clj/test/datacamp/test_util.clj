@@ -1,0 +1,63 @@
+(ns datacamp.test-util
+  "Test helpers: temp dirs, reading backups back with Clojure's own readers, and a loose
+  value normalisation for comparing what clojure.data.fressian returns."
+  (:require [clojure.data.fressian :as fressian]
+            [clojure.edn :as edn]
+            [clojure.java.io :as io])
+  (:import [java.io File]
+           [java.nio.file Files]
+           [java.util.zip GZIPInputStream]
+           [org.fressian.impl TaggedObject]))
+
+(set! *warn-on-reflection* true)
+
+(defn temp-dir
+  "A fresh temporary directory (deleted at JVM exit)."
+  ^File []
+  (let [f (.toFile (Files/createTempDirectory "datacamp-test" (make-array java.nio.file.attribute.FileAttribute 0)))]
+    (.deleteOnExit f)
+    f))
+
+(defn backup-dir
+  "The folder of one backup."
+  ^File [root db-id backup-id]
+  (io/file root db-id (str backup-id)))
+
+(defn read-edn-file
+  "Read an EDN file with clojure.edn (what the original implementation does)."
+  [f]
+  (edn/read-string (slurp f)))
+
+(defn gunzip
+  "The decompressed bytes of a gzip file."
+  ^bytes [f]
+  (with-open [in (GZIPInputStream. (io/input-stream f))]
+    (.readAllBytes in)))
+
+(defn read-chunk
+  "Read one chunk file with clojure.data.fressian (as the original implementation does)."
+  [f]
+  (fressian/read (gunzip f)))
+
+(defn chunk-files
+  "The chunk files of a backup, in manifest order."
+  [dir manifest]
+  (for [c (:chunks manifest)]
+    (io/file dir (:chunk/key c))))
+
+(defn norm
+  "Normalise a value for loose comparison: sequential -> vector (data.fressian does not keep
+  vector vs list), byte[] -> [:bytes ...], NaN -> ::nan, tagged \"list\" -> its list, sets
+  and maps recursively."
+  [x]
+  (cond
+    (instance? TaggedObject x) (let [^TaggedObject t x] (norm (first (.getValue t))))
+    (bytes? x) [:bytes (vec x)]
+    (and (instance? Double x) (Double/isNaN x)) ::nan
+    (map? x) (into {} (map (fn [[k v]] [(norm k) (norm v)])) x)
+    (instance? java.util.Map x) (into {} (map (fn [[k v]] [(norm k) (norm v)])) x)
+    (set? x) (into #{} (map norm) x)
+    (instance? java.util.Set x) (into #{} (map norm) x)
+    (sequential? x) (mapv norm x)
+    (instance? java.util.List x) (mapv norm x)
+    :else x))

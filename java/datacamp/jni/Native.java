@@ -1,0 +1,67 @@
+package datacamp.jni;
+
+/**
+ * The native entry points of the Datacamp core (declarations only; see src/jni/ in the crate).
+ *
+ * <p>Options and results cross as EDN strings (small, once per call); datoms cross as
+ * primitive-array columns (see {@link DatomBatch} and src/wire.rs). Every method throws
+ * {@link DatacampException} on failure; a Rust panic also arrives as that exception.
+ * Handles returned by the {@code *Open} methods are owned by a {@link NativeHandle}.
+ */
+public final class Native {
+    private Native() {}
+
+    static {
+        NativeLoader.load();
+    }
+
+    /** Ensure the native library is loaded (a no-op after the first call). */
+    public static void init() {}
+
+    /** Return the native core's version string. */
+    public static native String version();
+
+    /**
+     * Given the target (EDN map, e.g. {@code {:path "/b"}}) and the backup options (EDN map),
+     * open a backup session and return its handle. Validates everything before writing.
+     */
+    public static native long backupOpen(String targetEdn, String optionsEdn);
+
+    /**
+     * Push one batch of {@code n} datoms (columns as described in src/wire.rs) into session
+     * {@code handle}. {@code newAttrs[0..newAttrsLen)} holds the attributes first used in
+     * this batch, tagged; {@code vbytes[0..vbytesLen)} the non-scalar value payloads.
+     */
+    public static native void backupPush(long handle, int n, long[] e, int[] a, long[] tx,
+                                         boolean[] added, byte[] vtag, long[] vnum,
+                                         byte[] vbytes, int vbytesLen,
+                                         byte[] newAttrs, int newAttrsLen);
+
+    /** Finish session {@code handle}: write the remaining chunks and the manifest; return the result as EDN. */
+    public static native String backupFinish(long handle);
+
+    /** Abort session {@code handle}, leaving a backup that lists as incomplete. */
+    public static native void backupAbort(long handle);
+
+    /** Free session {@code handle} (aborting it if still open). Safe to call once per handle. */
+    public static native void backupFree(long handle);
+
+    /** List the backups of {@code databaseId} under the target; return an EDN vector. */
+    public static native String listBackups(String targetEdn, String databaseId);
+
+    /** Verify one backup; return the EDN report. */
+    public static native String verifyBackup(String targetEdn, String databaseId,
+                                             String backupId, boolean deep);
+
+    /**
+     * Decode the stored (gzip) bytes of one chunk with the native decoder. Returns
+     * {@code Object[]{Long chunkId, long[] e, int[] a, long[] tx, boolean[] added, byte[] vtag,
+     * long[] vnum, byte[] vbytes, byte[] newAttrs}}: the chunk's datoms as one batch whose
+     * attribute table starts empty (feed it to a fresh {@link ValueDecoder}).
+     */
+    public static native Object[] decodeChunk(byte[] stored);
+
+    /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
+    public static native String cleanupIncomplete(String targetEdn, String databaseId,
+                                                  long olderThanMillis);
+}

@@ -1,0 +1,20 @@
+(defproject org.replikativ/datacamp "0.1.0-SNAPSHOT"
+  :description "Backup, restore and continuous protection for Datahike databases, with a Rust native core."
+  :url "https://github.com/alekcz/datacamp"
+  :license {:name "Eclipse Public License 2.0" :url "https://www.eclipse.org/legal/epl-2.0/"}
+  :dependencies [[org.clojure/clojure "1.11.1"]]
+  :source-paths ["clj/src"]
+  :java-source-paths ["java"]
+  :javac-options ["--release" "17"]
+  :resource-paths ["target/native-resources"]
+  :test-paths ["clj/test"]
+  :target-path "target/jvm/%s"
+  :compile-path "%s/classes"
+  :global-vars {*warn-on-reflection* true}
+  :profiles {:dev {:source-paths ["clj/test-support" "clj/demo"]
+                   :dependencies [[org.clojure/data.fressian "1.0.0"]]}
+             ;; Real Datahike for users who reach Clojars: `lein with-profile -dev,+datahike run -m datacamp.demo`.
+             :datahike {:dependencies [[io.replikativ/datahike "0.6.1613"]]
+                        :source-paths ["clj/demo"]}
+             ;; Offline build from Debian's Clojure packages (the Makefile uses it): no Clojars needed.
+             :debian {:local-repo "/usr/share/maven-repo" :offline? true}})

@@ -1,0 +1,154 @@
+//! The one error type of the crate.
+//!
+//! Rules: every public function returns [`Result`]; an error carries a [`ErrorKind`]
+//! (which becomes the `:datacamp/error` keyword on the Clojure side), the operation that
+//! failed, the key or path it concerned, and where possible a hint a person can act on.
+
+use std::fmt;
+
+/// What went wrong, coarsely: decides retries and the `:datacamp/error` keyword.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A caller's argument or option is not acceptable (nothing was written).
+    InvalidArgument,
+    /// A file, object or backup does not exist.
+    NotFound,
+    /// Stored bytes do not decode or do not match their checksum.
+    Corrupt,
+    /// A local I/O failure (disk full, permission denied, …).
+    Io,
+    /// A failure that may succeed when retried (network, throttling, 5xx).
+    Transient,
+    /// A value that the format cannot represent.
+    Unsupported,
+    /// The operation conflicts with existing state (backup exists, lock held, …).
+    Conflict,
+    /// A bug: an invariant of this crate did not hold (including caught panics).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Return the keyword name used for `:datacamp/error` (without the namespace).
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Io => "io",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Unsupported => "unsupported-value",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// An error with its kind, operation, key, hint and cause.
+#[derive(Debug)]
+pub struct Error {
+    /// The coarse kind.
+    pub kind: ErrorKind,
+    /// What was being done (`"write chunk"`, `"read manifest"`, …).
+    pub op: String,
+    /// The file path or object key concerned, if any.
+    pub key: Option<String>,
+    /// What the user can do about it, if known.
+    pub hint: Option<String>,
+    /// The human-readable detail.
+    pub message: String,
+    /// The underlying cause, if any.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Given a kind, the operation and a message, return a new error.
+    pub fn new(kind: ErrorKind, op: impl Into<String>, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            op: op.into(),
+            key: None,
+            hint: None,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`ErrorKind::InvalidArgument`] error.
+    pub fn invalid(op: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArgument, op, message)
+    }
+
+    /// An [`ErrorKind::Corrupt`] error.
+    pub fn corrupt(op: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Corrupt, op, message)
+    }
+
+    /// An [`ErrorKind::Internal`] error.
+    pub fn internal(op: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, op, message)
+    }
+
+    /// Given an I/O error, the operation and the path, return an error of the fitting kind.
+    pub fn io(op: impl Into<String>, key: impl Into<String>, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let (kind, hint) = match err.kind() {
+            K::NotFound => (ErrorKind::NotFound, None),
+            K::PermissionDenied => (
+                ErrorKind::Io,
+                Some("check that the process may write to this directory"),
+            ),
+            K::StorageFull => (ErrorKind::Io, Some("free disk space and retry")),
+            _ => (ErrorKind::Io, None),
+        };
+        Error {
+            kind,
+            op: op.into(),
+            key: Some(key.into()),
+            hint: hint.map(String::from),
+            message: err.to_string(),
+            source: Some(Box::new(err)),
+        }
+    }
+
+    /// Return the error with `key` attached.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Return the error with `hint` attached.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Return the error with its operation replaced by `op` (context from the caller).
+    pub fn in_op(mut self, op: impl Into<String>) -> Self {
+        self.op = op.into();
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.op, self.message)?;
+        if let Some(key) = &self.key {
+            write!(f, " ({key})")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,268 @@
+//! Datom chunks: `gzip(fressian({:format/type :datom-chunk … :datoms [[e a v tx added] …]}))`.
+//!
+//! [`ChunkEncoder`] cuts chunks on the real encoded size: each datom is encoded into the
+//! running chunk, and a datom that would push the chunk past the limit is rolled back
+//! (bytes and Fressian caches) and starts the next chunk. [`decode_chunk`] reads chunks of
+//! both implementations.
+
+use std::io::{Read, Write};
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sha2::{Digest, Sha256};
+
+use super::fressian::{self, Reader, Writer};
+use crate::error::{Error, Result};
+use crate::model::{Attr, Datom, Value};
+
+/// The chunk format version written into every chunk.
+pub const CHUNK_FORMAT_VERSION: &str = "1.0.0";
+
+/// Bytes reserved for the `:datoms` list's length prefix (a list code and an int).
+const LIST_PREFIX_MAX: usize = 9;
+
+/// One encoded (not yet compressed) chunk and what the manifest says about it.
+#[derive(Debug)]
+pub struct EncodedChunk {
+    /// Chunk number, from 0.
+    pub id: u64,
+    /// The Fressian bytes of the whole chunk map.
+    pub fressian: Vec<u8>,
+    /// Number of datoms.
+    pub datom_count: u64,
+    /// Smallest and largest tx.
+    pub tx_range: Option<(i64, i64)>,
+    /// Largest entity id.
+    pub max_eid: i64,
+}
+
+/// Cuts a stream of datoms into chunks of at most `limit` encoded bytes.
+///
+/// A chunk always holds at least one datom, so a single datom larger than the limit makes
+/// a chunk of its own.
+pub struct ChunkEncoder {
+    limit: usize,
+    next_id: u64,
+    writer: Writer,
+    header: Vec<u8>,
+    count: u64,
+    tx_range: Option<(i64, i64)>,
+    max_eid: i64,
+}
+
+fn chunk_header(writer: &mut Writer, id: u64) -> Result<Vec<u8>> {
+    writer.write_map_header(5)?;
+    for (k, v) in [
+        ("format/type", Value::kw("datom-chunk")),
+        ("format/version", Value::str(CHUNK_FORMAT_VERSION)),
+        ("format/serialization", Value::kw("fressian")),
+        ("chunk/id", Value::Long(id as i64)),
+    ] {
+        writer.write_value(&Value::kw(k))?;
+        writer.write_value(&v)?;
+    }
+    writer.write_value(&Value::kw("datoms"))?;
+    Ok(writer.take_output())
+}
+
+impl ChunkEncoder {
+    /// Given the size limit in bytes (> 0), return an encoder whose first chunk is number 0.
+    pub fn new(limit: usize) -> Result<Self> {
+        Self::starting_at(limit, 0)
+    }
+
+    /// Like [`ChunkEncoder::new`], numbering chunks from `first_id`.
+    pub fn starting_at(limit: usize, first_id: u64) -> Result<Self> {
+        let mut writer = Writer::new();
+        let header = chunk_header(&mut writer, first_id)?;
+        Ok(ChunkEncoder {
+            limit,
+            next_id: first_id,
+            writer,
+            header,
+            count: 0,
+            tx_range: None,
+            max_eid: 0,
+        })
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.header.len() + LIST_PREFIX_MAX + self.writer.len()
+    }
+
+    fn write(&mut self, d: &Datom) -> Result<()> {
+        self.writer
+            .write_datom(d.e, &d.a, &d.v, d.tx, d.added)
+            .map_err(|e| e.in_op(format!("encode datom {}", describe(d))))
+    }
+
+    /// Add a datom; return the chunk it completed, if adding it closed one.
+    pub fn push(&mut self, d: &Datom) -> Result<Option<EncodedChunk>> {
+        let mark = self.writer.mark();
+        self.write(d)?;
+        if self.count > 0 && self.encoded_len() > self.limit {
+            self.writer.rollback(mark);
+            let done = self.cut()?;
+            self.write(d)?;
+            self.note(d);
+            return Ok(Some(done));
+        }
+        self.note(d);
+        Ok(None)
+    }
+
+    fn note(&mut self, d: &Datom) {
+        self.count += 1;
+        self.max_eid = self.max_eid.max(d.e);
+        self.tx_range = Some(match self.tx_range {
+            Some((lo, hi)) => (lo.min(d.tx), hi.max(d.tx)),
+            None => (d.tx, d.tx),
+        });
+    }
+
+    fn cut(&mut self) -> Result<EncodedChunk> {
+        let body = self.writer.take_output();
+        let mut bytes = Vec::with_capacity(self.header.len() + LIST_PREFIX_MAX + body.len());
+        bytes.extend_from_slice(&self.header);
+        fressian::list_header(self.count as usize, &mut bytes);
+        bytes.extend_from_slice(&body);
+        let chunk = EncodedChunk {
+            id: self.next_id,
+            fressian: bytes,
+            datom_count: self.count,
+            tx_range: self.tx_range,
+            max_eid: self.max_eid,
+        };
+        self.next_id += 1;
+        self.writer = Writer::new();
+        self.header = chunk_header(&mut self.writer, self.next_id)?;
+        self.count = 0;
+        self.tx_range = None;
+        self.max_eid = 0;
+        Ok(chunk)
+    }
+
+    /// Return the last, partial chunk (`None` if it holds no datom).
+    pub fn finish(mut self) -> Result<Option<EncodedChunk>> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        self.cut().map(Some)
+    }
+}
+
+/// A short description of a datom for error messages (long values are abbreviated).
+pub fn describe(d: &Datom) -> String {
+    let mut v = format!("{:?}", d.v);
+    if v.len() > 80 {
+        let mut end = 77;
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v.truncate(end);
+        v.push_str("...");
+    }
+    format!("[{} {} {} {} {}]", d.e, d.a, v, d.tx, d.added)
+}
+
+/// Gzip `bytes` at `level` (0–9).
+pub fn gzip(bytes: &[u8], level: u32) -> Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        Compression::new(level),
+    );
+    enc.write_all(bytes)
+        .and_then(|_| enc.finish())
+        .map_err(|e| Error::internal("compress chunk", e.to_string()))
+}
+
+/// Gunzip `bytes`; `Corrupt` if they are not a complete gzip stream.
+pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::corrupt("decompress chunk", e.to_string()))?;
+    Ok(out)
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A decoded chunk.
+#[derive(Debug, PartialEq)]
+pub struct DecodedChunk {
+    /// The `:chunk/id` inside the chunk.
+    pub id: i64,
+    /// The datoms, in stored order.
+    pub datoms: Vec<Datom>,
+}
+
+/// Given the stored (gzip) bytes of a chunk, decode it.
+///
+/// `Corrupt` errors name what is wrong: not gzip, not Fressian, not a datom chunk, or a
+/// datom that is not `[e a v tx added]`.
+pub fn decode_chunk(stored: &[u8]) -> Result<DecodedChunk> {
+    let raw = gunzip(stored)?;
+    decode_chunk_fressian(&raw)
+}
+
+/// Decode the Fressian bytes of a chunk (already decompressed).
+pub fn decode_chunk_fressian(raw: &[u8]) -> Result<DecodedChunk> {
+    let op = "decode chunk";
+    let value = Reader::new(raw).read_value()?;
+    if value.get("format/type") != Some(&Value::kw("datom-chunk")) {
+        return Err(Error::corrupt(
+            op,
+            "not a datom chunk (:format/type is not :datom-chunk)",
+        ));
+    }
+    let id = value
+        .get("chunk/id")
+        .and_then(Value::as_long)
+        .ok_or_else(|| Error::corrupt(op, "missing :chunk/id"))?;
+    let Some(Value::Vector(items)) = take(value, "datoms") else {
+        return Err(Error::corrupt(
+            op,
+            format!("chunk {id} has no :datoms list"),
+        ));
+    };
+    let datoms = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            datom_of(item).map_err(|m| Error::corrupt(op, format!("chunk {id}, datom {i}: {m}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DecodedChunk { id, datoms })
+}
+
+fn take(value: Value, key: &str) -> Option<Value> {
+    let Value::Map(entries) = value else {
+        return None;
+    };
+    let want = Value::kw(key);
+    entries
+        .into_iter()
+        .find_map(|(k, v)| (k == want).then_some(v))
+}
+
+fn datom_of(item: Value) -> std::result::Result<Datom, String> {
+    let Value::Vector(parts) = item else {
+        return Err("not a list".into());
+    };
+    let [e, a, v, tx, added]: [Value; 5] = parts
+        .try_into()
+        .map_err(|p: Vec<Value>| format!("has {} elements, not 5", p.len()))?;
+    let a = match a {
+        Value::Keyword(n) => Attr::Keyword(n),
+        Value::Long(id) => Attr::Id(id),
+        other => return Err(format!("attribute {other:?} is neither keyword nor id")),
+    };
+    match (e, tx, added) {
+        (Value::Long(e), Value::Long(tx), Value::Bool(added)) => Ok(Datom { e, a, v, tx, added }),
+        (e, tx, added) => Err(format!("bad e/tx/added: {e:?} {tx:?} {added:?}")),
+    }
+}

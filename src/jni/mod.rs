@@ -1,0 +1,384 @@
+//! Every `Java_datacamp_jni_Native_*` entry point, and all JNI marshalling.
+//!
+//! Each entry point is a thin shell: it converts its Java arguments, calls the session or
+//! catalog code, converts the result, and runs inside [`boundary::guard`] so that errors
+//! and panics become `DatacampException`s. Options and results cross as EDN strings;
+//! datoms cross as primitive-array columns (see [`crate::wire`]).
+
+pub mod boundary;
+pub mod handles;
+
+use std::sync::Arc;
+
+use jni::objects::{
+    JBooleanArray, JByteArray, JClass, JIntArray, JLongArray, JObject, JString, JValue,
+};
+use jni::sys::{jboolean, jint, jlong, jobjectArray, jstring};
+use jni::JNIEnv;
+
+use crate::backup::{now_ms, BackupOptions, BackupSession};
+use crate::catalog;
+use crate::error::{Error, Result};
+use crate::format::chunk;
+use crate::format::edn;
+use crate::model::Value;
+use crate::store::{self, Store};
+use crate::wire::{Batch, BatchBuilder, BatchColumns};
+use boundary::{guard, jni_error};
+use handles::Registry;
+
+static BACKUPS: Registry<Option<BackupSession>> = Registry::new("backup session");
+
+fn string(env: &mut JNIEnv, s: &JString, what: &str) -> Result<String> {
+    if s.is_null() {
+        return Err(Error::invalid(
+            "read arguments",
+            format!("{what} must not be null"),
+        ));
+    }
+    Ok(env
+        .get_string(s)
+        .map_err(|e| jni_error("read string", e))?
+        .into())
+}
+
+fn edn_arg(env: &mut JNIEnv, s: &JString, what: &str) -> Result<Value> {
+    let text = string(env, s, what)?;
+    edn::parse(&text)
+        .map_err(|e| Error::invalid("read arguments", format!("{what} is not valid EDN: {e}")))
+}
+
+fn target(env: &mut JNIEnv, s: &JString) -> Result<Arc<dyn Store>> {
+    store::open_target(&edn_arg(env, s, "the target")?)
+}
+
+fn edn_result(env: &mut JNIEnv, v: &Value) -> Result<jstring> {
+    let s = env
+        .new_string(edn::write(v))
+        .map_err(|e| jni_error("return result", e))?;
+    Ok(s.into_raw())
+}
+
+/// `String Native.version()`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_version(mut env: JNIEnv, _: JClass) -> jstring {
+    guard(&mut env, "version", std::ptr::null_mut(), |env| {
+        let s = env
+            .new_string(concat!("datacamp-native ", env!("CARGO_PKG_VERSION")))
+            .map_err(|e| jni_error("version", e))?;
+        Ok(s.into_raw())
+    })
+}
+
+/// `long Native.backupOpen(String targetEdn, String optionsEdn)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupOpen(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    options_edn: JString,
+) -> jlong {
+    guard(&mut env, "open backup", 0, |env| {
+        let opts = BackupOptions::from_edn(&edn_arg(env, &options_edn, "the options")?)?;
+        let store = target(env, &target_edn)?;
+        let session = BackupSession::open(store, opts)?;
+        Ok(BACKUPS.insert(Some(session)))
+    })
+}
+
+/// Reusable copies of one batch's columns.
+#[derive(Default)]
+struct Columns {
+    e: Vec<i64>,
+    a: Vec<i32>,
+    tx: Vec<i64>,
+    added: Vec<u8>,
+    vtag: Vec<i8>,
+    vnum: Vec<i64>,
+    vbytes: Vec<i8>,
+    new_attrs: Vec<i8>,
+}
+
+fn sized<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    v.clear();
+    v.resize(n, T::default());
+    v
+}
+
+/// Copy `len` elements of a Java array (checked against its real length).
+macro_rules! region {
+    ($env:expr, $getter:ident, $arr:expr, $buf:expr, $len:expr, $what:literal) => {{
+        let real = $env
+            .get_array_length($arr)
+            .map_err(|e| jni_error("read batch", e))? as usize;
+        if real < $len {
+            return Err(Error::invalid(
+                "push batch",
+                format!("column {} has {} elements, {} expected", $what, real, $len),
+            ));
+        }
+        $env.$getter($arr, 0, sized($buf, $len))
+            .map_err(|e| jni_error("read batch", e))?;
+    }};
+}
+
+/// `void Native.backupPush(long handle, int n, long[] e, int[] a, long[] tx, boolean[] added,
+/// byte[] vtag, long[] vnum, byte[] vbytes, int vbytesLen, byte[] newAttrs, int newAttrsLen)`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "system" fn Java_datacamp_jni_Native_backupPush(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+    n: jint,
+    e: JLongArray,
+    a: JIntArray,
+    tx: JLongArray,
+    added: JBooleanArray,
+    vtag: JByteArray,
+    vnum: JLongArray,
+    vbytes: JByteArray,
+    vbytes_len: jint,
+    new_attrs: JByteArray,
+    new_attrs_len: jint,
+) {
+    guard(&mut env, "push batch", (), |env| {
+        if n < 0 || vbytes_len < 0 || new_attrs_len < 0 {
+            return Err(Error::invalid("push batch", "negative batch length"));
+        }
+        let (n, vb, na) = (n as usize, vbytes_len as usize, new_attrs_len as usize);
+        let mut c = Columns::default();
+        region!(env, get_long_array_region, &e, &mut c.e, n, "e");
+        region!(env, get_int_array_region, &a, &mut c.a, n, "a");
+        region!(env, get_long_array_region, &tx, &mut c.tx, n, "tx");
+        region!(
+            env,
+            get_boolean_array_region,
+            &added,
+            &mut c.added,
+            n,
+            "added"
+        );
+        region!(env, get_byte_array_region, &vtag, &mut c.vtag, n, "vtag");
+        region!(env, get_long_array_region, &vnum, &mut c.vnum, n, "vnum");
+        region!(
+            env,
+            get_byte_array_region,
+            &vbytes,
+            &mut c.vbytes,
+            vb,
+            "vbytes"
+        );
+        region!(
+            env,
+            get_byte_array_region,
+            &new_attrs,
+            &mut c.new_attrs,
+            na,
+            "newAttrs"
+        );
+        let cols = BatchColumns {
+            e: &c.e,
+            a: &c.a,
+            tx: &c.tx,
+            added: &c.added,
+            vtag: &c.vtag,
+            vnum: &c.vnum,
+            vbytes: as_u8(&c.vbytes),
+        };
+        BACKUPS.with(handle, |s| {
+            s.as_mut()
+                .ok_or_else(|| {
+                    Error::invalid("push batch", "the backup session is already finished")
+                })?
+                .push_columns(&cols, as_u8(&c.new_attrs))
+        })
+    })
+}
+
+fn as_u8(v: &[i8]) -> &[u8] {
+    // i8 and u8 have the same size and alignment; this is a plain reinterpretation.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
+}
+
+/// `String Native.backupFinish(long handle)`: commit the backup, return the result EDN.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupFinish(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) -> jstring {
+    guard(&mut env, "finish backup", std::ptr::null_mut(), |env| {
+        let session = BACKUPS.with(handle, |s| {
+            s.take().ok_or_else(|| {
+                Error::invalid("finish backup", "the backup session is already finished")
+            })
+        })?;
+        let result = session.finish()?;
+        edn_result(env, &result.to_value())
+    })
+}
+
+/// `void Native.backupAbort(long handle)`: leave the backup incomplete.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupAbort(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) {
+    guard(&mut env, "abort backup", (), |_| {
+        let session = BACKUPS.with(handle, |s| Ok(s.take()))?;
+        match session {
+            Some(s) => s.abort("aborted by the caller"),
+            None => Ok(()),
+        }
+    })
+}
+
+/// `void Native.backupFree(long handle)`: release the session (aborting it if still open).
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupFree(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) {
+    guard(&mut env, "free backup", (), |_| {
+        if let Some(slot) = BACKUPS.remove(handle) {
+            let open = slot.lock().ok().and_then(|mut s| s.take());
+            if let Some(s) = open {
+                s.abort("the session was closed before it finished")?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `String Native.listBackups(String targetEdn, String databaseId)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_listBackups(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+) -> jstring {
+    guard(&mut env, "list backups", std::ptr::null_mut(), |env| {
+        let store = target(env, &target_edn)?;
+        let db = string(env, &database_id, "the database id")?;
+        let list = catalog::list(store.as_ref(), &db)?;
+        edn_result(env, &catalog::list_value(&list))
+    })
+}
+
+/// `String Native.verifyBackup(String targetEdn, String databaseId, String backupId, boolean deep)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    backup_id: JString,
+    deep: jboolean,
+) -> jstring {
+    guard(&mut env, "verify backup", std::ptr::null_mut(), |env| {
+        let store = target(env, &target_edn)?;
+        let db = string(env, &database_id, "the database id")?;
+        let id = string(env, &backup_id, "the backup id")?;
+        let report = catalog::verify(store.as_ref(), &db, &id, deep != 0)?;
+        edn_result(env, &report)
+    })
+}
+
+/// `String Native.cleanupIncomplete(String targetEdn, String databaseId, long olderThanMillis)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_cleanupIncomplete(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    older_than_millis: jlong,
+) -> jstring {
+    guard(
+        &mut env,
+        "clean up incomplete backups",
+        std::ptr::null_mut(),
+        |env| {
+            if older_than_millis < 0 {
+                return Err(Error::invalid(
+                    "clean up incomplete backups",
+                    ":older-than must not be negative",
+                ));
+            }
+            let store = target(env, &target_edn)?;
+            let db = string(env, &database_id, "the database id")?;
+            let report =
+                catalog::cleanup_incomplete(store.as_ref(), &db, now_ms() - older_than_millis)?;
+            edn_result(env, &report)
+        },
+    )
+}
+
+/// Convert a batch into Java arrays: `Object[]{Long id, long[] e, int[] a, long[] tx,
+/// boolean[] added, byte[] vtag, long[] vnum, byte[] vbytes, byte[] newAttrs}`.
+fn batch_to_java<'l>(env: &mut JNIEnv<'l>, id: i64, b: &Batch) -> jni::errors::Result<JObject<'l>> {
+    let n = b.len() as i32;
+    let e = env.new_long_array(n)?;
+    env.set_long_array_region(&e, 0, &b.e)?;
+    let a = env.new_int_array(n)?;
+    env.set_int_array_region(&a, 0, &b.a)?;
+    let tx = env.new_long_array(n)?;
+    env.set_long_array_region(&tx, 0, &b.tx)?;
+    let added = env.new_boolean_array(n)?;
+    env.set_boolean_array_region(&added, 0, &b.added)?;
+    let vtag = env.new_byte_array(n)?;
+    env.set_byte_array_region(&vtag, 0, &b.vtag)?;
+    let vnum = env.new_long_array(n)?;
+    env.set_long_array_region(&vnum, 0, &b.vnum)?;
+    let vbytes = env.byte_array_from_slice(&b.vbytes)?;
+    let new_attrs = env.byte_array_from_slice(&b.new_attrs)?;
+    let boxed_id = env.new_object("java/lang/Long", "(J)V", &[JValue::Long(id)])?;
+    let items: [JObject; 9] = [
+        boxed_id,
+        e.into(),
+        a.into(),
+        tx.into(),
+        added.into(),
+        vtag.into(),
+        vnum.into(),
+        vbytes.into(),
+        new_attrs.into(),
+    ];
+    let out = env.new_object_array(items.len() as i32, "java/lang/Object", JObject::null())?;
+    for (i, item) in items.iter().enumerate() {
+        env.set_object_array_element(&out, i as i32, item)?;
+    }
+    Ok(out.into())
+}
+
+/// `Object[] Native.decodeChunk(byte[] stored)`: decode one chunk natively.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_decodeChunk(
+    mut env: JNIEnv,
+    _: JClass,
+    stored: JByteArray,
+) -> jobjectArray {
+    guard(&mut env, "decode chunk", std::ptr::null_mut(), |env| {
+        if stored.is_null() {
+            return Err(Error::invalid(
+                "decode chunk",
+                "the chunk bytes must not be null",
+            ));
+        }
+        let bytes = env
+            .convert_byte_array(&stored)
+            .map_err(|e| jni_error("decode chunk", e))?;
+        let decoded = chunk::decode_chunk(&bytes)?;
+        let mut builder = BatchBuilder::new();
+        for d in &decoded.datoms {
+            builder.push(d)?;
+        }
+        let batch = builder.flush();
+        let out =
+            batch_to_java(env, decoded.id, &batch).map_err(|e| jni_error("decode chunk", e))?;
+        Ok(out.into_raw())
+    })
+}

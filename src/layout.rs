@@ -1,0 +1,104 @@
+//! Every file / object key of a backup, built in one place.
+//!
+//! ```text
+//! {database-id}/{backup-id}/manifest.edn        the commit point (written after all chunks)
+//! {database-id}/{backup-id}/config.edn          the source database's configuration
+//! {database-id}/{backup-id}/checkpoint.edn      progress, rewritten as chunks land
+//! {database-id}/{backup-id}/chunks/datoms-N.fressian.gz
+//! {database-id}/{backup-id}/complete.marker     written last
+//! ```
+//! Keys are relative to the target's root (a directory, or an S3 prefix) and use `/`.
+
+use crate::error::{Error, Result};
+
+/// File name of the manifest.
+pub const MANIFEST: &str = "manifest.edn";
+/// File name of the configuration snapshot.
+pub const CONFIG: &str = "config.edn";
+/// File name of the checkpoint.
+pub const CHECKPOINT: &str = "checkpoint.edn";
+/// File name of the completion marker.
+pub const COMPLETE_MARKER: &str = "complete.marker";
+/// Contents of the completion marker (as the original implementation writes it).
+pub const COMPLETE_MARKER_BYTES: &[u8] = b"complete";
+
+/// Given a database id, check it is a safe single path segment.
+///
+/// Rejects empty ids, `.`/`..`, ids containing `/`, `\`, NUL or control characters, and
+/// ids longer than 200 bytes: a database id must never escape the target directory.
+pub fn check_segment(what: &str, id: &str) -> Result<()> {
+    let bad = id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.len() > 200
+        || id.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        return Err(Error::invalid(
+            "check arguments",
+            format!("{what} {id:?} is not a valid name"),
+        )
+        .with_hint(format!(
+            "a {what} must be a non-empty single path segment without '/', '\\' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The folder of one database's backups: `{database-id}/`.
+pub fn database_prefix(database_id: &str) -> String {
+    format!("{database_id}/")
+}
+
+/// The folder of one backup: `{database-id}/{backup-id}/`.
+pub fn backup_prefix(database_id: &str, backup_id: &str) -> String {
+    format!("{database_id}/{backup_id}/")
+}
+
+/// The key of a file directly inside a backup's folder.
+pub fn backup_file(database_id: &str, backup_id: &str, name: &str) -> String {
+    format!("{database_id}/{backup_id}/{name}")
+}
+
+/// A chunk's path relative to its backup folder (what `:chunk/key` holds).
+pub fn chunk_relative(chunk_id: u64) -> String {
+    format!("chunks/datoms-{chunk_id}.fressian.gz")
+}
+
+/// A chunk's key relative to the target root.
+pub fn chunk_key(database_id: &str, backup_id: &str, chunk_id: u64) -> String {
+    backup_file(database_id, backup_id, &chunk_relative(chunk_id))
+}
+
+/// Given a key under `{database-id}/`, return the backup id it belongs to, if any.
+pub fn backup_id_of<'a>(database_id: &str, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(database_id)?.strip_prefix('/')?;
+    let (id, _) = rest.split_once('/')?;
+    (!id.is_empty()).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_original_layout() {
+        assert_eq!(
+            chunk_key("prod", "b1", 7),
+            "prod/b1/chunks/datoms-7.fressian.gz"
+        );
+        assert_eq!(backup_file("prod", "b1", MANIFEST), "prod/b1/manifest.edn");
+        assert_eq!(backup_id_of("prod", "prod/b1/chunks/x"), Some("b1"));
+        assert_eq!(backup_id_of("prod", "production/b1/x"), None);
+        assert_eq!(backup_id_of("prod", "prod/manifest.edn"), None);
+    }
+
+    #[test]
+    fn unsafe_segments_are_rejected() {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a\u{0}b", "a\nb"] {
+            assert!(check_segment("database-id", bad).is_err(), "{bad:?}");
+        }
+        for good in ["prod", "my-db_1", "ü", "a.b"] {
+            assert!(check_segment("database-id", good).is_ok(), "{good:?}");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The conformance suite every [`Store`] backend must pass (called from each backend's tests).
+
+use super::Store;
+use crate::error::ErrorKind;
+
+/// Run every conformance check against an empty `store`; panics (test failure) on a violation.
+pub fn run(store: &dyn Store) {
+    put_get_round_trip(store);
+    missing_keys(store);
+    list_is_recursive_sorted_and_prefix_exact(store);
+    overwrite_replaces(store);
+    delete_prefix_removes_everything(store);
+}
+
+fn put_get_round_trip(store: &dyn Store) {
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    store
+        .put("db/b1/chunks/datoms-0.fressian.gz", &bytes)
+        .unwrap();
+    assert_eq!(
+        store.get("db/b1/chunks/datoms-0.fressian.gz").unwrap(),
+        bytes
+    );
+    assert_eq!(
+        store.size("db/b1/chunks/datoms-0.fressian.gz").unwrap(),
+        Some(100_000)
+    );
+    store.put("db/b1/empty", b"").unwrap();
+    assert_eq!(store.get("db/b1/empty").unwrap(), b"");
+}
+
+fn missing_keys(store: &dyn Store) {
+    let err = store.get("db/nope/manifest.edn").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    assert_eq!(store.size("db/nope/manifest.edn").unwrap(), None);
+    store.delete("db/nope/manifest.edn").unwrap();
+    assert!(store.list("nothing-here/").unwrap().is_empty());
+}
+
+fn list_is_recursive_sorted_and_prefix_exact(store: &dyn Store) {
+    store.put("lst/b2/manifest.edn", b"2").unwrap();
+    store.put("lst/b1/manifest.edn", b"1").unwrap();
+    store
+        .put("lst/b1/chunks/datoms-1.fressian.gz", b"c1")
+        .unwrap();
+    store.put("lstx/b1/manifest.edn", b"other db").unwrap();
+    let keys: Vec<String> = store
+        .list("lst/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "lst/b1/chunks/datoms-1.fressian.gz",
+            "lst/b1/manifest.edn",
+            "lst/b2/manifest.edn"
+        ]
+    );
+    let sizes: Vec<u64> = store
+        .list("lst/b1/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.size)
+        .collect();
+    assert_eq!(sizes, [2, 1]);
+}
+
+fn overwrite_replaces(store: &dyn Store) {
+    store.put("ow/k", b"first version, longer").unwrap();
+    store.put("ow/k", b"second").unwrap();
+    assert_eq!(store.get("ow/k").unwrap(), b"second");
+}
+
+fn delete_prefix_removes_everything(store: &dyn Store) {
+    store.put("del/b1/a", b"a").unwrap();
+    store.put("del/b1/chunks/c", b"c").unwrap();
+    store.put("del/b2/a", b"keep").unwrap();
+    assert_eq!(store.delete_prefix("del/b1/").unwrap(), 2);
+    assert!(store.list("del/b1/").unwrap().is_empty());
+    assert_eq!(store.get("del/b2/a").unwrap(), b"keep");
+}

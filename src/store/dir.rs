@@ -1,0 +1,193 @@
+//! A local directory as a [`Store`]: keys are relative paths below the root.
+//!
+//! Writes go to a temporary file in the destination folder, are fsynced, renamed into
+//! place, and the folder is fsynced: a crash leaves the old state or the whole new file.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{ObjectMeta, Store};
+use crate::error::{Error, Result};
+
+/// Marker inside temporary file names; listings skip such files.
+const TMP_MARK: &str = ".tmp-";
+
+/// A directory store rooted at a path.
+#[derive(Debug)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// Given a directory path, return a store rooted there (created if missing).
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root)
+            .map_err(|e| Error::io("open backup directory", root.display().to_string(), e))?;
+        Ok(DirStore { root })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let bad = key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..");
+        if bad {
+            return Err(Error::invalid("resolve key", format!("unsafe key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!("{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let key = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            walk(&entry.path(), &key, out)?;
+        } else if !name.contains(TMP_MARK) {
+            out.push(ObjectMeta {
+                key,
+                size: meta.len(),
+                modified: meta.modified().ok(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Store for DirStore {
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path_of(key)?;
+        write_atomically(&path, bytes)
+            .map_err(|e| Error::io("write file", path.display().to_string(), e))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(key)?;
+        fs::read(&path).map_err(|e| Error::io("read file", path.display().to_string(), e))
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path_of(key)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat file", path.display().to_string(), e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk the deepest folder the prefix names completely, then filter by the rest.
+        let folder = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(folder)?
+        };
+        let mut out = Vec::new();
+        walk(&start, folder, &mut out)
+            .map_err(|e| Error::io("list directory", start.display().to_string(), e))?;
+        out.retain(|o| o.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("delete file", path.display().to_string(), e)),
+        }
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let objects = self.list(prefix)?;
+        for o in &objects {
+            self.delete(&o.key)?;
+        }
+        // A prefix ending in '/' names a folder: remove it with any temporaries left inside.
+        if let Some(folder) = prefix.strip_suffix('/') {
+            let path = self.path_of(folder)?;
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete folder", path.display().to_string(), e)),
+            }
+        }
+        Ok(objects.len() as u64)
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_store_passes_the_conformance_suite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(tmp.path().join("root")).unwrap();
+        crate::store::conformance::run(&store);
+    }
+
+    #[test]
+    fn temporaries_are_invisible_and_keys_cannot_escape() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(tmp.path()).unwrap();
+        fs::create_dir_all(tmp.path().join("db/b")).unwrap();
+        fs::write(tmp.path().join("db/b/manifest.edn.tmp-123"), b"x").unwrap();
+        assert!(store.list("db/").unwrap().is_empty());
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", ""] {
+            assert!(store.put(bad, b"x").is_err(), "{bad}");
+        }
+    }
+}

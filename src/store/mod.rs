@@ -1,0 +1,86 @@
+//! Storage backends behind one trait.
+//!
+//! A [`Store`] knows nothing of datoms: it stores opaque bytes under `/`-separated keys
+//! relative to its root. Backends: [`dir::DirStore`] (a local directory). Every backend runs
+//! the same conformance suite ([`conformance`]).
+
+pub mod dir;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+use crate::model::Value;
+
+/// One stored object as a listing returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key, relative to the store's root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time, when the backend knows it.
+    pub modified: Option<SystemTime>,
+}
+
+/// A place that holds backups.
+///
+/// Contract for every implementation:
+/// - `put` is atomic: a reader sees either no object or all of the new bytes, never a
+///   prefix; once `put` returns, the bytes are durable.
+/// - `get` of a missing key fails with [`crate::error::ErrorKind::NotFound`].
+/// - `list` returns every object whose key starts with `prefix`, at any depth, sorted by
+///   key, never an in-flight temporary.
+/// - `delete` of a missing key succeeds.
+pub trait Store: Send + Sync {
+    /// Store `bytes` under `key`, atomically and durably (replacing any old object).
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
+    /// Return the bytes under `key`; `NotFound` if there are none.
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Return the size of the object under `key`, or `None` if there is none.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// List the objects under `prefix` (recursive, sorted by key).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// Delete the object under `key` (succeeds if it is missing).
+    fn delete(&self, key: &str) -> Result<()>;
+    /// Delete every object under `prefix` and whatever empty folders that leaves.
+    fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let objects = self.list(prefix)?;
+        for o in &objects {
+            self.delete(&o.key)?;
+        }
+        Ok(objects.len() as u64)
+    }
+    /// A human-readable location for `key` (a file path or an `s3://` URL).
+    fn location(&self, key: &str) -> String;
+}
+
+/// Given a target map (`{:path "/backups"}`), return the store it names.
+///
+/// Fails with `InvalidArgument` when the map names no known backend or lacks a field.
+pub fn open_target(target: &Value) -> Result<Arc<dyn Store>> {
+    if !matches!(target, Value::Map(_)) {
+        return Err(Error::invalid(
+            "open target",
+            "the target must be a map such as {:path \"/backups\"}",
+        ));
+    }
+    match target.get("path") {
+        Some(Value::String(p)) if !p.trim().is_empty() => Ok(Arc::new(dir::DirStore::open(p)?)),
+        Some(_) => Err(Error::invalid(
+            "open target",
+            ":path must be a non-empty string",
+        )),
+        None if target.get("bucket").is_some() => Err(Error::invalid(
+            "open target",
+            "S3 targets are not supported by this build yet",
+        )),
+        None => Err(Error::invalid(
+            "open target",
+            "the target map needs :path (a directory)",
+        )),
+    }
+}
+
+#[cfg(test)]
+pub mod conformance;
