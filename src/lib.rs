@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod model;
 pub mod options;
 pub mod order;
+pub mod restore;
 pub mod sort;
 pub mod store;
 pub mod wire;

@@ -22,12 +22,14 @@ use crate::error::{Error, Result};
 use crate::format::chunk;
 use crate::format::edn;
 use crate::model::Value;
+use crate::restore::{RestoreOptions, RestoreSession};
 use crate::store::{self, Store};
 use crate::wire::{Batch, BatchBuilder, BatchColumns};
 use boundary::{guard, jni_error};
 use handles::Registry;
 
 static BACKUPS: Registry<Option<BackupSession>> = Registry::new("backup session");
+static RESTORES: Registry<RestoreSession> = Registry::new("restore session");
 
 fn string(env: &mut JNIEnv, s: &JString, what: &str) -> Result<String> {
     if s.is_null() {
@@ -380,5 +382,68 @@ pub extern "system" fn Java_datacamp_jni_Native_decodeChunk(
         let out =
             batch_to_java(env, decoded.id, &batch).map_err(|e| jni_error("decode chunk", e))?;
         Ok(out.into_raw())
+    })
+}
+
+/// `long Native.restoreOpen(String targetEdn, String optionsEdn)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_restoreOpen(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    options_edn: JString,
+) -> jlong {
+    guard(&mut env, "open restore", 0, |env| {
+        let opts = RestoreOptions::from_edn(&edn_arg(env, &options_edn, "the options")?)?;
+        let store = target(env, &target_edn)?;
+        Ok(RESTORES.insert(RestoreSession::open(store, opts)?))
+    })
+}
+
+/// `String Native.restoreInfo(long handle)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_restoreInfo(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) -> jstring {
+    guard(&mut env, "restore info", std::ptr::null_mut(), |env| {
+        let info = RESTORES.with(handle, |s| Ok(s.info().clone()))?;
+        edn_result(env, &info)
+    })
+}
+
+/// `Object[] Native.restoreNext(long handle)`: the next batch, or null at the end.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_restoreNext(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) -> jobjectArray {
+    guard(&mut env, "restore", std::ptr::null_mut(), |env| {
+        let next = RESTORES.with(handle, |s| {
+            Ok(s.next_batch()?.map(|b| (s.last_chunk().unwrap_or(0), b)))
+        })?;
+        match next {
+            None => Ok(std::ptr::null_mut()),
+            Some((chunk, batch)) => {
+                let out = batch_to_java(env, chunk as i64, &batch)
+                    .map_err(|e| jni_error("restore", e))?;
+                Ok(out.into_raw())
+            }
+        }
+    })
+}
+
+/// `void Native.restoreFree(long handle)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_restoreFree(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) {
+    guard(&mut env, "free restore", (), |_| {
+        RESTORES.remove(handle);
+        Ok(())
     })
 }

@@ -2,6 +2,7 @@
   "Backup and restore for Datahike databases, done by a native (Rust) core.
 
   Backups:    `backup-to-directory`
+  Restore:    `restore-from-directory`
   Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`
 
   A target is a map: `{:path \"/backups\"}` for a local directory. Every failure throws
@@ -11,7 +12,7 @@
   (:require [clojure.string :as str]
             [datacamp.datahike :as dh]
             [datacamp.native :as native])
-  (:import [datacamp.jni DatomWalker NativeHandle]))
+  (:import [datacamp.jni DatomWalker NativeHandle ValueDecoder]))
 
 (set! *warn-on-reflection* true)
 
@@ -139,3 +140,109 @@
       (-> (native/cleanup-incomplete target (str database-id) (long (* older-than-hours 3600 1000)))
           (update :removed #(mapv parse-id %))
           (update :kept-incomplete #(mapv parse-id %))))))
+
+(def ^:private default-load-batch
+  "Datoms per `load-entities` call when restoring: one call restores tx ids exactly."
+  1000000)
+
+(defn- empty-db?
+  "True when `db` holds no data: no transaction beyond tx0 (the system datoms of
+  `:attribute-refs? true` databases live at tx0)."
+  [db]
+  (and (= dh/tx0 (:max-tx db))
+       (every? #(= dh/tx0 (nth % 3)) (take 1000 (dh/datoms db false)))))
+
+(defn- check-empty!
+  "Refuse a target that is not empty."
+  [db]
+  (when-not (empty-db? db)
+    (throw (ex-info (str "the target database is not empty (max-tx " (:max-tx db)
+                         "): restore only into a freshly created database")
+                    {:datacamp/error :datacamp/target-not-empty :max-tx (:max-tx db)}))))
+
+(defn- check-compatible!
+  "Refuse a target whose configuration differs from the backup's."
+  [db info]
+  (let [source (:datahike-config info)
+        target (:config db)
+        keys [:keep-history? :schema-flexibility :attribute-refs?]
+        diffs (into {} (for [k keys
+                             :when (and (contains? source k) (not= (get source k) (get target k)))]
+                         [k {:backup (get source k) :target (get target k)}]))]
+    (when (seq diffs)
+      (throw (ex-info (str "the target database's configuration differs from the backup's: "
+                           (pr-str diffs) "; create the target with the same settings")
+                      {:datacamp/error :datacamp/incompatible-target :differences diffs})))))
+
+(defn- restore-batches
+  "A lazy seq of the session's batches, each `{:chunk-id :datoms}`."
+  [h decoder]
+  (lazy-seq
+   (when-let [b (native/restore-next h decoder)]
+     (cons b (restore-batches h decoder)))))
+
+(defn restore-from-directory
+  "Given a connection to an EMPTY Datahike database and a directory target, load backup
+  `backup-id` of `:database-id` into it and return `{:success true :backup-id …
+  :datoms-restored … :tx-count … :chunks-processed … :load-entities-calls … :duration-ms …}`.
+
+  The target must have the backup's `:keep-history?`, `:schema-flexibility` and
+  `:attribute-refs?`. Datoms reach `load-entities` in the order that reproduces entity ids;
+  tx ids are identical when everything fits one call (`:batch-size` datoms, default
+  1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
+
+  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks read ahead,
+  default 2), `:verify-first?` (check every chunk's checksum before loading anything,
+  default true), `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done …
+  :datoms-total …}`)."
+  [conn target backup-id & {:keys [database-id batch-size parallel verify-first? progress-fn]
+                            :or {batch-size default-load-batch verify-first? true}}]
+  (let [target (dir-target target)
+        db (dh/current-db conn)
+        started (System/currentTimeMillis)
+        progress (or progress-fn (constantly nil))]
+    (when-not (and (string? database-id) (not (str/blank? database-id)))
+      (invalid! "restore needs :database-id" {:backup-id backup-id}))
+    (when (nil? backup-id)
+      (invalid! "restore needs a backup id" {}))
+    (positive-long! :batch-size batch-size)
+    (check-empty! db)
+    (native/with-native-errors {:database-id database-id :backup-id backup-id}
+      (with-open [h (native/restore-open target (cond-> {:database-id database-id
+                                                          :backup-id (str backup-id)
+                                                          :verify-first? (boolean verify-first?)}
+                                                   parallel (assoc :parallel (long parallel))))]
+        (let [info (native/restore-info h)
+              total (:datom-count info)
+              load-entities (dh/api-fn 'load-entities)
+              decoder (ValueDecoder. true)
+              done (volatile! 0)
+              txs (volatile! 0)
+              last-tx (volatile! nil)
+              calls (volatile! 0)]
+          (check-compatible! db info)
+          (progress {:stage :started :datoms-done 0 :datoms-total total})
+          (doseq [group (partition-all batch-size
+                                       (mapcat (fn [{:keys [chunk-id datoms]}]
+                                                 (vswap! done + (count datoms))
+                                                 (doseq [d datoms]
+                                                   (let [tx (nth d 3)]
+                                                     (when-not (= tx @last-tx)
+                                                       (vreset! last-tx tx)
+                                                       (vswap! txs inc))))
+                                                 (progress {:stage :restoring :chunk-id chunk-id
+                                                            :datoms-done @done :datoms-total total})
+                                                 datoms)
+                                               (restore-batches h decoder)))]
+            @(load-entities conn group)
+            (vswap! calls inc))
+          (progress {:stage :done :datoms-done @done :datoms-total total})
+          {:success true
+           :backup-id (parse-id (:backup-id info))
+           :database-id database-id
+           :format (:format info)
+           :datoms-restored @done
+           :tx-count @txs
+           :chunks-processed (:chunk-count info)
+           :load-entities-calls @calls
+           :duration-ms (- (System/currentTimeMillis) started)})))))

@@ -102,3 +102,28 @@
                vbytes (alength vbytes) new-attrs (alength new-attrs))
     {:chunk/id (aget cols 0)
      :datoms (.datoms decoder)}))
+
+(defn restore-open
+  "Open a restore session; return its NativeHandle."
+  ^NativeHandle [target opts]
+  (handle (Native/restoreOpen (edn-str target) (edn-str opts))
+          (fn [^long h] (Native/restoreFree h))))
+
+(defn restore-info
+  "What the backup behind restore session `h` says about itself."
+  [^NativeHandle h]
+  (read-edn (Native/restoreInfo (.get h))))
+
+(defn restore-next
+  "The next batch of restore session `h` as `{:chunk-id n :datoms [[e a v tx added] …]}`,
+  decoded by `decoder` (a ValueDecoder kept for the whole session), or nil at the end."
+  [^NativeHandle h ^ValueDecoder decoder]
+  (when-let [^objects cols (Native/restoreNext (.get h))]
+    (let [^bytes vbytes (aget cols 7)
+          ^bytes new-attrs (aget cols 8)
+          ^longs e (aget cols 1)]
+      (.setBatch decoder (alength e) e ^ints (aget cols 2) ^longs (aget cols 3)
+                 ^booleans (aget cols 4) ^bytes (aget cols 5) ^longs (aget cols 6)
+                 vbytes (alength vbytes) new-attrs (alength new-attrs))
+      {:chunk-id (aget cols 0)
+       :datoms (.datoms decoder)})))

@@ -7,7 +7,7 @@
   (:import [java.io File]
            [java.nio.file Files]
            [java.util.zip GZIPInputStream]
-           [org.fressian.impl TaggedObject]))
+           [org.fressian TaggedObject]))
 
 (set! *warn-on-reflection* true)
 
@@ -61,3 +61,31 @@
     (sequential? x) (mapv norm x)
     (instance? java.util.List x) (mapv norm x)
     :else x))
+
+(defn typed
+  "Like `norm`, but scalars keep their exact type: a Float never equals a Double, a
+  BigDecimal keeps its scale, BigInt and Long differ."
+  [x]
+  (cond
+    (instance? TaggedObject x) (let [^TaggedObject t x] (typed (first (.getValue t))))
+    (bytes? x) [:bytes (vec x)]
+    (instance? Double x) [:double (if (Double/isNaN x) :nan x)]
+    (instance? Float x) [:float x]
+    (instance? BigDecimal x) [:bigdec (str x)]
+    (instance? clojure.lang.BigInt x) [:bigint x]
+    (instance? java.math.BigInteger x) [:biginteger x]
+    (ratio? x) [:ratio x]
+    (char? x) [:char x]
+    (instance? java.util.Date x) [:inst (.getTime ^java.util.Date x)]
+    (map? x) (into {} (map (fn [[k v]] [(typed k) (typed v)])) x)
+    (instance? java.util.Map x) (into {} (map (fn [[k v]] [(typed k) (typed v)])) x)
+    (set? x) (into #{} (map typed) x)
+    (instance? java.util.Set x) (into #{} (map typed) x)
+    (sequential? x) (mapv typed x)
+    (instance? java.util.List x) (mapv typed x)
+    :else x))
+
+(defn datom-vec
+  "A datom (Datahike's or a vector) as the vector [e a v tx added]."
+  [d]
+  [(nth d 0) (nth d 1) (nth d 2) (nth d 3) (nth d 4)])

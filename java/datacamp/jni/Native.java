@@ -61,6 +61,25 @@ public final class Native {
      */
     public static native Object[] decodeChunk(byte[] stored);
 
+    /**
+     * Open a restore of one backup ({@code optionsEdn} names {@code :database-id} and
+     * {@code :backup-id}); return its handle. Fails if the backup is missing or incomplete.
+     */
+    public static native long restoreOpen(String targetEdn, String optionsEdn);
+
+    /** Return what restore session {@code handle}'s backup says about itself, as EDN. */
+    public static native String restoreInfo(long handle);
+
+    /**
+     * Return the next batch of restore session {@code handle} in the layout of
+     * {@link #decodeChunk} (element 0: the chunk the batch's last datom came from), or null
+     * at the end. Attribute ids continue across the batches of one session.
+     */
+    public static native Object[] restoreNext(long handle);
+
+    /** Free restore session {@code handle}. Safe to call once per handle. */
+    public static native void restoreFree(long handle);
+
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,
                                                   long olderThanMillis);
