@@ -60,7 +60,7 @@
   [m]
   (cond-> m (:backup-id m) (update :backup-id parse-id)))
 
-(defn- backup-options
+(defn ^:no-doc backup-options
   "The options map sent to the core."
   [opts db-id facts]
   (let [history? (and (get opts :history? true) (:keep-history? facts))]
@@ -84,6 +84,17 @@
       (:compression-level opts) (assoc :compression-level (long (:compression-level opts)))
       (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts))))))
 
+(defn ^:no-doc backup-datoms
+  "Given a canonical target, the native options and a seqable of datoms in EAVT order,
+  run one backup and return its result map (the engine under `backup-to-directory`;
+  benchmarks call it with generated datoms)."
+  [target native-opts datoms opts]
+  (let [batch-size (int (or (:batch-size opts) default-batch-size))]
+    (native/with-native-errors {:database-id (:database-id native-opts)}
+      (with-open [h (native/backup-open target native-opts)]
+        (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
+        (with-ids (native/backup-finish h))))))
+
 (defn backup-to-directory
   "Given a Datahike connection and a directory target `{:path \"/backups\"}`, write a full
   backup of the connection's current db (with its history when the db keeps history) and
@@ -100,12 +111,8 @@
         db (dh/current-db conn)
         db-id (database-id opts db)
         facts (dh/describe db)
-        native-opts (backup-options opts db-id facts)
-        batch-size (int (or (:batch-size opts) default-batch-size))]
-    (native/with-native-errors {:database-id db-id}
-      (with-open [h (native/backup-open target native-opts)]
-        (DatomWalker/pushAll (dh/datoms db (:history? native-opts)) (.get ^NativeHandle h) batch-size)
-        (with-ids (native/backup-finish h))))))
+        native-opts (backup-options opts db-id facts)]
+    (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))
 
 (defn list-backups
   "Given a target and a database id, return its backups as a vector of maps
