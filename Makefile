@@ -9,7 +9,7 @@ CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
 NATIVE_DIR := target/native-resources/native/linux-x86_64
 JAVA_TEST_OUT := target/java-test
 
-.PHONY: jar-classes setup native test test-rust test-java test-clj demo bench-smoke clean lint
+.PHONY: jar-classes setup native test test-rust test-java test-clj demo bench bench-smoke clean lint
 
 setup:
 	@bin/setup
@@ -45,12 +45,25 @@ test-clj: native
 	$(LEIN) with-profile $(LEIN_PROFILE) test
 
 # Every test: Rust unit + integration tests, the Java harness, the Clojure suite.
-test: setup lint test-rust test-java test-clj
+test: setup lint test-rust test-java test-clj bench-smoke
 	@echo "all test suites passed"
 
 # The main job: back up a sample database to ./backups, list it, verify it.
 demo: setup native
 	$(LEIN) with-profile $(LEIN_PROFILE) run -m datacamp.demo ./backups
+
+# Benchmarks (see BENCHMARKS.md): 1M and 5M synthetic datoms and the large fixture, each
+# measurement in a fresh JVM; writes BENCHMARKS.md. BENCH_20M=1 adds 20M datoms;
+# BENCH_ARGS passes more options (e.g. --runs 3 --stages).
+comma := ,
+BENCH_LEIN := $(LEIN) with-profile $(if $(LEIN_PROFILE),$(LEIN_PROFILE)$(comma))+bench
+bench: native
+	$(BENCH_LEIN) run -m datacamp.bench $(if $(BENCH_20M),--20m) $(BENCH_ARGS)
+
+# A tiny run of every benchmark measurement (20k datoms + a small fixture): no timing
+# targets, fails if a run errors or a backup does not verify. Part of `make test`.
+bench-smoke: native
+	$(BENCH_LEIN) run -m datacamp.bench --smoke
 
 clean:
 	rm -rf target

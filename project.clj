@@ -16,5 +16,11 @@
              ;; Real Datahike for users who reach Clojars: `lein with-profile -dev,+datahike run -m datacamp.demo`.
              :datahike {:dependencies [[io.replikativ/datahike "0.6.1613"]]
                         :source-paths ["clj/demo"]}
+             ;; Benchmarks (`make bench`, `make bench-smoke`; see BENCHMARKS.md): the harness in
+             ;; clj/bench and data.fressian for the pure-JVM baseline. AOT only so that each
+             ;; measurement's fresh JVM starts fast (classes go to target/jvm/…+bench).
+             :bench {:source-paths ["clj/bench"]
+                     :dependencies [[org.clojure/data.fressian "1.0.0"]]
+                     :aot [datacamp.bench.run]}
              ;; Offline build from Debian's Clojure packages (the Makefile uses it): no Clojars needed.
              :debian {:local-repo "/usr/share/maven-repo" :offline? true}})

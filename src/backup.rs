@@ -8,15 +8,18 @@
 //! `config.edn` and `checkpoint.edn` are written when the session opens, so an interrupted
 //! backup lists as incomplete. Memory: the sort buffer plus `parallel + 1` chunks.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::bounded;
 
 use crate::checkpoint::{Checkpoint, Phase};
 use crate::error::{Error, ErrorKind, Result};
+use crate::failpoint;
 use crate::format::chunk::{self, ChunkEncoder, EncodedChunk};
 use crate::format::edn;
 use crate::layout;
@@ -61,6 +64,10 @@ pub struct BackupOptions {
     pub datahike_version: Option<String>,
     /// The source db's configuration (written to `config.edn`).
     pub db_config: Value,
+    /// The source database's `:datahike/id` (from its meta), if known.
+    pub datahike_id: Option<String>,
+    /// Continue the interrupted backup `backup_id` instead of starting a new one.
+    pub resume: bool,
 }
 
 fn attr_of(v: &Value) -> Result<Attr> {
@@ -120,6 +127,8 @@ impl BackupOptions {
             max_tx: o.long("max-tx")?.unwrap_or(0),
             datahike_version: o.string("datahike-version")?.map(String::from),
             db_config: o.get("db-config").cloned().unwrap_or(Value::Nil),
+            datahike_id: o.string("datahike-id")?.map(String::from),
+            resume: o.bool("resume?", false)?,
         })
     }
 }
@@ -187,12 +196,43 @@ pub struct BackupSession {
     attrs: Vec<Attr>,
     scratch: Vec<Datom>,
     received: u64,
+    /// Chunks a resumed backup stored before, by id (empty for a new backup).
+    prior: BTreeMap<u64, ChunkMeta>,
+}
+
+/// The options a resumed backup must share with the interrupted one, as `config.edn`
+/// records them (key, recorded value, value now).
+fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
+    const KEYS: [&str; 9] = [
+        "database/id",
+        "backup/history?",
+        "backup/chunk-size",
+        "backup/compression-level",
+        "backup/skip-tx0?",
+        "schema/ref-attrs",
+        "schema/tx-instant-attr",
+        "stats/max-tx",
+        "datahike/id",
+    ];
+    KEYS.iter()
+        .filter(|k| recorded.get(k) != now.get(k))
+        .map(|k| {
+            format!(
+                ":{k} was {} and is now {}",
+                recorded.get(k).map_or("nil".into(), edn::write),
+                now.get(k).map_or("nil".into(), edn::write)
+            )
+        })
+        .collect()
 }
 
 impl BackupSession {
     /// Given a store and validated options, create the backup folder (config and checkpoint)
     /// and return the session. Fails with `Conflict` if the backup id is already used.
     pub fn open(store: Arc<dyn Store>, opts: BackupOptions) -> Result<Self> {
+        if opts.resume {
+            return Self::resume(store, opts);
+        }
         let backup_id = opts
             .backup_id
             .clone()
@@ -217,10 +257,84 @@ impl BackupSession {
             attrs: Vec::new(),
             scratch: Vec::new(),
             received: 0,
+            prior: BTreeMap::new(),
             opts,
         };
         session.put_edn(layout::CONFIG, &session.config_value())?;
         session.write_checkpoint(Phase::Ingest, &[], None)?;
+        Ok(session)
+    }
+
+    /// Continue the interrupted backup `opts.backup_id`: the same options and snapshot as
+    /// recorded in its `config.edn`, reusing every chunk already stored intact. Refuses
+    /// (`Conflict`) a complete backup, other options, or another database.
+    fn resume(store: Arc<dyn Store>, opts: BackupOptions) -> Result<Self> {
+        let op = "resume backup";
+        let backup_id = opts
+            .backup_id
+            .clone()
+            .ok_or_else(|| Error::invalid(op, "resuming needs :backup-id"))?;
+        let db = opts.database_id.clone();
+        let read = |name: &str| -> Result<Option<Value>> {
+            let key = layout::backup_file(&db, &backup_id, name);
+            match store.get(&key) {
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    edn::parse(&text)
+                        .map(Some)
+                        .map_err(|e| e.with_key(store.location(&key)))
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let conflict = |m: String| Error::new(ErrorKind::Conflict, op, m);
+        let recorded = read(layout::CONFIG)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                op,
+                format!("no backup {backup_id} of {db} to resume"),
+            )
+        })?;
+        let complete = store
+            .size(&layout::backup_file(
+                &db,
+                &backup_id,
+                layout::COMPLETE_MARKER,
+            ))?
+            .is_some();
+        if complete && read(layout::MANIFEST)?.is_some() {
+            return Err(conflict(format!("backup {backup_id} is already complete")));
+        }
+        let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let order = RestoreOrder::new(opts.order.clone(), &tmp, opts.sort_buffer_bytes)?;
+        let checkpoint = read(layout::CHECKPOINT)?.and_then(|v| Checkpoint::from_value(&v));
+        let session = BackupSession {
+            store: store.clone(),
+            backup_id: backup_id.clone(),
+            started: Instant::now(),
+            started_ms: checkpoint.as_ref().map_or_else(now_ms, |c| c.started_at_ms),
+            order: Some(order),
+            attrs: Vec::new(),
+            scratch: Vec::new(),
+            received: 0,
+            prior: checkpoint
+                .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
+                .unwrap_or_default(),
+            opts,
+        };
+        let mismatches = resume_mismatches(&recorded, &session.config_value());
+        if !mismatches.is_empty() {
+            return Err(conflict(format!(
+                "backup {backup_id} was started with other options or another database: {}",
+                mismatches.join("; ")
+            ))
+            .with_hint(
+                "resume with the options of the interrupted backup, or start a new backup",
+            ));
+        }
+        let prior: Vec<ChunkMeta> = session.prior.values().cloned().collect();
+        session.write_checkpoint(Phase::Ingest, &prior, None)?;
         Ok(session)
     }
 
@@ -267,6 +381,10 @@ impl BackupSession {
             ),
             ("stats/max-eid", Value::Long(o.max_eid)),
             ("stats/max-tx", Value::Long(o.max_tx)),
+            (
+                "datahike/id",
+                o.datahike_id.as_deref().map_or(Value::Nil, Value::str),
+            ),
         ])
     }
 
@@ -341,12 +459,15 @@ impl BackupSession {
             Error::invalid("finish backup", "the backup session is already finished")
         })?;
         let skipped = order.skipped();
-        self.write_checkpoint(Phase::Writing, &[], None)?;
         let datoms = order.finish()?;
-        let (chunks, uncompressed) = self.write_chunks(datoms)?;
+        failpoint::hit("before-first-chunk");
+        let chunks = self.write_chunks(datoms)?;
+        let uncompressed = chunks.iter().map(|c| c.uncompressed_bytes).sum();
         self.write_checkpoint(Phase::Committing, &chunks, None)?;
+        failpoint::hit("before-manifest");
         let manifest = self.manifest(chunks);
         self.put_edn(layout::MANIFEST, &manifest.to_value())?;
+        failpoint::hit("before-marker");
         self.store.put(
             &self.key(layout::COMPLETE_MARKER),
             layout::COMPLETE_MARKER_BYTES,
@@ -389,88 +510,123 @@ impl BackupSession {
     }
 
     /// Encode on this thread; compress, hash and store on `parallel` workers. At most
-    /// `parallel` chunks are being compressed while one more is being encoded.
-    fn write_chunks(
-        &self,
-        datoms: impl Iterator<Item = Result<Datom>>,
-    ) -> Result<(Vec<ChunkMeta>, u64)> {
+    /// `parallel` chunks are being compressed while one more is being encoded. After each
+    /// chunk is durable, the checkpoint is rewritten (serialised by the progress lock).
+    fn write_chunks(&self, datoms: impl Iterator<Item = Result<Datom>>) -> Result<Vec<ChunkMeta>> {
+        let progress = Mutex::new(self.prior.clone());
+        let produced = Mutex::new(Vec::<u64>::new());
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let failed = AtomicBool::new(false);
+        let fail = |e: Error| {
+            failed.store(true, Ordering::SeqCst);
+            let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        };
         let (job_tx, job_rx) = bounded::<EncodedChunk>(0);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<(ChunkMeta, u64)>>();
-        let mut stored = Vec::new();
-        let mut last_checkpoint = Instant::now();
-        let encode_result = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             for _ in 0..self.opts.parallel {
                 let job_rx = job_rx.clone();
-                let done_tx = done_tx.clone();
+                let (progress, fail, failed) = (&progress, &fail, &failed);
                 scope.spawn(move || {
                     for job in job_rx {
-                        let r = self.store_chunk(job);
-                        let failed = r.is_err();
-                        let _ = done_tx.send(r);
-                        if failed {
-                            break;
+                        if failed.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if let Err(e) = self.store_and_checkpoint(job, progress) {
+                            fail(e);
                         }
                     }
                 });
             }
-            drop(done_tx);
-            let r = self.encode_into(datoms, &job_tx, &done_rx, &mut stored, &mut last_checkpoint);
+            let encoded = (|| -> Result<()> {
+                let mut enc = ChunkEncoder::new(self.opts.chunk_size)?;
+                let send = |c: EncodedChunk| -> Result<()> {
+                    produced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(c.id);
+                    job_tx
+                        .send(c)
+                        .map_err(|_| Error::internal("write chunks", "all chunk writers stopped"))
+                };
+                for d in datoms {
+                    if failed.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    if let Some(c) = enc.push(&d?)? {
+                        send(c)?;
+                    }
+                }
+                match enc.finish()? {
+                    Some(c) => send(c),
+                    None => Ok(()),
+                }
+            })();
             drop(job_tx);
-            r
-        });
-        let mut first_error = encode_result.err();
-        for r in done_rx {
-            match r {
-                Ok(done) => stored.push(done),
-                Err(e) => first_error = first_error.or(Some(e)),
+            if let Err(e) = encoded {
+                fail(e);
             }
-        }
-        if let Some(e) = first_error {
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        stored.sort_by_key(|(c, _)| c.id);
-        let uncompressed = stored.iter().map(|(_, u)| u).sum();
-        Ok((stored.into_iter().map(|(c, _)| c).collect(), uncompressed))
+        let stored = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        let ids = produced.into_inner().unwrap_or_else(|p| p.into_inner());
+        ids.iter()
+            .map(|id| {
+                stored.get(id).cloned().ok_or_else(|| {
+                    Error::internal(
+                        "write chunks",
+                        format!("chunk {id} was encoded but not stored"),
+                    )
+                })
+            })
+            .collect()
     }
 
-    fn encode_into(
+    fn store_and_checkpoint(
         &self,
-        datoms: impl Iterator<Item = Result<Datom>>,
-        jobs: &crossbeam_channel::Sender<EncodedChunk>,
-        done: &Receiver<Result<(ChunkMeta, u64)>>,
-        stored: &mut Vec<(ChunkMeta, u64)>,
-        last_checkpoint: &mut Instant,
+        job: EncodedChunk,
+        progress: &Mutex<BTreeMap<u64, ChunkMeta>>,
     ) -> Result<()> {
-        let mut enc = ChunkEncoder::new(self.opts.chunk_size)?;
-        let mut send = |c: EncodedChunk, stored: &mut Vec<(ChunkMeta, u64)>| -> Result<()> {
-            jobs.send(c)
-                .map_err(|_| Error::internal("write chunks", "all chunk writers stopped"))?;
-            for r in done.try_iter() {
-                stored.push(r?);
-            }
-            if last_checkpoint.elapsed().as_millis() >= 1000 {
-                let metas: Vec<ChunkMeta> = stored.iter().map(|(c, _)| c.clone()).collect();
-                self.write_checkpoint(Phase::Writing, &metas, None)?;
-                *last_checkpoint = Instant::now();
-            }
-            Ok(())
-        };
-        for d in datoms {
-            if let Some(c) = enc.push(&d?)? {
-                send(c, stored)?;
-            }
-        }
-        if let Some(c) = enc.finish()? {
-            send(c, stored)?;
-        }
+        let meta = self.store_chunk(job)?;
+        failpoint::hit("chunk-stored");
+        let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+        p.insert(meta.id, meta);
+        let metas: Vec<ChunkMeta> = p.values().cloned().collect();
+        self.write_checkpoint(Phase::Writing, &metas, None)?;
+        failpoint::hit("checkpoint-written");
         Ok(())
     }
 
-    fn store_chunk(&self, c: EncodedChunk) -> Result<(ChunkMeta, u64)> {
-        let gz = chunk::gzip(&c.fressian, self.opts.compression_level)?;
+    /// Compress and store one chunk; for a resumed backup, reuse the chunk stored before
+    /// when it is intact and its content is the same.
+    fn store_chunk(&self, c: EncodedChunk) -> Result<ChunkMeta> {
+        let raw_checksum = chunk::sha256_hex(&c.fressian);
         let rel = layout::chunk_relative(c.id);
-        self.store.put(&self.key(&rel), &gz)?;
-        let meta = ChunkMeta {
+        let key = self.key(&rel);
+        if let Some(prior) = self.prior.get(&c.id) {
+            if prior.raw_checksum.as_deref() != Some(raw_checksum.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "resume backup",
+                    format!("chunk {} now has other content than the one stored before", c.id),
+                )
+                .with_key(self.store.location(&key))
+                .with_hint("the database changed in a way its history cannot replay (e.g. :db/noHistory attributes); start a new backup"));
+            }
+            match self.store.get(&key) {
+                Ok(bytes) if chunk::sha256_hex(&bytes) == prior.checksum => {
+                    return Ok(prior.clone())
+                }
+                Ok(_) => {}
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let gz = chunk::gzip(&c.fressian, self.opts.compression_level)?;
+        self.store.put(&key, &gz)?;
+        Ok(ChunkMeta {
             id: c.id,
             key: rel,
             tx_range: c.tx_range,
@@ -479,7 +635,7 @@ impl BackupSession {
             size_bytes: gz.len() as u64,
             uncompressed_bytes: c.fressian.len() as u64,
             checksum: chunk::sha256_hex(&gz),
-        };
-        Ok((meta, c.fressian.len() as u64))
+            raw_checksum: Some(raw_checksum),
+        })
     }
 }

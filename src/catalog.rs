@@ -310,8 +310,9 @@ pub fn verify(store: &dyn Store, database_id: &str, backup_id: &str, deep: bool)
 }
 
 /// Remove the incomplete backups of `database_id` whose last activity is older than
-/// `cutoff_ms` (epoch millis). Complete backups are never touched. Returns
-/// `{:removed [ids] :kept-incomplete [ids] :objects-deleted n}`.
+/// `cutoff_ms` (epoch millis), and abort the unfinished uploads under the database's prefix
+/// started before it ([`Store::abort_stale_uploads`]). Complete backups are never touched.
+/// Returns `{:removed [ids] :kept-incomplete [ids] :objects-deleted n :uploads-aborted n}`.
 pub fn cleanup_incomplete(store: &dyn Store, database_id: &str, cutoff_ms: i64) -> Result<Value> {
     let mut removed = Vec::new();
     let mut kept = Vec::new();
@@ -327,15 +328,52 @@ pub fn cleanup_incomplete(store: &dyn Store, database_id: &str, cutoff_ms: i64) 
             kept.push(Value::str(&b.backup_id));
         }
     }
+    // Multipart uploads that a killed backup left unfinished (S3; 0 for directories).
+    let uploads = store.abort_stale_uploads(
+        &layout::database_prefix(database_id),
+        UNIX_EPOCH + std::time::Duration::from_millis(cutoff_ms.max(0) as u64),
+    )?;
     Ok(kw_map([
         ("database-id", Value::str(database_id)),
         ("removed", Value::Vector(removed)),
         ("kept-incomplete", Value::Vector(kept)),
         ("objects-deleted", Value::Long(objects as i64)),
+        ("uploads-aborted", Value::Long(uploads as i64)),
     ]))
 }
 
 /// Given a list of summaries, return the EDN vector `list-backups` returns.
 pub fn list_value(summaries: &[BackupSummary]) -> Value {
     Value::Vector(summaries.iter().map(BackupSummary::to_value).collect())
+}
+
+/// Given a backup, return `{:state :complete|:incomplete|:missing :config … :progress …}`:
+/// what `resume-backup` needs to know (the recorded options and snapshot in `:config`).
+pub fn status(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<Value> {
+    layout::check_segment("database-id", database_id)?;
+    layout::check_segment("backup-id", backup_id)?;
+    let objects = store.list(&layout::backup_prefix(database_id, backup_id))?;
+    if objects.is_empty() {
+        return Ok(kw_map([("state", Value::kw("missing"))]));
+    }
+    let summary = summarize(store, database_id, backup_id, &objects)?;
+    let config = match read_edn(
+        store,
+        &layout::backup_file(database_id, backup_id, layout::CONFIG),
+    ) {
+        Ok(v) => v,
+        Err(e) if e.kind == ErrorKind::NotFound => Value::Nil,
+        Err(e) => return Err(e),
+    };
+    let mut v = summary.to_value();
+    if let Value::Map(entries) = &mut v {
+        let state = if summary.completed {
+            "complete"
+        } else {
+            "incomplete"
+        };
+        entries.push((Value::kw("state"), Value::kw(state)));
+        entries.push((Value::kw("config"), config));
+    }
+    Ok(v)
 }

@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Io,
     /// A failure that may succeed when retried (network, throttling, 5xx).
     Transient,
+    /// The storage service refused the credentials or the permission (access denied,
+    /// unknown access key, bad signature, expired token); retrying does not help.
+    Denied,
     /// A value that the format cannot represent.
     Unsupported,
     /// The operation conflicts with existing state (backup exists, lock held, …).
@@ -36,6 +39,7 @@ impl ErrorKind {
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::Io => "io",
             ErrorKind::Transient => "transient",
+            ErrorKind::Denied => "access-denied",
             ErrorKind::Unsupported => "unsupported-value",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Internal => "internal",

@@ -38,6 +38,9 @@ pub struct ChunkMeta {
     pub uncompressed_bytes: u64,
     /// SHA-256 of the stored bytes, lowercase hex.
     pub checksum: String,
+    /// SHA-256 of the encoded bytes before compression (lets a resumed backup check that
+    /// it would write the same chunk without compressing it again).
+    pub raw_checksum: Option<String>,
 }
 
 /// A backup's manifest.
@@ -113,6 +116,10 @@ impl ChunkMeta {
                 Value::Long(self.uncompressed_bytes as i64),
             ),
             ("chunk/checksum", Value::str(&self.checksum)),
+            (
+                "chunk/raw-checksum",
+                self.raw_checksum.as_deref().map_or(Value::Nil, Value::str),
+            ),
         ])
     }
 
@@ -146,6 +153,10 @@ impl ChunkMeta {
                 .and_then(Value::as_str)
                 .ok_or_else(|| Error::corrupt(op, format!("chunk {id} has no :chunk/checksum")))?
                 .to_owned(),
+            raw_checksum: v
+                .get("chunk/raw-checksum")
+                .and_then(Value::as_str)
+                .map(String::from),
         })
     }
 }

@@ -271,6 +271,24 @@ pub extern "system" fn Java_datacamp_jni_Native_listBackups(
     })
 }
 
+/// `String Native.backupStatus(String targetEdn, String databaseId, String backupId)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupStatus(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    backup_id: JString,
+) -> jstring {
+    guard(&mut env, "backup status", std::ptr::null_mut(), |env| {
+        let store = target(env, &target_edn)?;
+        let db = string(env, &database_id, "the database id")?;
+        let id = string(env, &backup_id, "the backup id")?;
+        let status = catalog::status(store.as_ref(), &db, &id)?;
+        edn_result(env, &status)
+    })
+}
+
 /// `String Native.verifyBackup(String targetEdn, String databaseId, String backupId, boolean deep)`.
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(

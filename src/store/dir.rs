@@ -57,7 +57,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first)?;
+        crate::failpoint::hit("mid-write");
+        f.write_all(rest)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)

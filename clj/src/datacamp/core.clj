@@ -1,7 +1,7 @@
 (ns datacamp.core
   "Backup and restore for Datahike databases, done by a native (Rust) core.
 
-  Backups:    `backup-to-directory`
+  Backups:    `backup-to-directory`, `resume-backup`
   Restore:    `restore-from-directory`
   Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`
 
@@ -77,6 +77,7 @@
              :max-eid (:max-eid facts)
              :max-tx (:max-tx facts)
              :datahike-version (:datahike-version facts)
+             :datahike-id (:datahike-id facts)
              :db-config (:db-config facts)}
       (:chunk-size opts) (assoc :chunk-size (long (:chunk-size opts)))
       (:parallel opts) (assoc :parallel (long (:parallel opts)))
@@ -113,6 +114,45 @@
         facts (dh/describe db)
         native-opts (backup-options opts db-id facts)]
     (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))
+
+(defn resume-backup
+  "Given a connection, a target and the id of an interrupted backup (and `:database-id`),
+  finish that backup: it reads the same snapshot the backup started from (recorded in its
+  `config.edn`), reuses every chunk already stored intact (its checksum re-checked), writes
+  the rest and commits the manifest; the chunks are byte-identical to those of an
+  uninterrupted backup. Returns the backup result map with `:resumed? true`, or
+  `{:success true :already-complete? true …}` for a complete backup. Refuses
+  (`:datacamp/conflict`) other options (e.g. a different `:chunk-size`) or another database."
+  [conn target backup-id & {:keys [database-id] :as opts}]
+  (let [target (dir-target target)
+        id (str backup-id)]
+    (when-not (and (string? database-id) (not (str/blank? database-id)))
+      (invalid! "resume-backup needs :database-id" {:backup-id backup-id}))
+    (let [status (native/with-native-errors {:database-id database-id :backup-id backup-id}
+                   (native/backup-status target database-id id))]
+      (case (:state status)
+        :missing
+        (throw (ex-info (str "no backup " id " of database " database-id " to resume")
+                        {:datacamp/error :datacamp/not-found :backup-id backup-id :database-id database-id}))
+        :complete
+        {:success true :already-complete? true :backup-id (parse-id id) :database-id database-id
+         :datom-count (:datom-count status) :chunk-count (:chunk-count status)}
+        :incomplete
+        (let [cfg (:config status)
+              basis (:stats/max-tx cfg)
+              db (dh/current-db conn)
+              facts (assoc (dh/describe db) :max-tx basis :max-eid (:stats/max-eid cfg))
+              recorded {:chunk-size (:backup/chunk-size cfg)
+                        :compression-level (:backup/compression-level cfg)
+                        :history? (:backup/history? cfg)}
+              native-opts (-> (backup-options (merge recorded (dissoc opts :database-id)) database-id facts)
+                              (assoc :backup-id id :resume? true))]
+          (when-not (integer? basis)
+            (throw (ex-info (str "backup " id " has no readable config.edn: it cannot be resumed")
+                            {:datacamp/error :datacamp/corrupt :backup-id backup-id})))
+          (assoc (backup-datoms target native-opts
+                                (dh/snapshot-datoms db (:history? native-opts) basis) opts)
+                 :resumed? true))))))
 
 (defn list-backups
   "Given a target and a database id, return its backups as a vector of maps

@@ -47,6 +47,33 @@
   [schema]
   (filter (fn [[k v]] (and (keyword? k) (map? v))) schema))
 
+(defn- current-as-of
+  "The current datoms at `basis`, derived while streaming the history (EAVT order, so each
+  [e a v]'s datoms are adjacent and ascend by tx): the last assertion of every [e a v]
+  whose last datom up to `basis` is an assertion. (Datahike 0.6's `as-of` view does not
+  return EAVT order, which the backup's chunk boundaries depend on.)"
+  [history basis]
+  (->> history
+       (filter #(<= (long (nth % 3)) basis))
+       (partition-by (fn [d] [(nth d 0) (nth d 1) (nth d 2)]))
+       (keep (fn [group] (let [d (last group)] (when (nth d 4) d))))))
+
+(defn snapshot-datoms
+  "The datoms of `db` as they were at transaction `basis` (the snapshot an interrupted
+  backup read), in EAVT order: history datoms up to `basis`, or the current datoms at
+  `basis`. Throws `:datacamp/conflict` when the db changed since `basis` and keeps no
+  history to recover the snapshot from."
+  [db history? basis]
+  (let [basis (long basis)]
+    (cond
+      history? (filter #(<= (long (nth % 3)) basis) (datoms db true))
+      (= basis (:max-tx db)) (datoms db false)
+      (get-in db [:config :keep-history?]) (current-as-of (datoms db true) basis)
+      :else (throw (ex-info (str "the database changed since the backup started (max-tx " basis
+                                 " then, " (:max-tx db) " now) and keeps no history, so the"
+                                 " backup's snapshot cannot be read again; start a new backup")
+                            {:datacamp/error :datacamp/conflict :basis basis :max-tx (:max-tx db)})))))
+
 (defn ref-attrs
   "Given a db, return the attributes whose values are entity ids: their idents and, for
   `:attribute-refs? true` databases, their entity ids too."
@@ -79,6 +106,7 @@
   {:max-eid (:max-eid db)
    :max-tx (:max-tx db)
    :datahike-version (some-> (get-in db [:meta :datahike/version]) str)
+   :datahike-id (some-> (get-in db [:meta :datahike/id]) str)
    :keep-history? (boolean (get-in db [:config :keep-history?]))
    :attribute-refs? (boolean (get-in db [:config :attribute-refs?]))
    :db-config (safe-config db)

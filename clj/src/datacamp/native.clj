@@ -77,6 +77,11 @@
   [target database-id]
   (read-edn (Native/listBackups (edn-str target) database-id)))
 
+(defn backup-status
+  "Return the state of one backup: `{:state :complete|:incomplete|:missing :config …}`."
+  [target database-id backup-id]
+  (read-edn (Native/backupStatus (edn-str target) database-id backup-id)))
+
 (defn verify-backup
   "Return the verification report of one backup."
   [target database-id backup-id deep?]

@@ -2,13 +2,17 @@
   "Proves the Datahike stand-in (clj/test-support) behaves like the real
   Datahike 0.6.1613 as documented in ../shared/DATAHIKE.md and as recorded in
   the real-database fixtures (tests/fixtures, README.txt there)."
-  (:require [clojure.test :refer [deftest is testing]]
+  (:require [clojure.data.fressian :as fress]
+            [clojure.java.io :as io]
+            [clojure.test :refer [deftest is testing]]
             [datacamp.fixtures :as fx]
             [datahike.api :as d]
+            [datahike.connector :as dc]
             [datahike.datom :as dd]
             [datahike.db :as db])
   (:import [clojure.lang ExceptionInfo]
-           [datahike.datom Datom]))
+           [datahike.datom Datom]
+           [java.util Comparator PriorityQueue]))
 
 (set! *warn-on-reflection* true)
 
@@ -176,8 +180,13 @@
       (is (= "0.6.1613" (get-in db [:meta :datahike/version])))
       (is (uuid? (get-in db [:meta :datahike/id])))
       (is (inst? (get-in db [:meta :datahike/created-at]))))
-    (testing "history view: keyword lookup is not supported"
-      (is (thrown? UnsupportedOperationException (:max-tx (d/history db)))))
+    (testing "history view: a record whose fields read by keyword, assoc unsupported"
+      (is (identical? db (:origin-db (d/history db))))
+      (is (nil? (:max-tx (d/history db))))
+      (is (thrown? UnsupportedOperationException (assoc (d/history db) :x 1))))
+    (testing "prints like the real one"
+      (is (re-matches #"#datahike/DB \{:store-id \[\[:file .*\] :db\] :commit-id nil :max-tx 536870942 :max-eid 366\}"
+                      (pr-str db))))
     (d/release conn)))
 
 (deftest config-defaults
@@ -366,7 +375,8 @@
           (is (zero? (diff-count (expected-after-split (:history f) chunks) loaded))
               (pr-str (first-diffs (expected-after-split (:history f) chunks) loaded)))
           (is (zero? (diff-count (filterv #(< (long (first %)) tx0) (mapv #(vec (take 3 %)) (:history f)))
-                                 (filterv #(< (long (first %)) tx0) (mapv #(vec (take 3 %)) loaded))))))))))
+                                 (filterv #(< (long (first %)) tx0) (mapv #(vec (take 3 %)) loaded)))))))
+      (fx/dispose! conn))))
 
 (deftest load-entities-mechanics
   (testing "an empty call consumes one tx id"
@@ -555,3 +565,85 @@
         (is (= [2] (mapv :v (d/datoms (d/as-of @conn (+ tx0 3)) :eavt e :person/age))))
         (is (= 3 (count (d/datoms (d/as-of (d/history @conn) (+ tx0 3)) :eavt e :person/age))))))
     (d/release conn)))
+
+;; ---------------------------------------------------------------------------
+;; the original datacamp's restore, as recorded in tests/fixtures/README.txt
+
+(defn- upstream-tx-order
+  "upstream `compare-datom-maps-by-tx`: tx, then txInstant first, then e, then a."
+  [d1 d2]
+  (let [c (compare (nth d1 3) (nth d2 3))]
+    (if-not (zero? c)
+      c
+      (let [i1 (= :db/txInstant (nth d1 1)) i2 (= :db/txInstant (nth d2 1))]
+        (cond (and i1 (not i2)) -1
+              (and i2 (not i1)) 1
+              :else (let [e (compare (nth d1 0) (nth d2 0))]
+                      (if (zero? e) (compare (nth d1 1) (nth d2 1)) e)))))))
+
+(defn- upstream-merge
+  "upstream `merge-sorted-chunk-streams`: a k-way merge of (unsorted) chunks."
+  [chunks]
+  (let [pq (PriorityQueue. (reify Comparator (compare [_ a b] (upstream-tx-order (first a) (first b)))))]
+    (doseq [c chunks] (when (seq c) (.offer pq [(first c) (rest c)])))
+    (loop [out (transient [])]
+      (if (.isEmpty pq)
+        (persistent! out)
+        (let [[d more] (.poll pq)]
+          (when (seq more) (.offer pq [(first more) (rest more)]))
+          (recur (conj! out d)))))))
+
+(deftest upstream-kitchen-sink-restore-failure
+  (testing "raw Fressian tuples (java.util.List composite tuples) fail the unique check like upstream"
+    (let [raw (with-open [in (io/input-stream (fx/fixture-file "kitchen-sink"))] (fress/read in))
+          current (vec (remove #(= tx0 (nth % 3)) (:current raw)))]
+      (is (thrown-with-msg?
+           ExceptionInfo
+           #"Cannot add #datahike/Datom \[37 :ks/first\+last \[\"F1\" \"L1\"\] \d+ true\] because of unique constraint: #datahike/Datom \[34 :ks/first\+last \[\"F0\" \"L0\"\]"
+           (load! (fx/empty-conn "kitchen-sink") current))))))
+
+(deftest upstream-large-restore-numbers
+  (testing "upstream's 9-chunk restore of large: max-tx preset from the manifest, k-way merge, batches of 10,000"
+    (let [current (:current (fx/load-fixture "large"))
+          stream (remove #(= tx0 (nth % 3)) (upstream-merge (partition-all 20000 current)))
+          conn (fx/empty-conn "large")]
+      ;; upstream does (swap! conn assoc … :max-tx 536870977); only :max-tx took effect in the real run
+      (dc/reset-db! conn (assoc @conn :max-tx 536870977))
+      (doseq [batch (partition-all 10000 stream)] (load! conn (vec batch)))
+      (is (= [33016 536871106] [(:max-eid @conn) (:max-tx @conn)]))
+      (is (= 162565 (count @conn)))
+      (is (= [1 :db/cardinality :db.cardinality/one 536870978 true] (vec (seq (first (d/datoms @conn :eavt))))))
+      (fx/dispose! conn))))
+
+;; ---------------------------------------------------------------------------
+;; as-of
+
+(defn- sorted-rows
+  "Rows of datoms sorted by the history comparator (no cross-db comparisons)."
+  [datoms]
+  (rows (sort dd/cmp-temporal-datoms-eavt-quick datoms)))
+
+(deftest as-of-matches-prefix-loads
+  (testing "as-of t of a fixture = the current datoms of a db loaded with the txs <= t (original txs)"
+    (doseq [[name nohist] [["kitchen-sink" #{:ks/nohist}] ["attribute-refs" #{}]]]
+      (let [f (fx/load-fixture name)
+            db (fx/fixture-db name)
+            tx-order (interned-tx-order name)]
+        (doseq [t [(+ tx0 3) (- (:max-tx f) 5) (:max-tx f)]]
+          (let [conn (loaded-conn name (filterv #(<= (long (tx-of %)) t) tx-order))
+                keep? (fn [d] (not (nohist (:a d))))
+                expected (sorted-rows (filter keep? (d/datoms @conn :eavt)))
+                actual (sorted-rows (filter keep? (d/datoms (d/as-of db t) :eavt)))]
+            (is (zero? (diff-count expected actual)) (str name " as of " t " "
+                                                          (pr-str (first-diffs expected actual))))
+            (fx/dispose! conn))))))
+  (testing "the as-of result is a vector in Datahike's grouping order, not index order"
+    (let [v (d/datoms (d/as-of (fx/fixture-db "kitchen-sink") 536870942) :eavt)]
+      (is (vector? v))
+      (is (not= (rows v) (sorted-rows v)))))
+  (testing "as-of a Date uses the txInstant values"
+    (let [db (fx/fixture-db "kitchen-sink")
+          t (+ tx0 5)
+          inst (:v (first (d/datoms db :eavt t :db/txInstant)))]
+      (is (= (set (rows (d/datoms (d/as-of db t) :eavt)))
+             (set (rows (d/datoms (d/as-of db inst) :eavt))))))))

@@ -46,6 +46,12 @@ public final class Native {
     /** Free session {@code handle} (aborting it if still open). Safe to call once per handle. */
     public static native void backupFree(long handle);
 
+    /**
+     * Return the state of one backup as EDN: {@code {:state :complete|:incomplete|:missing
+     * :config …}} (the recorded options and snapshot that resuming needs).
+     */
+    public static native String backupStatus(String targetEdn, String databaseId, String backupId);
+
     /** List the backups of {@code databaseId} under the target; return an EDN vector. */
     public static native String listBackups(String targetEdn, String databaseId);
 

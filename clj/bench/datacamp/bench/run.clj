@@ -1,0 +1,243 @@
+(ns datacamp.bench.run
+  "One benchmark measurement, run in a fresh JVM by `datacamp.bench` (so peak RSS and heap
+  belong to that measurement alone). Usage:
+
+      java -Xmx192m -cp … clojure.main -m datacamp.bench.run '{:measure :backup …}'
+
+  Prints one line `BENCH-RESULT {…}` (EDN) with the timings, the process's peak RSS
+  (VmHWM of /proc/self/status, read at the end, after the measured work), peak JVM heap
+  (sum of the heap memory pools' peak usage), GC time, and the CPU used by other processes
+  during the measured interval (from /proc/stat, to tell a loaded machine).
+
+  Measurements (`:measure`):
+  - `:walk`             walk the datoms as DatomWalker does (e a v tx added), no output: the limit
+  - `:backup`           `datacamp.core/backup-datoms` to `:dir`, then verify-backup :deep? true
+  - `:backup-stages`    the same engine split in its two phases (push, finish), for profiling
+  - `:baseline-backup`  the pure-JVM baseline (datacamp.bench.baseline/backup)
+  - `:restore`          native restore session: restore-open, restore-next + ValueDecoder
+  - `:baseline-restore` GZIPInputStream + data.fressian/read of the same chunk files"
+  (:require [clojure.data.fressian :as fress]
+            [clojure.edn :as edn]
+            [clojure.java.io :as io]
+            [clojure.string :as str]
+            [datacamp.bench.baseline :as baseline]
+            [datacamp.bench.gen :as gen]
+            [datacamp.core :as core]
+            [datacamp.datahike :as dh]
+            [datacamp.native :as native])
+  (:import [clojure.lang RT]
+           [datacamp.jni DatomWalker NativeHandle ValueDecoder]
+           [java.io File]
+           [java.lang.management GarbageCollectorMXBean ManagementFactory MemoryPoolMXBean MemoryType]))
+
+(set! *warn-on-reflection* true)
+
+;; ------------------------------------------------------------------ process facts
+
+(defn- proc-lines
+  "The lines of a /proc file (slurp cannot read them: available() fails)."
+  [^String path]
+  (with-open [r (java.io.BufferedReader. (java.io.FileReader. path))]
+    (vec (line-seq r))))
+
+(defn- proc-status
+  "A field of /proc/self/status in kB, e.g. \"VmHWM\"."
+  [field]
+  (some (fn [^String line]
+          (when (str/starts-with? line (str field ":"))
+            (parse-long (re-find #"\d+" line))))
+        (proc-lines "/proc/self/status")))
+
+(defn- cpu-busy-seconds
+  "Busy CPU seconds of the whole machine since boot (all cores), from /proc/stat."
+  []
+  (let [[_ & xs] (str/split (first (proc-lines "/proc/stat")) #"\s+")
+        [user nice system _idle _iowait irq softirq steal] (map parse-long xs)]
+    (/ (double (+ user nice system irq softirq (or steal 0))) 100.0)))
+
+(defn- own-cpu-seconds
+  "CPU seconds used by this process so far (user + system), from /proc/self/stat."
+  []
+  (let [^String s (first (proc-lines "/proc/self/stat"))
+        fields (str/split (subs s (+ 2 (str/last-index-of s ")"))) #"\s+")]
+    (/ (double (+ (parse-long (nth fields 11)) (parse-long (nth fields 12)))) 100.0)))
+
+(defn- load-avg [] (parse-double (first (str/split (first (proc-lines "/proc/loadavg")) #"\s+"))))
+
+(defn- heap-stats []
+  (let [pools (filter #(= MemoryType/HEAP (.getType ^MemoryPoolMXBean %))
+                      (ManagementFactory/getMemoryPoolMXBeans))
+        gcs (ManagementFactory/getGarbageCollectorMXBeans)]
+    {:peak-heap-bytes (reduce + (map #(.getUsed (.getPeakUsage ^MemoryPoolMXBean %)) pools))
+     :max-heap-bytes (.maxMemory (Runtime/getRuntime))
+     :gc-count (reduce + (map #(.getCollectionCount ^GarbageCollectorMXBean %) gcs))
+     :gc-ms (reduce + (map #(.getCollectionTime ^GarbageCollectorMXBean %) gcs))}))
+
+(defmacro ^:private timed
+  "Evaluate body; return [value stats] with :seconds, :cpu-seconds (this process) and
+  :foreign-cores (average cores busy with other processes meanwhile)."
+  [& body]
+  `(let [busy0# (cpu-busy-seconds)
+         own0# (own-cpu-seconds)
+         load0# (load-avg)
+         t0# (System/nanoTime)
+         v# (do ~@body)
+         secs# (/ (- (System/nanoTime) t0#) 1e9)
+         own# (- (own-cpu-seconds) own0#)
+         busy# (- (cpu-busy-seconds) busy0#)]
+     [v# {:seconds secs#
+          :cpu-seconds own#
+          :foreign-cores (max 0.0 (/ (- busy# own#) secs#))
+          :load-avg-start load0#
+          :load-avg-end (load-avg)}]))
+
+;; ------------------------------------------------------------------ datasets
+
+(defn- project-dir ^String []
+  (or (System/getProperty "datacamp.project.dir") (System/getProperty "user.dir")))
+
+(defn- read-fixture [name]
+  (let [f (io/file (project-dir) "tests" "fixtures" (str name ".fressian"))]
+    (with-open [in (io/input-stream f)]
+      (fress/read in))))
+
+(defn dataset
+  "Given a dataset spec, return `{:datoms-fn (fn [] seqable) :facts … :warm-up (fn [])}`.
+  Synthetic datasets are generated lazily on every call of `:datoms-fn`; a fixture's
+  history is read once (it lives in the heap)."
+  [{:keys [kind datoms seed name]}]
+  (case kind
+    :synthetic
+    (let [spec (gen/spec datoms (or seed 42))]
+      {:datoms-fn #(gen/datoms spec)
+       :facts (gen/facts spec)
+       ;; JIT-compile the generator (it stands in for Datahike's index walk, warm in a
+       ;; real application) on another database, the same for every measurement.
+       :warm-up-fn #(gen/datoms (gen/spec (min 300000 (long datoms)) 7))})
+    :fixture
+    (let [m (read-fixture name)
+          history (:history m)
+          facts (dh/describe {:max-eid (:max-eid m) :max-tx (:max-tx m)
+                              :config (:config m) :schema (:schema m)})]
+      {:datoms-fn (constantly history)
+       :facts (assoc facts :datahike-version (:datahike/version m))
+       :warm-up-fn (constantly history)})))
+
+;; ------------------------------------------------------------------ measurements
+
+(defn walk
+  "Walk the datoms the way DatomWalker does (e a v tx added of every datom), pushing them
+  nowhere; return `{:datom-count n :retractions r :checksum x}`."
+  [datoms]
+  (loop [s (seq datoms) n 0 r 0 h 0]
+    (if s
+      (let [d (.first ^clojure.lang.ISeq s)
+            e (long (RT/nth d 0))
+            _a (RT/nth d 1)
+            v (RT/nth d 2)
+            tx (long (RT/nth d 3))
+            added (RT/booleanCast (RT/nth d 4))]
+        (recur (.next ^clojure.lang.ISeq s) (inc n) (if added r (inc r))
+               (bit-xor h e tx (if (nil? v) 1 0))))
+      {:datom-count n :retractions r :checksum h})))
+
+(defn- db-id [ds] (str "bench-" (if (= :fixture (:kind ds)) (:name ds) (:datoms ds))))
+
+(defn- native-opts [{:keys [ds parallel chunk-size]} facts]
+  (core/backup-options (cond-> {:parallel (or parallel 2)}
+                         chunk-size (assoc :chunk-size chunk-size))
+                       (db-id ds) facts))
+
+(defn- read-manifest [dir db backup-id]
+  (edn/read-string (slurp (io/file dir db (str backup-id) "manifest.edn"))))
+
+(defn- dir-size
+  "Total bytes of the files under `dir`."
+  [dir]
+  (reduce + (map #(.length ^File %) (filter #(.isFile ^File %) (file-seq (io/file dir))))))
+
+(defmulti measure :measure)
+
+(defmethod measure :walk [{:keys [ds]}]
+  (let [{:keys [datoms-fn warm-up-fn]} (dataset ds)]
+    (walk (warm-up-fn))
+    (let [[r t] (timed (walk (datoms-fn)))]
+      (merge r t))))
+
+(defmethod measure :backup [{:keys [ds dir] :as args}]
+  (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
+        opts (native-opts args facts)]
+    (walk (warm-up-fn))
+    (native/ensure-loaded!)
+    (let [[r t] (timed (core/backup-datoms {:path dir} opts (datoms-fn) {}))
+          mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
+          manifest (read-manifest dir (:database-id opts) (:backup-id r))
+          verify (core/verify-backup {:path dir} (:backup-id r) :database-id (:database-id opts) :deep? true)]
+      (merge (select-keys r [:backup-id :database-id :path :datom-count :chunk-count
+                             :total-size-bytes :uncompressed-bytes :duration-ms])
+             t mem
+             {:files-bytes (dir-size (:path r))
+              :chunk-datom-counts (mapv :chunk/datom-count (:chunks manifest))
+              :chunk-keys (mapv :chunk/key (:chunks manifest))
+              :verify (select-keys verify [:success :all-chunks-present :checksums-valid :problems])}))))
+
+(defmethod measure :backup-stages [{:keys [ds dir repeat] :as args}]
+  ;; For profiling: `:repeat n` runs the backup n times in this JVM (to profile a warm
+  ;; one) and reports the last; `:stamps` are System/nanoTime (CLOCK_MONOTONIC) seconds
+  ;; of the phase boundaries, for `perf record -k mono` + `perf report --time a,b`.
+  (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
+        opts (native-opts args facts)
+        once (fn []
+               (let [t0 (System/nanoTime)
+                     h (native/backup-open {:path dir} opts)
+                     [n push] (timed (DatomWalker/pushAll (datoms-fn) (.get ^NativeHandle h) 8192))
+                     t1 (System/nanoTime)
+                     [r finish] (timed (native/backup-finish h))
+                     t2 (System/nanoTime)]
+                 (.close h)
+                 {:datom-count n :push push :finish finish
+                  :seconds (+ (:seconds push) (:seconds finish))
+                  :total-size-bytes (:total-size-bytes r)
+                  :stamps (mapv #(/ (double %) 1e9) [t0 t1 t2])}))]
+    (walk (warm-up-fn))
+    (native/ensure-loaded!)
+    (last (repeatedly (or repeat 1) once))))
+
+(defmethod measure :baseline-backup [{:keys [ds dir chunk-counts parallel]}]
+  (let [{:keys [datoms-fn warm-up-fn]} (dataset ds)]
+    (walk (warm-up-fn))
+    (let [[r t] (timed (baseline/backup datoms-fn chunk-counts (io/file dir) (or parallel 2)))]
+      (merge (dissoc r :chunks) t
+             {:chunk-count (count (:chunks r))
+              :chunk-datom-counts (mapv :datom-count (:chunks r))}))))
+
+(defmethod measure :restore [{:keys [dir database-id backup-id parallel]}]
+  (native/ensure-loaded!)
+  (let [[r t] (timed
+               (native/with-native-errors {}
+                 (with-open [h (native/restore-open {:path dir} {:database-id database-id
+                                                                 :backup-id (str backup-id)
+                                                                 :verify-first? false
+                                                                 :parallel (or parallel 2)})]
+                   (let [decoder (ValueDecoder. true)]
+                     (loop [n 0 batches 0]
+                       (if-let [b (native/restore-next h decoder)]
+                         (recur (+ n (count (:datoms b))) (inc batches))
+                         {:datom-count n :batches batches}))))))]
+    (merge r t)))
+
+(defmethod measure :baseline-restore [{:keys [dir database-id backup-id chunk-keys parallel]}]
+  (let [files (mapv #(io/file dir database-id (str backup-id) %) chunk-keys)
+        [r t] (timed (baseline/restore-decode files (or parallel 2)))]
+    (merge r t)))
+
+(defn -main
+  "Run the measurement described by the EDN map in the first argument; print its result."
+  [arg]
+  (let [args (edn/read-string arg)
+        r (measure args)
+        r (merge (heap-stats) {:peak-rss-kb (proc-status "VmHWM")} r)]
+    (println (str "BENCH-RESULT " (pr-str r)))
+    (flush)
+    (shutdown-agents)
+    (System/exit 0)))

@@ -1,0 +1,123 @@
+(ns datacamp.crash-test
+  "Crash safety: a JVM running a backup is killed with SIGKILL at seeded points (the core's
+  failpoints kill the process right there, as a lost machine would), then `resume-backup`
+  finishes the backup, which must be byte-identical to an uninterrupted one."
+  (:require [clojure.java.io :as io]
+            [clojure.test :refer [deftest is testing]]
+            [datacamp.core :as backup]
+            [datacamp.fixtures :as fx]
+            [datacamp.test-util :as u])
+  (:import [java.io File]
+           [java.util Random]))
+
+(set! *warn-on-reflection* true)
+
+(def ^:private trials
+  "Seeded crash trials per target (the issue asks for at least 20)."
+  20)
+
+(def ^:private backup-opts [:database-id "crash" :chunk-size 3000 :parallel 2])
+
+(defn- child-backup!
+  "Run a backup of the kitchen-sink fixture in a child JVM with `failpoint` armed; return
+  its exit code and output."
+  [^File root failpoint]
+  (let [code (pr-str `(do (require 'datacamp.core 'datacamp.fixtures)
+                          (apply (resolve 'datacamp.core/backup-to-directory)
+                                 ((resolve 'datacamp.fixtures/fixture-conn) "kitchen-sink")
+                                 {:path ~(str root)} ~backup-opts)
+                          (shutdown-agents)
+                          (System/exit 0)))
+        pb (doto (ProcessBuilder. ^java.util.List [(str (System/getProperty "java.home") "/bin/java")
+                                                   "-cp" (System/getProperty "java.class.path")
+                                                   "clojure.main" "-e" code])
+             (.redirectErrorStream true))]
+    (.put (.environment pb) "DATACAMP_FAILPOINT" failpoint)
+    (let [p (.start pb)
+          out (slurp (.getInputStream p))]
+      {:exit (.waitFor p) :out out})))
+
+(defn- chunk-bytes
+  "Every chunk file of the only backup under root, by name, as byte vectors."
+  [^File root]
+  (let [[dir] (.listFiles (io/file root "crash"))]
+    (into (sorted-map)
+          (for [^File f (.listFiles (io/file dir "chunks"))]
+            [(.getName f) (vec (java.nio.file.Files/readAllBytes (.toPath f)))]))))
+
+(defn- reference
+  "An uninterrupted backup with the same options: [result chunk-bytes]."
+  []
+  (let [root (u/temp-dir)
+        r (apply backup/backup-to-directory (fx/fixture-conn "kitchen-sink") {:path (str root)} backup-opts)]
+    [r (chunk-bytes root)]))
+
+(defn- pick-failpoint
+  "A seeded crash point; per-chunk points get an occurrence within the backup's chunks."
+  [^Random rnd chunk-count]
+  (let [points ["before-first-chunk" "mid-write" "chunk-stored" "checkpoint-written"
+                "before-manifest" "before-marker"]
+        point (nth points (.nextInt rnd (count points)))]
+    (case point
+      ("chunk-stored" "checkpoint-written") (str point ":" (inc (.nextInt rnd (int chunk-count))))
+      "mid-write" (str point ":" (inc (.nextInt rnd (int (+ 2 chunk-count)))))
+      point)))
+
+(deftest killed-backups-resume-to-the-same-bytes
+  (let [[ref-result ref-chunks] (reference)
+        rnd (Random. 20261126)
+        fixture (fx/load-fixture "kitchen-sink")
+        outcomes (atom [])]
+    (is (< 20 (:chunk-count ref-result)) "the backup has enough chunks to crash between")
+    (dotimes [trial trials]
+      (let [failpoint (pick-failpoint rnd (:chunk-count ref-result))
+            root (u/temp-dir)
+            target {:path (str root)}]
+        (testing (str "trial " trial " " failpoint)
+          (let [{:keys [exit out]} (child-backup! root failpoint)
+                [b :as listed] (backup/list-backups target "crash")]
+            (is (= 137 exit) (str "the child was killed (SIGKILL): " out))
+            (is (= 1 (count listed)))
+            (is (false? (:completed? b)) "a killed backup never lists as complete")
+            (is (false? (:success (backup/verify-backup target (:backup-id b) :database-id "crash"))))
+            (let [r (backup/resume-backup (fx/fixture-conn "kitchen-sink") target (:backup-id b)
+                                          :database-id "crash")]
+              (is (true? (:resumed? r)))
+              (is (= (:datom-count ref-result) (:datom-count r)))
+              (is (true? (= ref-chunks (chunk-bytes root))) "byte-identical to an uninterrupted backup, no temporaries left")
+              (is (:success (backup/verify-backup target (:backup-id b) :database-id "crash" :deep? true)))
+              (is (true? (:completed? (first (backup/list-backups target "crash")))))
+              (is (:already-complete? (backup/resume-backup (fx/fixture-conn "kitchen-sink") target
+                                                             (:backup-id b) :database-id "crash")))
+              (swap! outcomes conj (= 137 exit)))))))
+    (testing "the resumed bytes decode to the fixture's restore order"
+      (let [root (u/temp-dir)
+            _ (child-backup! root "chunk-stored:5")
+            [b] (backup/list-backups {:path (str root)} "crash")
+            _ (backup/resume-backup (fx/fixture-conn "kitchen-sink") {:path (str root)} (:backup-id b) :database-id "crash")
+            dir (u/backup-dir root "crash" (:backup-id b))
+            manifest (u/read-edn-file (io/file dir "manifest.edn"))
+            datoms (mapcat (comp :datoms u/read-chunk) (u/chunk-files dir manifest))]
+        (is (= (map u/norm (:tx-order fixture)) (map u/norm datoms)))))
+    (println (format "crash trials: %d run, %d killed and resumed byte-identical"
+                     trials (count (filter true? @outcomes))))))
+
+(deftest resume-refuses-other-options-and-missing-backups
+  (let [root (u/temp-dir)
+        target {:path (str root)}
+        _ (child-backup! root "chunk-stored:3")
+        [b] (backup/list-backups target "crash")
+        data (fn [f] (try (f) nil (catch clojure.lang.ExceptionInfo e (ex-data e))))]
+    (is (= :datacamp/conflict
+           (:datacamp/error (data #(backup/resume-backup (fx/fixture-conn "kitchen-sink") target (:backup-id b)
+                                                         :database-id "crash" :chunk-size 5000))))
+        "another chunk size")
+    (is (= :datacamp/conflict
+           (:datacamp/error (data #(backup/resume-backup (fx/fixture-conn "schema-on-read") target (:backup-id b)
+                                                         :database-id "crash"))))
+        "another database")
+    (is (= :datacamp/not-found
+           (:datacamp/error (data #(backup/resume-backup (fx/fixture-conn "kitchen-sink") target "no-such"
+                                                         :database-id "crash")))))
+    (is (true? (:resumed? (backup/resume-backup (fx/fixture-conn "kitchen-sink") target (:backup-id b)
+                                                :database-id "crash"))))))

@@ -1,0 +1,431 @@
+//! A fault-injecting HTTP proxy between the S3 client and the server, on loopback.
+//!
+//! Per request it draws (from a seeded generator) one of: forward it, answer
+//! `503 SlowDown` or `500 InternalError` (S3 XML error bodies), close the connection before
+//! answering, forward it and close the connection halfway through the answer, stall (hold
+//! the request, then forward it), or hang (hold it past the client's timeout, then close
+//! without forwarding). Requests whose request line contains `deny_matching` get
+//! `403 AccessDenied`. Each connection carries one request (answers say `Connection: close`).
+//!
+//! Bounded: the proxy stops accepting after [`MAX_LIFE`] or when dropped or
+//! [`FaultProxy::vanish`]ed (then its port refuses connections); every socket has timeouts.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest a proxy runs.
+pub const MAX_LIFE: Duration = Duration::from_secs(600);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shares (0.0–1.0) of requests that get each fault; the rest are forwarded.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// `503 SlowDown`.
+    pub slowdown: f64,
+    /// `500 InternalError`.
+    pub internal_error: f64,
+    /// Connection closed after the request was read, before any answer.
+    pub drop_before: f64,
+    /// Forwarded, then the connection closed halfway through the answer.
+    pub drop_mid: f64,
+    /// Held for `stall_for`, then forwarded.
+    pub stall: f64,
+    /// How long a stall lasts.
+    pub stall_for: Duration,
+    /// Held for `hang_for`, then the connection closed without forwarding.
+    pub hang: f64,
+    /// How long a hang lasts (make it longer than the client's attempt timeout).
+    pub hang_for: Duration,
+    /// Requests whose request line contains this get `403 AccessDenied`.
+    pub deny_matching: Option<String>,
+}
+
+/// Counters of what the proxy did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests read from clients.
+    pub requests: u64,
+    /// Requests forwarded to the server (stalled and drop-mid ones included).
+    pub forwarded: u64,
+    /// `503 SlowDown` answers.
+    pub slowdowns: u64,
+    /// `500 InternalError` answers.
+    pub internal_errors: u64,
+    /// Connections closed before answering.
+    pub drops_before: u64,
+    /// Answers cut off halfway.
+    pub drops_mid: u64,
+    /// Stalled requests.
+    pub stalls: u64,
+    /// Hung requests.
+    pub hangs: u64,
+    /// `403 AccessDenied` answers.
+    pub denied: u64,
+    /// `UploadPart` requests (forwarded or not).
+    pub upload_parts: u64,
+    /// `ListObjectsV2` requests (one per page).
+    pub list_pages: u64,
+}
+
+impl Stats {
+    /// Requests that got a fault of any kind.
+    pub fn faults(&self) -> u64 {
+        self.slowdowns
+            + self.internal_errors
+            + self.drops_before
+            + self.drops_mid
+            + self.stalls
+            + self.hangs
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    forwarded: AtomicU64,
+    slowdowns: AtomicU64,
+    internal_errors: AtomicU64,
+    drops_before: AtomicU64,
+    drops_mid: AtomicU64,
+    stalls: AtomicU64,
+    hangs: AtomicU64,
+    denied: AtomicU64,
+    upload_parts: AtomicU64,
+    list_pages: AtomicU64,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    faults: Mutex<Faults>,
+    rng: Mutex<u64>,
+    counters: Counters,
+    lines: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+/// A running proxy; stops on drop.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+enum Fault {
+    None,
+    SlowDown,
+    InternalError,
+    DropBefore,
+    DropMid,
+    Stall(Duration),
+    Hang(Duration),
+}
+
+impl FaultProxy {
+    /// Start a proxy on a free loopback port that forwards to `upstream` with `faults`,
+    /// drawing faults from a generator seeded with `seed`.
+    pub fn start(upstream: SocketAddr, faults: Faults, seed: u64) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(Shared {
+            upstream,
+            faults: Mutex::new(faults),
+            rng: Mutex::new(seed ^ 0x9e37_79b9_7f4a_7c15),
+            counters: Counters::default(),
+            lines: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let accept = std::thread::spawn(move || {
+            let deadline = Instant::now() + MAX_LIFE;
+            while !s.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            let _ = handle(conn, &s);
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            // The listener drops here: the port refuses connections from now on.
+        });
+        FaultProxy {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// The proxy's endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replace the fault shares (for requests read from now on).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+    }
+
+    /// What the proxy did so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        Stats {
+            requests: g(&c.requests),
+            forwarded: g(&c.forwarded),
+            slowdowns: g(&c.slowdowns),
+            internal_errors: g(&c.internal_errors),
+            drops_before: g(&c.drops_before),
+            drops_mid: g(&c.drops_mid),
+            stalls: g(&c.stalls),
+            hangs: g(&c.hangs),
+            denied: g(&c.denied),
+            upload_parts: g(&c.upload_parts),
+            list_pages: g(&c.list_pages),
+        }
+    }
+
+    /// The request lines read so far (`PUT /bucket/key?partNumber=1&uploadId=… HTTP/1.1`).
+    pub fn request_lines(&self) -> Vec<String> {
+        self.shared
+            .lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stop listening: from when this returns, connecting to the proxy is refused, as if the
+    /// server were gone. (Requests already read are still answered.)
+    pub fn vanish(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.vanish();
+    }
+}
+
+fn next_f64(shared: &Shared) -> f64 {
+    let mut x = shared.rng.lock().unwrap_or_else(|p| p.into_inner());
+    // SplitMix64.
+    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn choose(shared: &Shared) -> Fault {
+    let f = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let r = next_f64(shared);
+    let c = &shared.counters;
+    let mut edge = 0.0;
+    let mut hit = |share: f64| {
+        edge += share;
+        r < edge
+    };
+    if hit(f.slowdown) {
+        c.slowdowns.fetch_add(1, Ordering::SeqCst);
+        Fault::SlowDown
+    } else if hit(f.internal_error) {
+        c.internal_errors.fetch_add(1, Ordering::SeqCst);
+        Fault::InternalError
+    } else if hit(f.drop_before) {
+        c.drops_before.fetch_add(1, Ordering::SeqCst);
+        Fault::DropBefore
+    } else if hit(f.drop_mid) {
+        c.drops_mid.fetch_add(1, Ordering::SeqCst);
+        Fault::DropMid
+    } else if hit(f.stall) {
+        c.stalls.fetch_add(1, Ordering::SeqCst);
+        Fault::Stall(f.stall_for)
+    } else if hit(f.hang) {
+        c.hangs.fetch_add(1, Ordering::SeqCst);
+        Fault::Hang(f.hang_for)
+    } else {
+        Fault::None
+    }
+}
+
+struct Request {
+    line: String,
+    method: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn read_request(conn: &TcpStream) -> std::io::Result<Option<Request>> {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let line = line.trim_end().to_owned();
+    let method = line.split(' ').next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 {
+            return Ok(None);
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if header("transfer-encoding").is_some() {
+        return Err(std::io::Error::other(
+            "chunked request bodies are not supported",
+        ));
+    }
+    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        let mut w = conn;
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    let len: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request {
+        line,
+        method,
+        headers,
+        body,
+    }))
+}
+
+fn error_answer(req: &Request, status: &str, code: &str, message: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message}</Message><RequestId>fault-proxy</RequestId></Error>"
+    );
+    let head_only = req.method == "HEAD";
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        if head_only { 0 } else { body.len() }
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+fn forward(req: &Request, shared: &Shared) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
+    up.set_read_timeout(Some(IO_TIMEOUT))?;
+    up.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head = format!("{}\r\n", req.line);
+    for (k, v) in &req.headers {
+        let k_lower = k.to_ascii_lowercase();
+        if !matches!(k_lower.as_str(), "connection" | "keep-alive" | "expect") {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    up.write_all(head.as_bytes())?;
+    up.write_all(&req.body)?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    shared.counters.forwarded.fetch_add(1, Ordering::SeqCst);
+    Ok(answer)
+}
+
+fn handle(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    let Some(req) = read_request(&conn)? else {
+        return Ok(());
+    };
+    let c = &shared.counters;
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    shared
+        .lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(req.line.clone());
+    if req.line.contains("partNumber=") && req.line.contains("uploadId=") {
+        c.upload_parts.fetch_add(1, Ordering::SeqCst);
+    }
+    if req.method == "GET" && req.line.contains("list-type=2") {
+        c.list_pages.fetch_add(1, Ordering::SeqCst);
+    }
+    let denied = {
+        let f = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+        f.deny_matching
+            .as_deref()
+            .is_some_and(|m| req.line.contains(m))
+    };
+    if denied {
+        c.denied.fetch_add(1, Ordering::SeqCst);
+        conn.write_all(&error_answer(
+            &req,
+            "403 Forbidden",
+            "AccessDenied",
+            "Access Denied",
+        ))?;
+        return conn.shutdown(Shutdown::Both);
+    }
+    match choose(shared) {
+        Fault::SlowDown => conn.write_all(&error_answer(
+            &req,
+            "503 Slow Down",
+            "SlowDown",
+            "Please reduce your request rate.",
+        ))?,
+        Fault::InternalError => conn.write_all(&error_answer(
+            &req,
+            "500 Internal Server Error",
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ))?,
+        Fault::DropBefore => {}
+        Fault::Hang(d) => std::thread::sleep(d.min(IO_TIMEOUT)),
+        Fault::DropMid => {
+            let answer = forward(&req, shared)?;
+            let half = (answer.len() / 2)
+                .max(1)
+                .min(answer.len().saturating_sub(1));
+            conn.write_all(&answer[..half])?;
+        }
+        Fault::Stall(d) => {
+            std::thread::sleep(d.min(IO_TIMEOUT));
+            conn.write_all(&forward(&req, shared)?)?;
+        }
+        Fault::None => conn.write_all(&forward(&req, shared)?)?,
+    }
+    conn.shutdown(Shutdown::Both)
+}
