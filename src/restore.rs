@@ -307,6 +307,33 @@ impl RestoreSession {
         };
         let prefix = layout::backup_prefix(db, id);
         let chunks = Arc::new(manifest.chunks.clone());
+        if !opts.verify_first {
+            // The cheap check (a stat / HEAD per chunk): missing or truncated chunks stop the
+            // restore before anything is loaded; checksums are checked as chunks stream.
+            for meta in chunks.iter() {
+                let key = format!("{prefix}{}", meta.key);
+                match store.size(&key)? {
+                    None => {
+                        return Err(Error::corrupt(
+                            "restore",
+                            format!("chunk {} is missing", meta.id),
+                        )
+                        .with_key(store.location(&key)))
+                    }
+                    Some(n) if meta.size_bytes != 0 && n != meta.size_bytes => {
+                        return Err(Error::corrupt(
+                            "restore",
+                            format!(
+                                "chunk {} has {n} bytes, the manifest says {} (truncated?)",
+                                meta.id, meta.size_bytes
+                            ),
+                        )
+                        .with_key(store.location(&key)))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         if opts.verify_first {
             for meta in chunks.iter() {
                 let key = format!("{prefix}{}", meta.key);

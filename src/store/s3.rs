@@ -484,7 +484,10 @@ impl S3Store {
                     done.insert(number, etag);
                 }
                 Err(e) => {
+                    // Stop the other parts before the caller aborts the upload, so that
+                    // no part lands after the abort.
                     in_flight.abort_all();
+                    while in_flight.join_next().await.is_some() {}
                     return Err(e);
                 }
             }

@@ -18,7 +18,9 @@
   measurement), --stages (also time the backup's push and finish phases), --out FILE,
   --work DIR, --keep (keep the backups), --jvm-opt OPT (repeatable, added to every JVM),
   --native-lib FILE (the libdatacamp.so to load; default the one `make native` built),
-  --code LABEL (what code was measured, for the report; default the git commit)."
+  --code LABEL (what code was measured, for the report; default the git commit),
+  --env NAME=VALUE (repeatable, set in every measurement's environment, e.g.
+  MALLOC_ARENA_MAX=1)."
   (:require [clojure.edn :as edn]
             [clojure.java.io :as io]
             [clojure.java.shell :as sh]
@@ -76,13 +78,15 @@
 (defn child
   "Run one measurement in a fresh JVM with `heap-opts`; return its result map. Throws
   when the JVM fails."
-  [args heap-opts {:keys [jvm-opts native-lib]}]
+  [args heap-opts {:keys [jvm-opts native-lib env]}]
   (let [cmd (concat [(java-cmd)] heap-opts jvm-opts (native-lib-opts native-lib)
                     [(str "-Ddatacamp.project.dir=" (project-dir))
                      "-cp" (System/getProperty "java.class.path")
                      "clojure.main" "-m" "datacamp.bench.run" (pr-str args)])
-        p (.start (doto (ProcessBuilder. ^java.util.List (vec cmd))
-                    (.redirectError ProcessBuilder$Redirect/INHERIT)))
+        pb (doto (ProcessBuilder. ^java.util.List (vec cmd))
+             (.redirectError ProcessBuilder$Redirect/INHERIT))
+        _ (doseq [[k v] env] (.put (.environment pb) k v))
+        p (.start pb)
         out (slurp (.getInputStream p))
         rc (.waitFor p)
         line (some #(when (str/starts-with? % "BENCH-RESULT ") %) (str/split-lines out))]
@@ -181,6 +185,7 @@
         size (/ (double (:total-size-bytes backup)) (:total-size-bytes baseline))
         restore-speedup (/ (:seconds baseline-restore) (:seconds restore))]
     {:ours-over-limit limit :baseline-over-ours speedup :size-ours-over-baseline size
+     :baseline-over-limit (/ (:seconds baseline) (:seconds walk))
      :restore-baseline-over-ours restore-speedup
      :targets {:limit (<= limit 1.3) :speedup (>= speedup 5.0) :size (<= size 1.0)
                :restore (>= restore-speedup 3.0)}}))
@@ -194,6 +199,9 @@
          " GB RAM, Linux " (:kernel machine) ", " (:java machine) ". Date: " (:date machine)
          ". Code: " (:git machine) ".")
     (add "")
+    (when (seq (:env machine))
+      (add "Environment of every measurement: " (str/join " " (map (fn [[k v]] (str k "=" v)) (:env machine))) ".")
+      (add ""))
     (add "Every row is a fresh JVM (median of the runs; wall times exclude JVM start and fixture loading). "
          "\"others' CPU\" = cores busy with other processes during the measured interval (0 = quiet machine).")
     (add "")
@@ -211,15 +219,20 @@
          "Chunks: " (str/join ", " (map #(str (:label %) " " (:chunk-count (:backup %))) results))
          " (8 MiB of Fressian each, parallel 2; the baseline cuts the same datom counts).")
     (add "")
-    (add "| database | backup ours / limit (target <= 1.3) | backup baseline / ours (target >= 5) | output ours / baseline (target <= 1) | restore decode baseline / ours (target >= 3) |")
-    (add "|---|---:|---:|---:|---:|")
+    (add "| database | backup ours / limit (target <= 1.3) | backup baseline / ours (target >= 5) | bound: baseline / limit | output ours / baseline (target <= 1) | restore decode baseline / ours (target >= 3) |")
+    (add "|---|---:|---:|---:|---:|---:|")
     (doseq [r results]
-      (let [{:keys [ours-over-limit baseline-over-ours size-ours-over-baseline restore-baseline-over-ours targets]} (ratios r)]
+      (let [{:keys [ours-over-limit baseline-over-ours baseline-over-limit size-ours-over-baseline
+                    restore-baseline-over-ours targets]} (ratios r)]
         (add "| " (:label r)
              " | " (fmt "%.2f" ours-over-limit) " " (check (:limit targets))
              " | " (fmt "%.2f" baseline-over-ours) " " (check (:speedup targets))
+             " | " (fmt "%.2f" baseline-over-limit)
              " | " (fmt "%.3f" size-ours-over-baseline) " " (check (:size targets))
              " | " (fmt "%.2f" restore-baseline-over-ours) " " (check (:restore targets)) " |")))
+    (add "")
+    (add "bound = baseline wall / walk wall: the largest speedup over the baseline that any backup "
+         "could show, since it must at least walk the datoms.")
     (let [synth (filter #(= :synthetic (:kind (:ds %))) results)]
       (when (seq synth)
         (add "")
@@ -275,13 +288,16 @@
         "--keep" (recur more (assoc opts :keep? true))
         "--code" (recur (next more) (assoc opts :code (first more)))
         "--native-lib" (recur (next more) (assoc opts :native-lib (first more)))
+        "--env" (recur (next more) (update opts :env (fnil conj [])
+                                            (vec (str/split (first more) #"=" 2))))
         "--jvm-opt" (recur (next more) (update opts :jvm-opts conj (first more)))
         (throw (ex-info (str "unknown option " a) {}))))))
 
 (defn -main [& args]
   (let [opts (parse-args args)
         opts (if (:smoke? opts) (assoc opts :sizes [20000] :runs 1 :work "target/bench-smoke") opts)
-        machine (cond-> (machine-info) (:code opts) (assoc :git (:code opts)))
+        machine (cond-> (assoc (machine-info) :env (:env opts))
+                  (:code opts) (assoc :git (:code opts)))
         datasets (concat (for [n (:sizes opts)] {:kind :synthetic :datoms n})
                          (cond (:smoke? opts) [{:kind :fixture :name "kitchen-sink"}]
                                (:large? opts) [{:kind :fixture :name "large"}]))]

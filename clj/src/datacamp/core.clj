@@ -1,12 +1,12 @@
 (ns datacamp.core
   "Backup and restore for Datahike databases, done by a native (Rust) core.
 
-  Backups:    `backup-to-directory`, `resume-backup`
-  Restore:    `restore-from-directory`
+  Backups:    `backup-to-directory`, `backup-to-s3`, `resume-backup`
+  Restore:    `restore-from-directory`, `restore-from-s3`
   Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`
 
-  A target is a map: `{:path \"/backups\"}` for a local directory. Every failure throws
-  `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
+  A target is a map: `{:path \"/backups\"}` for a local directory, `{:bucket …}` for S3.
+  Every failure throws `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
   `:datacamp/io`, `:datacamp/not-found`, `:datacamp/corrupt`) and a message a person can
   act on. Options are documented in the README."
   (:require [clojure.string :as str]
@@ -25,15 +25,43 @@
   [msg data]
   (throw (ex-info msg (merge {:datacamp/error :datacamp/invalid-argument} data))))
 
+(def ^:private s3-keys
+  "The keys of an S3 target map passed to the core (see the README)."
+  [:bucket :region :prefix :endpoint :path-style-access? :access-key-id :secret-access-key
+   :session-token :storage-class :sse :kms-key-id :multipart-threshold :part-size
+   :max-retries :retry-base-ms])
+
+(defn- canonical-target
+  "Given a target map — a directory `{:path …}` or S3 `{:bucket …}` — validate it and
+  return what is sent to the core."
+  [target]
+  (when-not (map? target)
+    (invalid! "the target must be a map: {:path \"/backups\"} or {:bucket \"…\" :region \"…\"}" {:target target}))
+  (cond
+    (contains? target :bucket)
+    (do (when-not (and (string? (:bucket target)) (not (str/blank? (:bucket target))))
+          (invalid! ":bucket must be a non-blank string" {:bucket (:bucket target)}))
+        (into {} (remove (comp nil? val)) (select-keys target s3-keys)))
+
+    (and (string? (:path target)) (not (str/blank? (:path target))))
+    {:path (:path target)}
+
+    :else
+    (invalid! "the target needs :path (a directory) or :bucket (S3)" {:target (dissoc target :secret-access-key :session-token)})))
+
 (defn- dir-target
   "Given a directory target map, return the canonical target sent to the core."
   [target]
-  (let [path (:path target)]
-    (when-not (map? target)
-      (invalid! "the target must be a map such as {:path \"/backups\"}" {:target target}))
-    (when-not (and (string? path) (not (str/blank? path)))
-      (invalid! "the target needs :path, a directory" {:target target}))
-    {:path path}))
+  (when (and (map? target) (contains? target :bucket))
+    (invalid! "this function takes a directory target {:path …}; use the -s3 variant for S3" {}))
+  (canonical-target target))
+
+(defn- s3-target
+  "Given an S3 target map, return the canonical target sent to the core."
+  [target]
+  (when-not (and (map? target) (contains? target :bucket))
+    (invalid! "an S3 target needs :bucket" {}))
+  (canonical-target target))
 
 (defn- database-id
   "The database id from the options, else the store's :id; validated as a path segment."
@@ -96,6 +124,15 @@
         (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
         (with-ids (native/backup-finish h))))))
 
+(defn- backup!
+  "A full backup of `conn` to a canonical target."
+  [conn target opts]
+  (let [db (dh/current-db conn)
+        db-id (database-id opts db)
+        facts (dh/describe db)
+        native-opts (backup-options opts db-id facts)]
+    (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))
+
 (defn backup-to-directory
   "Given a Datahike connection and a directory target `{:path \"/backups\"}`, write a full
   backup of the connection's current db (with its history when the db keeps history) and
@@ -108,12 +145,16 @@
   once, default 2), `:history?` (default true when the db keeps history),
   `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill)."
   [conn target & {:as opts}]
-  (let [target (dir-target target)
-        db (dh/current-db conn)
-        db-id (database-id opts db)
-        facts (dh/describe db)
-        native-opts (backup-options opts db-id facts)]
-    (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))
+  (backup! conn (dir-target target) opts))
+
+(defn backup-to-s3
+  "Given a Datahike connection and an S3 target `{:bucket \"my-backups\" :region
+  \"us-east-1\" :prefix \"production/\" :endpoint \"localhost:9000\" :path-style-access? true}`
+  (see the README for every key), write a full backup exactly as `backup-to-directory`
+  does (same options) and return its result map with `:s3-path` (`s3://bucket/prefix…`)."
+  [conn s3-config & {:as opts}]
+  (let [r (backup! conn (s3-target s3-config) opts)]
+    (assoc r :s3-path (:path r))))
 
 (defn resume-backup
   "Given a connection, a target and the id of an interrupted backup (and `:database-id`),
@@ -124,7 +165,7 @@
   `{:success true :already-complete? true …}` for a complete backup. Refuses
   (`:datacamp/conflict`) other options (e.g. a different `:chunk-size`) or another database."
   [conn target backup-id & {:keys [database-id] :as opts}]
-  (let [target (dir-target target)
+  (let [target (canonical-target target)
         id (str backup-id)]
     (when-not (and (string? database-id) (not (str/blank? database-id)))
       (invalid! "resume-backup needs :database-id" {:backup-id backup-id}))
@@ -159,7 +200,7 @@
   `{:backup-id :type :created-at :completed? :datom-count :size-bytes :chunk-count …}`,
   newest first; incomplete backups are included with `:completed? false` and `:progress`."
   [target database-id]
-  (let [target (dir-target target)]
+  (let [target (canonical-target target)]
     (native/with-native-errors {:database-id database-id}
       (mapv with-ids (native/list-backups target (str database-id))))))
 
@@ -169,7 +210,7 @@
   datom counts. Returns `{:success … :backup-id … :chunk-count … :all-chunks-present …
   :checksums-valid … :problems […]}`; an incomplete backup never verifies."
   [target backup-id & {:keys [database-id deep?]}]
-  (let [target (dir-target target)]
+  (let [target (canonical-target target)]
     (when-not (string? database-id)
       (invalid! "verify-backup needs :database-id" {:backup-id backup-id}))
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
@@ -180,7 +221,7 @@
   than `:older-than-hours` (default 24); complete backups are never touched. Returns
   `{:removed [ids] :kept-incomplete [ids] :objects-deleted n}`."
   [target database-id & {:keys [older-than-hours] :or {older-than-hours 24}}]
-  (let [target (dir-target target)]
+  (let [target (canonical-target target)]
     (when-not (and (number? older-than-hours) (not (neg? older-than-hours)))
       (invalid! ":older-than-hours must be a non-negative number" {:older-than-hours older-than-hours}))
     (native/with-native-errors {:database-id database-id}
@@ -228,24 +269,11 @@
    (when-let [b (native/restore-next h decoder)]
      (cons b (restore-batches h decoder)))))
 
-(defn restore-from-directory
-  "Given a connection to an EMPTY Datahike database and a directory target, load backup
-  `backup-id` of `:database-id` into it and return `{:success true :backup-id …
-  :datoms-restored … :tx-count … :chunks-processed … :load-entities-calls … :duration-ms …}`.
-
-  The target must have the backup's `:keep-history?`, `:schema-flexibility` and
-  `:attribute-refs?`. Datoms reach `load-entities` in the order that reproduces entity ids;
-  tx ids are identical when everything fits one call (`:batch-size` datoms, default
-  1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
-
-  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks read ahead,
-  default 2), `:verify-first?` (check every chunk's checksum before loading anything,
-  default true), `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done …
-  :datoms-total …}`)."
-  [conn target backup-id & {:keys [database-id batch-size parallel verify-first? progress-fn]
-                            :or {batch-size default-load-batch verify-first? true}}]
-  (let [target (dir-target target)
-        db (dh/current-db conn)
+(defn- restore!
+  "Restore a backup from a canonical target into `conn`."
+  [conn target backup-id {:keys [database-id batch-size parallel verify-first? progress-fn]
+                          :or {batch-size default-load-batch verify-first? true}}]
+  (let [db (dh/current-db conn)
         started (System/currentTimeMillis)
         progress (or progress-fn (constantly nil))]
     (when-not (and (string? database-id) (not (str/blank? database-id)))
@@ -293,3 +321,28 @@
            :chunks-processed (:chunk-count info)
            :load-entities-calls @calls
            :duration-ms (- (System/currentTimeMillis) started)})))))
+
+(defn restore-from-directory
+  "Given a connection to an EMPTY Datahike database and a directory target, load backup
+  `backup-id` of `:database-id` into it and return `{:success true :backup-id …
+  :datoms-restored … :tx-count … :chunks-processed … :load-entities-calls … :duration-ms …}`.
+
+  The target must have the backup's `:keep-history?`, `:schema-flexibility` and
+  `:attribute-refs?`. Datoms reach `load-entities` in the order that reproduces entity ids;
+  tx ids are identical when everything fits one call (`:batch-size` datoms, default
+  1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
+
+  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks read ahead,
+  default 2), `:verify-first?` (check every chunk's checksum before loading anything,
+  default true), `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done …
+  :datoms-total …}`)."
+  [conn target backup-id & {:as opts}]
+  (restore! conn (dir-target target) backup-id opts))
+
+(defn restore-from-s3
+  "Given a connection to an EMPTY Datahike database, an S3 target (as for `backup-to-s3`)
+  and a backup id, restore exactly as `restore-from-directory` does (same options and
+  result). `:verify-first?` defaults to false here: every chunk's size is checked up front
+  (one HEAD each) and its SHA-256 as it streams, so nothing is downloaded twice."
+  [conn s3-config backup-id & {:as opts}]
+  (restore! conn (s3-target s3-config) backup-id (merge {:verify-first? false} opts)))

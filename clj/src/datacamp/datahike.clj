@@ -47,6 +47,15 @@
   [schema]
   (filter (fn [[k v]] (and (keyword? k) (map? v))) schema))
 
+(defn- value-key
+  "A value as a grouping key that is equal for equal contents (NaN equals NaN, byte arrays
+  compare by content), as Datahike's index compares them."
+  [v]
+  (cond
+    (and (instance? Double v) (Double/isNaN v)) ::nan
+    (bytes? v) (vec ^bytes v)
+    :else v))
+
 (defn- current-as-of
   "The current datoms at `basis`, derived while streaming the history (EAVT order, so each
   [e a v]'s datoms are adjacent and ascend by tx): the last assertion of every [e a v]
@@ -55,7 +64,7 @@
   [history basis]
   (->> history
        (filter #(<= (long (nth % 3)) basis))
-       (partition-by (fn [d] [(nth d 0) (nth d 1) (nth d 2)]))
+       (partition-by (fn [d] [(nth d 0) (nth d 1) (value-key (nth d 2))]))
        (keep (fn [group] (let [d (last group)] (when (nth d 4) d))))))
 
 (defn snapshot-datoms

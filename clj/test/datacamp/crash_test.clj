@@ -6,7 +6,8 @@
             [clojure.test :refer [deftest is testing]]
             [datacamp.core :as backup]
             [datacamp.fixtures :as fx]
-            [datacamp.test-util :as u])
+            [datacamp.test-util :as u]
+            [datahike.api])
   (:import [java.io File]
            [java.util Random]))
 
@@ -21,7 +22,7 @@
 (defn- child-backup!
   "Run a backup of the kitchen-sink fixture in a child JVM with `failpoint` armed; return
   its exit code and output."
-  [^File root failpoint]
+  [^File root failpoint & {:keys [backup-opts] :or {backup-opts backup-opts}}]
   (let [code (pr-str `(do (require 'datacamp.core 'datacamp.fixtures)
                           (apply (resolve 'datacamp.core/backup-to-directory)
                                  ((resolve 'datacamp.fixtures/fixture-conn) "kitchen-sink")
@@ -47,7 +48,7 @@
 
 (defn- reference
   "An uninterrupted backup with the same options: [result chunk-bytes]."
-  []
+  [& {:keys [backup-opts] :or {backup-opts backup-opts}}]
   (let [root (u/temp-dir)
         r (apply backup/backup-to-directory (fx/fixture-conn "kitchen-sink") {:path (str root)} backup-opts)]
     [r (chunk-bytes root)]))
@@ -121,3 +122,20 @@
                                                          :database-id "crash")))))
     (is (true? (:resumed? (backup/resume-backup (fx/fixture-conn "kitchen-sink") target (:backup-id b)
                                                 :database-id "crash"))))))
+
+(deftest the-snapshot-of-a-current-state-backup-is-derived-from-history
+  (doseq [name ["kitchen-sink" "schema-on-read" "attribute-refs"]]
+    (let [fixture (fx/load-fixture name)
+          conn (fx/fixture-conn name)
+          db @conn
+          eav (fn [ds] (set (map (fn [d] [(nth d 0) (nth d 1) (u/typed (nth d 2))]) ds)))]
+      (testing name
+        (is (= (eav (:current fixture))
+               (eav (#'datacamp.datahike/current-as-of (datahike.api/datoms (datahike.api/history db) :eavt)
+                                                       (:max-tx db))))
+            "at the newest tx, history-derived = current (up to Datahike's re-assert tx quirk)")
+        (let [basis (+ 536870913 5)
+              expected (eav (datahike.api/datoms (datahike.api/as-of db basis) :eavt))]
+          (is (= expected (eav (#'datacamp.datahike/current-as-of
+                                (datahike.api/datoms (datahike.api/history db) :eavt) basis)))
+              "at an older tx, history-derived = the as-of view"))))))
