@@ -333,6 +333,7 @@ impl BackupSession {
                 "resume with the options of the interrupted backup, or start a new backup",
             ));
         }
+        store.remove_temporaries(&layout::backup_prefix(&db, &backup_id))?;
         let prior: Vec<ChunkMeta> = session.prior.values().cloned().collect();
         session.write_checkpoint(Phase::Ingest, &prior, None)?;
         Ok(session)
@@ -628,6 +629,7 @@ impl BackupSession {
         self.store.put(&key, &gz)?;
         Ok(ChunkMeta {
             id: c.id,
+            s3_key: self.store.object_key_of(&key),
             key: rel,
             tx_range: c.tx_range,
             max_eid: c.max_eid,

@@ -26,6 +26,9 @@ pub struct ChunkMeta {
     pub id: u64,
     /// Path relative to the backup folder (`chunks/datoms-N.fressian.gz`).
     pub key: String,
+    /// The full object key in an object store (S3), which the original implementation
+    /// reads from `:chunk/s3-key`; `None` for a directory (then `key` is written there).
+    pub s3_key: Option<String>,
     /// Smallest and largest tx of its datoms (`None` for an empty chunk).
     pub tx_range: Option<(i64, i64)>,
     /// Largest entity id among its datoms.
@@ -105,7 +108,10 @@ impl ChunkMeta {
         kw_map([
             ("chunk/id", Value::Long(self.id as i64)),
             ("chunk/key", Value::str(&self.key)),
-            ("chunk/s3-key", Value::str(&self.key)),
+            (
+                "chunk/s3-key",
+                Value::str(self.s3_key.as_deref().unwrap_or(&self.key)),
+            ),
             ("chunk/s3-etag", Value::Nil),
             ("chunk/tx-range", tx_range_value(self.tx_range)),
             ("chunk/max-eid", Value::Long(self.max_eid)),
@@ -127,13 +133,23 @@ impl ChunkMeta {
     pub fn from_value(v: &Value) -> Result<Self> {
         let op = "read manifest chunk entry";
         let id = req_long(v, "chunk/id", op)?;
-        let key = match (v.get("chunk/key"), v.get("chunk/s3-key")) {
-            (Some(Value::String(k)), _) | (_, Some(Value::String(k))) => k.clone(),
+        let s3_key = v
+            .get("chunk/s3-key")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let key = match (v.get("chunk/key"), &s3_key) {
+            (Some(Value::String(k)), _) => k.clone(),
+            // The original writes the full object key for S3: keep the part below the backup.
+            (_, Some(k)) => k
+                .rfind("chunks/")
+                .map_or_else(|| k.clone(), |i| k[i..].to_owned()),
             _ => crate::layout::chunk_relative(id as u64),
         };
+        let s3_key = s3_key.filter(|k| *k != key);
         Ok(ChunkMeta {
             id: id as u64,
             key,
+            s3_key,
             tx_range: tx_range_of(v.get("chunk/tx-range")),
             max_eid: v.get("chunk/max-eid").and_then(Value::as_long).unwrap_or(0),
             datom_count: v

@@ -169,6 +169,38 @@ impl Store for DirStore {
     fn location(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
     }
+
+    fn remove_temporaries(&self, prefix: &str) -> Result<u64> {
+        let folder = prefix.trim_end_matches('/');
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(folder)?
+        };
+        let mut removed = 0;
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list directory", dir.display().to_string(), e)),
+            };
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| Error::io("list directory", dir.display().to_string(), e))?;
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if entry.file_name().to_string_lossy().contains(TMP_MARK) {
+                    fs::remove_file(&path).map_err(|e| {
+                        Error::io("remove temporary", path.display().to_string(), e)
+                    })?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,18 @@ pub trait Store: Send + Sync {
         let _ = (prefix, older_than);
         Ok(0)
     }
+    /// The full object key of `key` in an object store (S3: `prefix + key`), written into
+    /// manifests as the original implementation's `:chunk/s3-key`; `None` for a directory.
+    fn object_key_of(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
+    /// Remove the temporaries a killed writer left under `prefix` (a directory's
+    /// `*.tmp-*` files); return how many. Object stores have none (uploads are atomic).
+    fn remove_temporaries(&self, prefix: &str) -> Result<u64> {
+        let _ = prefix;
+        Ok(0)
+    }
 }
 
 /// Given a target map (`{:path "/backups"}`, or `{:bucket "b" …}` for S3, see

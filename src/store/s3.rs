@@ -1052,6 +1052,10 @@ impl Store for S3Store {
         })?
     }
 
+    fn object_key_of(&self, key: &str) -> Option<String> {
+        Some(self.object_key(key))
+    }
+
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}{key}", self.cfg.bucket, self.cfg.prefix)
     }

@@ -29,7 +29,7 @@
   "The keys of an S3 target map passed to the core (see the README)."
   [:bucket :region :prefix :endpoint :path-style-access? :access-key-id :secret-access-key
    :session-token :storage-class :sse :kms-key-id :multipart-threshold :part-size
-   :max-retries :retry-base-ms])
+   :upload-concurrency :max-retries :retry-base-ms :retry-max-ms :connect-timeout-ms :timeout-ms])
 
 (defn- canonical-target
   "Given a target map — a directory `{:path …}` or S3 `{:bucket …}` — validate it and

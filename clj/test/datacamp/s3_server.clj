@@ -1,0 +1,77 @@
+(ns datacamp.s3-server
+  "A real S3 server (moto, scripts/s3-test-server) for the Clojure tests, and plain HTTP
+  access to its objects (moto does not check signatures) for reading back, damaging and
+  deleting what a backup wrote."
+  (:require [clojure.java.io :as io]
+            [clojure.string :as str])
+  (:import [java.io BufferedReader InputStreamReader]
+           [java.net HttpURLConnection URL]))
+
+(set! *warn-on-reflection* true)
+
+(defonce ^:private server (atom nil))
+
+(defn start!
+  "Start moto once for this JVM (it stops when the JVM exits: --until-eof); return the
+  endpoint URL. Fails loudly when the venv is missing (bin/setup creates it)."
+  []
+  (or (:endpoint @server)
+      (let [pb (doto (ProcessBuilder. ^java.util.List ["scripts/s3-test-server" "--until-eof"])
+                 (.redirectError java.lang.ProcessBuilder$Redirect/INHERIT))
+            p (.start pb)
+            rdr (BufferedReader. (InputStreamReader. (.getInputStream p)))
+            line (.readLine rdr)]
+        (when-not (and line (str/starts-with? line "endpoint "))
+          (throw (ex-info (str "the S3 test server did not start (run bin/setup): " line) {})))
+        (let [endpoint (subs line (count "endpoint "))]
+          (reset! server {:process p :endpoint endpoint})
+          endpoint))))
+
+(defn- request
+  "Send an HTTP request to moto; return [status body-bytes]."
+  [method ^String url ^bytes body]
+  (let [^HttpURLConnection c (.openConnection (URL. url))]
+    (.setRequestMethod c method)
+    ;; moto does not verify signatures, but treats requests without credentials as anonymous
+    ;; (private objects answer 403): name the test access key.
+    (.setRequestProperty c "Authorization" (str "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, "
+                                               "SignedHeaders=host, Signature=0"))
+    (when body
+      (.setDoOutput c true)
+      (with-open [out (.getOutputStream c)] (.write out body)))
+    (let [status (.getResponseCode c)
+          in (if (< status 400) (.getInputStream c) (.getErrorStream c))]
+      [status (if in (with-open [in in] (.readAllBytes in)) (byte-array 0))])))
+
+(defn create-bucket!
+  "Create `bucket` on the server."
+  [bucket]
+  (let [[status] (request "PUT" (str (start!) "/" bucket) nil)]
+    (assert (< status 300) (str "create bucket " bucket ": HTTP " status))))
+
+(defn target
+  "An S3 target map for `bucket` on the test server."
+  [bucket]
+  {:bucket bucket :region "us-east-1" :endpoint (start!) :path-style-access? true
+   :access-key-id "test" :secret-access-key "test" :prefix "datahike-backups/"})
+
+(defn- object-url [t key]
+  (str (:endpoint t) "/" (:bucket t) "/" (:prefix t) key))
+
+(defn get-object
+  "The bytes of `key` (relative to the target's prefix)."
+  ^bytes [t key]
+  (let [[status body] (request "GET" (object-url t key) nil)]
+    (assert (= 200 status) (str "GET " key ": HTTP " status))
+    body))
+
+(defn put-object!
+  "Overwrite `key` with `bytes`."
+  [t key ^bytes bytes]
+  (let [[status] (request "PUT" (object-url t key) bytes)]
+    (assert (< status 300) (str "PUT " key ": HTTP " status))))
+
+(defn delete-object!
+  "Delete `key`."
+  [t key]
+  (request "DELETE" (object-url t key) nil))
