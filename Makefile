@@ -17,7 +17,8 @@ setup:
 native:
 	$(CARGO) build --release --lib
 	mkdir -p $(NATIVE_DIR)
-	cp $(CARGO_OUT)/release/libdatacamp.so $(NATIVE_DIR)/libdatacamp.so
+	# The bundled copy drops debug info (the release build keeps it for profiling).
+	objcopy --strip-debug $(CARGO_OUT)/release/libdatacamp.so $(NATIVE_DIR)/libdatacamp.so
 
 # Java classes + native library where deps.edn expects them.
 jar-classes: native
