@@ -6,7 +6,9 @@
             [clojure.test :refer [deftest is testing]]
             [datacamp.core :as backup]
             [datacamp.fixtures :as fx]
+            [datacamp.s3-server :as s3]
             [datacamp.test-util :as u]
+            [clojure.edn]
             [datahike.api])
   (:import [java.io File]
            [java.util Random]))
@@ -21,12 +23,15 @@
 
 (defn- child-backup!
   "Run a backup of the kitchen-sink fixture in a child JVM with `failpoint` armed; return
-  its exit code and output."
-  [^File root failpoint & {:keys [backup-opts] :or {backup-opts backup-opts}}]
-  (let [code (pr-str `(do (require 'datacamp.core 'datacamp.fixtures)
-                          (apply (resolve 'datacamp.core/backup-to-directory)
+  its exit code and output. `where` is a directory (File) or an S3 target map."
+  [where failpoint & {:keys [backup-opts] :or {backup-opts backup-opts}}]
+  (let [[f target] (if (map? where)
+                     ['datacamp.core/backup-to-s3 where]
+                     ['datacamp.core/backup-to-directory {:path (str where)}])
+        code (pr-str `(do (require 'datacamp.core 'datacamp.fixtures)
+                          (apply (resolve '~f)
                                  ((resolve 'datacamp.fixtures/fixture-conn) "kitchen-sink")
-                                 {:path ~(str root)} ~backup-opts)
+                                 ~target ~backup-opts)
                           (shutdown-agents)
                           (System/exit 0)))
         pb (doto (ProcessBuilder. ^java.util.List [(str (System/getProperty "java.home") "/bin/java")
@@ -139,3 +144,46 @@
           (is (= expected (eav (#'datacamp.datahike/current-as-of
                                 (datahike.api/datoms (datahike.api/history db) :eavt) basis)))
               "at an older tx, history-derived = the as-of view"))))))
+
+(defn- s3-chunk-bytes
+  "Every chunk of the only backup of \"crash\" in S3 target `t`, by key, as byte vectors."
+  [t]
+  (let [[b] (backup/list-backups t "crash")
+        base (str "crash/" (:backup-id b) "/")
+        manifest (clojure.edn/read-string (String. (s3/get-object t (str base "manifest.edn")) "UTF-8"))]
+    (into (sorted-map)
+          (for [c (:chunks manifest)]
+            [(:chunk/key c) (vec (s3/get-object t (str base (:chunk/key c))))]))))
+
+(def ^:private bucket-counter (atom 0))
+
+(defn- fresh-s3-target []
+  (let [bucket (str "datacamp-crash-" (swap! bucket-counter inc))]
+    (s3/create-bucket! bucket)
+    (s3/target bucket)))
+
+(deftest killed-s3-backups-resume-to-the-same-bytes
+  (let [ref-t (fresh-s3-target)
+        ref-result (apply backup/backup-to-s3 (fx/fixture-conn "kitchen-sink") ref-t backup-opts)
+        ref-chunks (s3-chunk-bytes ref-t)
+        rnd (Random. 4242)
+        points ["before-first-chunk" "chunk-stored" "checkpoint-written" "before-manifest" "before-marker"]
+        resumed (atom 0)]
+    (dotimes [trial trials]
+      (let [point (nth points (.nextInt rnd (count points)))
+            failpoint (if (#{"chunk-stored" "checkpoint-written"} point)
+                        (str point ":" (inc (.nextInt rnd (int (:chunk-count ref-result)))))
+                        point)
+            t (fresh-s3-target)]
+        (testing (str "S3 trial " trial " " failpoint)
+          (let [{:keys [exit out]} (child-backup! t failpoint)
+                [b :as listed] (backup/list-backups t "crash")]
+            (is (= 137 exit) out)
+            (is (= 1 (count listed)))
+            (is (false? (:completed? b)))
+            (let [r (backup/resume-backup (fx/fixture-conn "kitchen-sink") t (:backup-id b) :database-id "crash")]
+              (is (true? (:resumed? r)))
+              (is (true? (= ref-chunks (s3-chunk-bytes t))) "byte-identical to an uninterrupted backup")
+              (is (:success (backup/verify-backup t (:backup-id b) :database-id "crash" :deep? true)))
+              (when (= 137 exit) (swap! resumed inc)))))))
+    (println (format "S3 crash trials: %d run, %d killed and resumed byte-identical" trials @resumed))))
