@@ -34,12 +34,7 @@ test-rust:
 
 test-java: native
 	rm -rf $(JAVA_TEST_OUT) && mkdir -p $(JAVA_TEST_OUT)
-	javac -X# Java classes + native library where deps.edn expects them.
-jar-classes: native
-	mkdir -p target/jvm/classes
-	javac --release 17 -cp /usr/share/java/clojure.jar:$$(ls ~/.m2/repository/org/clojure/clojure/1.11.1/clojure-1.11.1.jar 2>/dev/null) -d target/jvm/classes java/datacamp/jni/*.java
-
-lint:all -Werror -cp /usr/share/java/clojure.jar -d $(JAVA_TEST_OUT) java/datacamp/jni/*.java java-test/datacamp/jni/*.java
+	javac -Xlint:all -Werror -cp /usr/share/java/clojure.jar -d $(JAVA_TEST_OUT) java/datacamp/jni/*.java java-test/datacamp/jni/*.java
 	java -cp /usr/share/java/clojure.jar:$(JAVA_TEST_OUT) datacamp.jni.DatomBatchTest
 
 test-clj: native
