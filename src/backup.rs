@@ -23,6 +23,7 @@ use crate::failpoint;
 use crate::format::chunk::{self, ChunkEncoder, EncodedChunk};
 use crate::format::edn;
 use crate::layout;
+use crate::lock::ResumeLock;
 use crate::manifest::{ChunkMeta, ChunkOrder, Manifest};
 use crate::model::{kw_map, Attr, Datom, Value};
 use crate::options::Opts;
@@ -68,6 +69,10 @@ pub struct BackupOptions {
     pub datahike_id: Option<String>,
     /// Continue the interrupted backup `backup_id` instead of starting a new one.
     pub resume: bool,
+    /// When resuming, take over a resume lock even if its lease is still live.
+    pub break_lock: bool,
+    /// The resume lock's lease (renewed by a heartbeat every third of it).
+    pub lock_lease: std::time::Duration,
 }
 
 fn attr_of(v: &Value) -> Result<Attr> {
@@ -129,6 +134,13 @@ impl BackupOptions {
             db_config: o.get("db-config").cloned().unwrap_or(Value::Nil),
             datahike_id: o.string("datahike-id")?.map(String::from),
             resume: o.bool("resume?", false)?,
+            break_lock: o.bool("break-lock?", false)?,
+            lock_lease: std::time::Duration::from_millis(o.long_in(
+                "lock-lease-ms",
+                60_000,
+                1_000,
+                86_400_000,
+            )? as u64),
         })
     }
 }
@@ -198,6 +210,8 @@ pub struct BackupSession {
     received: u64,
     /// Chunks a resumed backup stored before, by id (empty for a new backup).
     prior: BTreeMap<u64, ChunkMeta>,
+    /// The resume lock, held while a resumed backup runs (released on drop).
+    _lock: Option<ResumeLock>,
 }
 
 /// The options a resumed backup must share with the interrupted one, as `config.edn`
@@ -258,6 +272,7 @@ impl BackupSession {
             scratch: Vec::new(),
             received: 0,
             prior: BTreeMap::new(),
+            _lock: None,
             opts,
         };
         session.put_edn(layout::CONFIG, &session.config_value())?;
@@ -306,6 +321,13 @@ impl BackupSession {
         if complete && read(layout::MANIFEST)?.is_some() {
             return Err(conflict(format!("backup {backup_id} is already complete")));
         }
+        let lock = ResumeLock::acquire(
+            store.clone(),
+            &db,
+            &backup_id,
+            opts.lock_lease,
+            opts.break_lock,
+        )?;
         let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let order = RestoreOrder::new(opts.order.clone(), &tmp, opts.sort_buffer_bytes)?;
         let checkpoint = read(layout::CHECKPOINT)?.and_then(|v| Checkpoint::from_value(&v));
@@ -321,6 +343,7 @@ impl BackupSession {
             prior: checkpoint
                 .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
                 .unwrap_or_default(),
+            _lock: Some(lock),
             opts,
         };
         let mismatches = resume_mismatches(&recorded, &session.config_value());

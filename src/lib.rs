@@ -16,6 +16,7 @@ pub mod failpoint;
 pub mod format;
 pub mod jni;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod model;
 pub mod options;

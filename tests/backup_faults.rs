@@ -47,6 +47,9 @@ impl Store for FullDisk {
     fn location(&self, key: &str) -> String {
         self.inner.location(key)
     }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        self.inner.put_if_absent(key, bytes)
+    }
 }
 
 fn datoms(n: i64) -> impl Iterator<Item = Datom> {

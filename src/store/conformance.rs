@@ -10,6 +10,22 @@ pub fn run(store: &dyn Store) {
     list_is_recursive_sorted_and_prefix_exact(store);
     overwrite_replaces(store);
     delete_prefix_removes_everything(store);
+    put_if_absent_creates_once(store);
+}
+
+fn put_if_absent_creates_once(store: &dyn Store) {
+    assert!(store.put_if_absent("pia/b1/lock.edn", b"first").unwrap());
+    assert!(!store.put_if_absent("pia/b1/lock.edn", b"second").unwrap());
+    assert_eq!(store.get("pia/b1/lock.edn").unwrap(), b"first");
+    store.delete("pia/b1/lock.edn").unwrap();
+    assert!(store.put_if_absent("pia/b1/lock.edn", b"third").unwrap());
+    let keys: Vec<String> = store
+        .list("pia/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["pia/b1/lock.edn"], "no temporaries are visible");
 }
 
 fn put_get_round_trip(store: &dyn Store) {

@@ -170,6 +170,27 @@ impl Store for DirStore {
         self.root.join(key).display().to_string()
     }
 
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let path = self.path_of(key)?;
+        let err = |e| Error::io("create file", path.display().to_string(), e);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(err)?;
+        let tmp = dir.join(format!("lock{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            // link(2) fails if the name exists: the atomic create-if-absent.
+            match fs::hard_link(&tmp, &path) {
+                Ok(()) => sync_dir(dir).map(|_| true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })();
+        let _ = fs::remove_file(&tmp);
+        result.map_err(err)
+    }
+
     fn remove_temporaries(&self, prefix: &str) -> Result<u64> {
         let folder = prefix.trim_end_matches('/');
         let start = if folder.is_empty() {

@@ -70,6 +70,9 @@ pub trait Store: Send + Sync {
         let _ = key;
         None
     }
+    /// Store `bytes` under `key` only if no object is there; return whether it was created.
+    /// Atomic against concurrent callers (directory: a hard link; S3: `If-None-Match: *`).
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool>;
     /// Remove the temporaries a killed writer left under `prefix` (a directory's
     /// `*.tmp-*` files); return how many. Object stores have none (uploads are atomic).
     fn remove_temporaries(&self, prefix: &str) -> Result<u64> {

@@ -1052,6 +1052,40 @@ impl Store for S3Store {
         })?
     }
 
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let object = self.checked_key(key)?;
+        let loc = self.location(key);
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        let op = "put object if absent";
+        let result = block_on(retry(&self.cfg.retry, op, &loc, || {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.cfg.bucket)
+                .key(&object)
+                .if_none_match("*")
+                .content_length(body.len() as i64)
+                .body(ByteStream::from(body.clone()));
+            attempt(op, &loc, self.cfg.attempt_timeout, req.send())
+        }))?;
+        match result {
+            Ok(_) => Ok(true),
+            // 412 PreconditionFailed: the object exists (409: a concurrent conditional write won).
+            Err(e)
+                if e.message.contains("PreconditionFailed") || e.message.contains("HTTP 412") =>
+            {
+                Ok(false)
+            }
+            Err(e)
+                if e.message.contains("ConditionalRequestConflict")
+                    || e.message.contains("HTTP 409") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn object_key_of(&self, key: &str) -> Option<String> {
         Some(self.object_key(key))
     }

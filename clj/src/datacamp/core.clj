@@ -163,7 +163,9 @@
   the rest and commits the manifest; the chunks are byte-identical to those of an
   uninterrupted backup. Returns the backup result map with `:resumed? true`, or
   `{:success true :already-complete? true …}` for a complete backup. Refuses
-  (`:datacamp/conflict`) other options (e.g. a different `:chunk-size`) or another database."
+  (`:datacamp/conflict`) other options (e.g. a different `:chunk-size`), another database,
+  or a backup another process is resuming (a lock with a lease, `:lock-lease-ms`, default
+  60 s, renewed while it runs; `:break-lock? true` takes over a live one)."
   [conn target backup-id & {:keys [database-id] :as opts}]
   (let [target (canonical-target target)
         id (str backup-id)]
@@ -186,14 +188,22 @@
               recorded {:chunk-size (:backup/chunk-size cfg)
                         :compression-level (:backup/compression-level cfg)
                         :history? (:backup/history? cfg)}
-              native-opts (-> (backup-options (merge recorded (dissoc opts :database-id)) database-id facts)
-                              (assoc :backup-id id :resume? true))]
+              native-opts (cond-> (-> (backup-options (merge recorded (dissoc opts :database-id)) database-id facts)
+                                      (assoc :backup-id id :resume? true))
+                            (:break-lock? opts) (assoc :break-lock? true)
+                            (:lock-lease-ms opts) (assoc :lock-lease-ms (long (:lock-lease-ms opts))))]
           (when-not (integer? basis)
             (throw (ex-info (str "backup " id " has no readable config.edn: it cannot be resumed")
                             {:datacamp/error :datacamp/corrupt :backup-id backup-id})))
-          (assoc (backup-datoms target native-opts
-                                (dh/snapshot-datoms db (:history? native-opts) basis) opts)
-                 :resumed? true))))))
+          (try
+            (assoc (backup-datoms target native-opts
+                                  (dh/snapshot-datoms db (:history? native-opts) basis) opts)
+                   :resumed? true)
+            (catch clojure.lang.ExceptionInfo e
+              ;; Another resumer finished it meanwhile.
+              (if (= "resume completed backup" (:datacamp/op (ex-data e)))
+                {:success true :already-complete? true :backup-id (parse-id id) :database-id database-id}
+                (throw e)))))))))
 
 (defn list-backups
   "Given a target and a database id, return its backups as a vector of maps

@@ -187,3 +187,38 @@
               (is (:success (backup/verify-backup t (:backup-id b) :database-id "crash" :deep? true)))
               (when (= 137 exit) (swap! resumed inc)))))))
     (println (format "S3 crash trials: %d run, %d killed and resumed byte-identical" trials @resumed))))
+
+(defn- lock-edn
+  "A lock.edn as another process would hold it, expiring `ms` from now."
+  [ms]
+  (str "{:lock/owner \"someone-else\" :lock/expires-at #inst \""
+       (.toInstant (java.util.Date. (long (+ (System/currentTimeMillis) ms)))) "\"}"))
+
+(deftest one-resumer-at-a-time
+  (doseq [kind [:dir :s3]]
+    (testing (name kind)
+      (let [[where target] (if (= kind :dir)
+                             (let [root (u/temp-dir)] [root {:path (str root)}])
+                             (let [t (fresh-s3-target)] [t t]))
+            _ (child-backup! where "chunk-stored:3")
+            [b] (backup/list-backups target "crash")
+            lock-key (str "crash/" (:backup-id b) "/lock-0.edn")
+            put-lock! (fn [s]
+                        (if (= kind :dir)
+                          (spit (io/file (str where) lock-key) s)
+                          (s3/put-object! where lock-key (.getBytes ^String s "UTF-8"))))
+            resume #(try (backup/resume-backup (fx/fixture-conn "kitchen-sink") target (:backup-id b)
+                                               :database-id "crash")
+                         (catch clojure.lang.ExceptionInfo e (ex-data e)))]
+        (put-lock! (lock-edn 600000))
+        (is (= :datacamp/conflict (:datacamp/error (resume))) "a live lease of another process")
+        (put-lock! (lock-edn -1000))
+        (let [[r1 r2] (map deref [(future (resume)) (future (resume))])
+              outcomes (frequencies (map #(cond (:resumed? %) :resumed
+                                                (:already-complete? %) :already-complete
+                                                :else (:datacamp/error %))
+                                         [r1 r2]))]
+          (is (= 1 (:resumed outcomes)) (str "exactly one resumer wins: " outcomes))
+          (is (every? #{:resumed :already-complete :datacamp/conflict} (keys outcomes)) (str outcomes)))
+        (is (true? (:completed? (first (backup/list-backups target "crash")))))
+        (is (:success (backup/verify-backup target (:backup-id b) :database-id "crash" :deep? true)))))))

@@ -1,0 +1,160 @@
+//! The resume lock: one process at a time continues an interrupted backup.
+//!
+//! `lock-N.edn` in the backup folder is created only if absent (`Store::put_if_absent`: a
+//! hard link on a directory, `If-None-Match: *` on S3) and carries a lease that a heartbeat
+//! thread renews every third of its length. A second resumer finds a live lease and gets a
+//! `Conflict`; a lease that ran out (its holder died) is taken over. Dropping the lock stops
+//! the heartbeat and deletes the file.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+
+use crate::backup::now_ms;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::edn;
+use crate::layout;
+use crate::model::{kw_map, Value};
+use crate::store::Store;
+
+/// File name prefix of the lock generations inside a backup's folder (`lock-N.edn`).
+pub const LOCK_PREFIX: &str = "lock-";
+
+/// A held resume lock; released (deleted) on drop.
+pub struct ResumeLock {
+    store: Arc<dyn Store>,
+    key: String,
+    stop: Option<Sender<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+fn lock_bytes(owner: &str, lease: Duration) -> Vec<u8> {
+    let now = now_ms();
+    let v = kw_map([
+        ("lock/owner", Value::str(owner)),
+        ("lock/pid", Value::Long(std::process::id() as i64)),
+        ("lock/renewed-at", Value::Inst(now)),
+        (
+            "lock/expires-at",
+            Value::Inst(now + lease.as_millis() as i64),
+        ),
+    ]);
+    edn::write_pretty(&v).into_bytes()
+}
+
+fn expires_at(store: &dyn Store, key: &str) -> Result<Option<i64>> {
+    match store.get(key) {
+        Ok(bytes) => Ok(edn::parse(&String::from_utf8_lossy(&bytes))
+            .ok()
+            .and_then(|v| match v.get("lock/expires-at") {
+                Some(Value::Inst(ms)) => Some(*ms),
+                _ => None,
+            })
+            .or(Some(0))),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock generations present under a backup's folder, highest first, with their keys.
+fn generations(
+    store: &dyn Store,
+    database_id: &str,
+    backup_id: &str,
+) -> Result<Vec<(u64, String)>> {
+    let prefix = layout::backup_file(database_id, backup_id, LOCK_PREFIX);
+    let mut gens: Vec<(u64, String)> = store
+        .list(&prefix)?
+        .into_iter()
+        .filter_map(|o| {
+            let n = o
+                .key
+                .strip_prefix(&prefix)?
+                .strip_suffix(".edn")?
+                .parse()
+                .ok()?;
+            Some((n, o.key))
+        })
+        .collect();
+    gens.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(gens)
+}
+
+impl ResumeLock {
+    /// Take the resume lock of a backup, or fail with `Conflict` while another process
+    /// holds a live lease. With `break_lock`, a live lease is taken over too (for an
+    /// operator who knows its holder is gone).
+    ///
+    /// Locks are generations `lock-N.edn`: taking over an expired generation N means
+    /// creating N+1 with `put_if_absent`, so of two processes racing for it exactly one wins.
+    pub fn acquire(
+        store: Arc<dyn Store>,
+        database_id: &str,
+        backup_id: &str,
+        lease: Duration,
+        break_lock: bool,
+    ) -> Result<Self> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let gens = generations(store.as_ref(), database_id, backup_id)?;
+        let next = match gens.first() {
+            None => 0,
+            Some((n, key)) => {
+                let until = expires_at(store.as_ref(), key)?;
+                if matches!(until, Some(t) if t > now_ms()) && !break_lock {
+                    return Err(held(store.as_ref(), backup_id, key, until.unwrap_or(0)));
+                }
+                n + 1
+            }
+        };
+        let key = layout::backup_file(database_id, backup_id, &format!("{LOCK_PREFIX}{next}.edn"));
+        if !store.put_if_absent(&key, &lock_bytes(&owner, lease))? {
+            return Err(held(store.as_ref(), backup_id, &key, 0));
+        }
+        for (_, old) in gens {
+            store.delete(&old)?;
+        }
+        let (stop, stopped) = bounded::<()>(1);
+        let (hb_store, hb_key) = (store.clone(), key.clone());
+        let heartbeat = std::thread::spawn(move || loop {
+            match stopped.recv_timeout(lease / 3) {
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = hb_store.put(&hb_key, &lock_bytes(&owner, lease));
+                }
+                _ => return,
+            }
+        });
+        Ok(ResumeLock {
+            store,
+            key,
+            stop: Some(stop),
+            heartbeat: Some(heartbeat),
+        })
+    }
+}
+
+fn held(store: &dyn Store, backup_id: &str, key: &str, until: i64) -> Error {
+    let when = if until > 0 {
+        format!(" (its lease runs until {until} ms since the epoch)")
+    } else {
+        String::new()
+    };
+    Error::new(
+        ErrorKind::Conflict,
+        "resume backup",
+        format!("backup {backup_id} is being resumed by another process{when}"),
+    )
+    .with_key(store.location(key))
+    .with_hint("wait for it to finish; if that process is gone, retry after the lease or pass :break-lock? true")
+}
+
+impl Drop for ResumeLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        let _ = self.store.delete(&self.key);
+    }
+}
