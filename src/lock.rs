@@ -78,7 +78,7 @@ fn generations(
             Some((n, o.key))
         })
         .collect();
-    gens.sort_by(|a, b| b.0.cmp(&a.0));
+    gens.sort_by_key(|g| std::cmp::Reverse(g.0));
     Ok(gens)
 }
 
