@@ -11,6 +11,15 @@
   []
   (some? (io/resource "datacamp/fixtures.clj")))
 
+(defn- empty-target-conn
+  "A connection to a new, empty database configured like `conn`'s, to restore into."
+  [conn]
+  (if (standin?)
+    ((requiring-resolve 'datacamp.fixtures/empty-conn) "kitchen-sink")
+    (let [cfg (assoc (:config @conn) :store {:backend :mem :id "datacamp-demo-restored"})]
+      ((requiring-resolve 'datahike.api/create-database) cfg)
+      ((requiring-resolve 'datahike.api/connect) cfg))))
+
 (defn- sample-conn
   "A connection to the sample database and a description of it."
   []
@@ -32,7 +41,8 @@
         [conn "a fresh in-memory Datahike database (1,000 people)"]))))
 
 (defn -main
-  "Back up the sample database to the directory given (default ./backups), list, verify."
+  "Back up the sample database to the directory given (default ./backups), list, verify,
+  and restore it into a new empty database."
   [& [dir]]
   (let [dir (or dir "./backups")
         target {:path dir}
@@ -48,5 +58,20 @@
           report (backup/verify-backup target (:backup-id result) :database-id "demo" :deep? true)]
       (println "\nVerify (deep):")
       (pprint report)
-      (shutdown-agents)
-      (System/exit (if (and (:success result) (:success report)) 0 1)))))
+      (let [target-conn (empty-target-conn conn)
+            restored (backup/restore-from-directory target-conn target (:backup-id result)
+                                                    :database-id "demo")
+            datoms (requiring-resolve 'datahike.api/datoms)
+            history (requiring-resolve 'datahike.api/history)
+            comparable (fn [d] (let [[e a v tx added] (seq d)]
+                                 [e a (cond (bytes? v) (vec v)
+                                            (and (double? v) (Double/isNaN v)) ::nan
+                                            :else v)
+                                  tx added]))
+            same? (= (map comparable (datoms (history @conn) :eavt))
+                     (map comparable (datoms (history @target-conn) :eavt)))]
+        (println "\nRestore into a new empty database:")
+        (pprint restored)
+        (println "restored history identical to the source:" same?)
+        (shutdown-agents)
+        (System/exit (if (and (:success result) (:success report) (:success restored) same?) 0 1))))))
