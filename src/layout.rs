@@ -44,6 +44,20 @@ pub fn check_segment(what: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Check that `key` is a safe relative key: non-empty, no leading `/`, no empty, `.` or
+/// `..` segment (so it can never leave a store's root).
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        return Err(Error::invalid("resolve key", format!("unsafe key {key:?}")));
+    }
+    Ok(())
+}
+
 /// The folder of one database's backups: `{database-id}/`.
 pub fn database_prefix(database_id: &str) -> String {
     format!("{database_id}/")

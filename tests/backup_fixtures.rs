@@ -2,110 +2,26 @@
 //! decoded with our own decoder and concatenated, must equal each fixture's `:tx-order`
 //! exactly (types included), with sorted runs spilled to disk and with tiny chunks.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+#[allow(dead_code)]
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 use std::sync::Arc;
 
-use datacamp::backup::{BackupOptions, BackupSession};
+use datacamp::backup::BackupSession;
 use datacamp::format::chunk::{decode_chunk, gunzip};
-use datacamp::format::fressian::Reader;
-use datacamp::model::{Attr, Datom, Name, Value, TX0};
-use datacamp::order::OrderSpec;
+use datacamp::model::{Datom, TX0};
 use datacamp::store::dir::DirStore;
 use datacamp::store::Store;
-
-fn fixture(name: &str) -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.fressian"));
-    let bytes = std::fs::read(&path).unwrap();
-    Reader::new(&bytes).read_value().unwrap()
-}
-
-fn datom(v: &Value) -> Datom {
-    let p = v.as_seq().expect("datom is a list");
-    let a = match &p[1] {
-        Value::Keyword(n) => Attr::Keyword(n.clone()),
-        Value::Long(id) => Attr::Id(*id),
-        other => panic!("attr {other:?}"),
-    };
-    Datom {
-        e: p[0].as_long().unwrap(),
-        a,
-        v: p[2].clone(),
-        tx: p[3].as_long().unwrap(),
-        added: p[4].as_bool().unwrap(),
-    }
-}
-
-fn datoms(fx: &Value, key: &str) -> Vec<Datom> {
-    fx.get(key)
-        .and_then(Value::as_seq)
-        .map(|s| s.iter().map(datom).collect())
-        .unwrap_or_default()
-}
-
-/// Ref attributes and the txInstant attribute, read off the fixture's schema as the Clojure
-/// wrapper reads them off a live db.
-fn order_spec(fx: &Value) -> OrderSpec {
-    let attribute_refs =
-        fx.get("config").and_then(|c| c.get("attribute-refs?")) == Some(&Value::Bool(true));
-    let Some(Value::Map(schema)) = fx.get("schema") else {
-        panic!("no schema")
-    };
-    let mut ref_attrs = HashSet::new();
-    let mut tx_instant = Some(Attr::Keyword(Name::parse("db/txInstant")));
-    for (k, v) in schema {
-        let Value::Keyword(ident) = k else { continue };
-        if v.get("db/valueType") == Some(&Value::kw("db.type/ref")) {
-            ref_attrs.insert(Attr::Keyword(ident.clone()));
-            if let Some(id) = v.get("db/id").and_then(Value::as_long) {
-                ref_attrs.insert(Attr::Id(id));
-            }
-        }
-        if attribute_refs && ident.to_string() == "db/txInstant" {
-            tx_instant = v.get("db/id").and_then(Value::as_long).map(Attr::Id);
-        }
-    }
-    OrderSpec {
-        ref_attrs,
-        tx_instant,
-        skip_tx0: attribute_refs,
-    }
-}
-
-fn options(
-    fx: &Value,
-    chunk_size: usize,
-    sort_buffer: usize,
-    tmp: &std::path::Path,
-) -> BackupOptions {
-    let o = datacamp::format::edn::parse(&format!(
-        "{{:database-id \"fx\" :chunk-size {chunk_size} :sort-buffer-bytes {sort_buffer} :parallel 2}}"
-    ))
-    .unwrap();
-    let mut opts = BackupOptions::from_edn(&o).unwrap();
-    opts.order = order_spec(fx);
-    opts.tmp_dir = Some(tmp.to_path_buf());
-    opts.max_eid = fx.get("max-eid").and_then(Value::as_long).unwrap();
-    opts.max_tx = fx.get("max-tx").and_then(Value::as_long).unwrap();
-    opts
-}
+use fixtures::{datoms, fixture, options_sorting_in, source_datoms};
 
 fn run(name: &str, chunk_size: usize, sort_buffer: usize) -> (Vec<Datom>, usize) {
     let fx = fixture(name);
     let tmp = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(DirStore::open(tmp.path().join("backups")).unwrap());
-    let mut session = BackupSession::open(
-        store.clone(),
-        options(&fx, chunk_size, sort_buffer, tmp.path()),
-    )
-    .unwrap();
-    let source = if fx.get("history").is_some() {
-        datoms(&fx, "history")
-    } else {
-        datoms(&fx, "current")
-    };
-    for d in source {
+    let opts = options_sorting_in(&fx, "fx", chunk_size, sort_buffer, tmp.path());
+    let mut session = BackupSession::open(store.clone(), opts).unwrap();
+    for d in source_datoms(&fx) {
         session.push(d).unwrap();
     }
     let result = session.finish().unwrap();

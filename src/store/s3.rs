@@ -367,14 +367,7 @@ impl S3Store {
     }
 
     fn checked_key(&self, key: &str) -> Result<String> {
-        let bad = key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..");
-        if bad {
-            return Err(Error::invalid("resolve key", format!("unsafe key {key:?}")));
-        }
+        crate::layout::check_key(key)?;
         Ok(self.object_key(key))
     }
 

@@ -33,6 +33,14 @@ fn datom(v: &Value) -> Datom {
     }
 }
 
+/// The datoms under `key` (`"history"`, `"current"`, `"tx-order"`) of a fixture.
+pub fn datoms(fx: &Value, key: &str) -> Vec<Datom> {
+    fx.get(key)
+        .and_then(Value::as_seq)
+        .map(|s| s.iter().map(datom).collect())
+        .unwrap_or_default()
+}
+
 /// The datoms a backup of the fixture receives (history if it has one), in EAVT order.
 pub fn source_datoms(fx: &Value) -> Vec<Datom> {
     let key = if fx.get("history").is_some() {
@@ -40,10 +48,7 @@ pub fn source_datoms(fx: &Value) -> Vec<Datom> {
     } else {
         "current"
     };
-    fx.get(key)
-        .and_then(Value::as_seq)
-        .map(|s| s.iter().map(datom).collect())
-        .unwrap_or_default()
+    datoms(fx, key)
 }
 
 fn order_spec(fx: &Value) -> OrderSpec {
@@ -76,8 +81,19 @@ fn order_spec(fx: &Value) -> OrderSpec {
 /// Backup options for the fixture: database id `db`, chunks of `chunk_size` bytes, sorted
 /// runs spilled to `tmp`.
 pub fn options(fx: &Value, db: &str, chunk_size: usize, tmp: &Path) -> BackupOptions {
+    options_sorting_in(fx, db, chunk_size, 64 << 20, tmp)
+}
+
+/// Like [`options`], with a sort buffer of `sort_buffer` bytes (small ones force spills).
+pub fn options_sorting_in(
+    fx: &Value,
+    db: &str,
+    chunk_size: usize,
+    sort_buffer: usize,
+    tmp: &Path,
+) -> BackupOptions {
     let o = datacamp::format::edn::parse(&format!(
-        "{{:database-id \"{db}\" :chunk-size {chunk_size} :parallel 2}}"
+        "{{:database-id \"{db}\" :chunk-size {chunk_size} :sort-buffer-bytes {sort_buffer} :parallel 2}}"
     ))
     .unwrap();
     let mut opts = BackupOptions::from_edn(&o).unwrap();

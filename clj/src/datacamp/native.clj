@@ -92,21 +92,26 @@
   [target database-id older-than-ms]
   (read-edn (Native/cleanupIncomplete (edn-str target) database-id (long older-than-ms))))
 
+(defn- decode-columns
+  "Load the columns the core returned (`Object[]{id e a tx added vtag vnum vbytes newAttrs}`)
+  into `decoder`; return `{:id … :datoms [[e a v tx added] …]}`."
+  [^ValueDecoder decoder ^objects cols]
+  (let [^bytes vbytes (aget cols 7)
+        ^bytes new-attrs (aget cols 8)
+        ^longs e (aget cols 1)]
+    (.setBatch decoder (alength e) e ^ints (aget cols 2) ^longs (aget cols 3)
+               ^booleans (aget cols 4) ^bytes (aget cols 5) ^longs (aget cols 6)
+               vbytes (alength vbytes) new-attrs (alength new-attrs))
+    {:id (aget cols 0)
+     :datoms (.datoms decoder)}))
+
 (defn decode-chunk
   "Given the stored (gzip) bytes of a chunk, decode them natively and return
   `{:chunk/id n :datoms [[e a v tx added] …]}` with exact value types (vectors vs lists,
   Double vs Float, BigDecimal scale, byte arrays)."
   [^bytes stored]
-  (let [^objects cols (Native/decodeChunk stored)
-        ^bytes vbytes (aget cols 7)
-        ^bytes new-attrs (aget cols 8)
-        ^longs e (aget cols 1)
-        decoder (ValueDecoder.)]
-    (.setBatch decoder (alength e) e ^ints (aget cols 2) ^longs (aget cols 3)
-               ^booleans (aget cols 4) ^bytes (aget cols 5) ^longs (aget cols 6)
-               vbytes (alength vbytes) new-attrs (alength new-attrs))
-    {:chunk/id (aget cols 0)
-     :datoms (.datoms decoder)}))
+  (let [{:keys [id datoms]} (decode-columns (ValueDecoder.) (Native/decodeChunk stored))]
+    {:chunk/id id :datoms datoms}))
 
 (defn restore-open
   "Open a restore session; return its NativeHandle."
@@ -123,12 +128,6 @@
   "The next batch of restore session `h` as `{:chunk-id n :datoms [[e a v tx added] …]}`,
   decoded by `decoder` (a ValueDecoder kept for the whole session), or nil at the end."
   [^NativeHandle h ^ValueDecoder decoder]
-  (when-let [^objects cols (Native/restoreNext (.get h))]
-    (let [^bytes vbytes (aget cols 7)
-          ^bytes new-attrs (aget cols 8)
-          ^longs e (aget cols 1)]
-      (.setBatch decoder (alength e) e ^ints (aget cols 2) ^longs (aget cols 3)
-                 ^booleans (aget cols 4) ^bytes (aget cols 5) ^longs (aget cols 6)
-                 vbytes (alength vbytes) new-attrs (alength new-attrs))
-      {:chunk-id (aget cols 0)
-       :datoms (.datoms decoder)})))
+  (when-let [cols (Native/restoreNext (.get h))]
+    (let [{:keys [id datoms]} (decode-columns decoder cols)]
+      {:chunk-id id :datoms datoms})))
