@@ -34,9 +34,10 @@
                                  ~target ~backup-opts)
                           (shutdown-agents)
                           (System/exit 0)))
-        pb (doto (ProcessBuilder. ^java.util.List [(str (System/getProperty "java.home") "/bin/java")
-                                                   "-cp" (System/getProperty "java.class.path")
-                                                   "clojure.main" "-e" code])
+        pb (doto (ProcessBuilder. ^"[Ljava.lang.String;"
+                                  (into-array String [(str (System/getProperty "java.home") "/bin/java")
+                                                      "-cp" (System/getProperty "java.class.path")
+                                                      "clojure.main" "-e" code]))
              (.redirectErrorStream true))]
     (.put (.environment pb) "DATACAMP_FAILPOINT" failpoint)
     (let [p (.start pb)

@@ -16,7 +16,7 @@
   endpoint URL. Fails loudly when the venv is missing (bin/setup creates it)."
   []
   (or (:endpoint @server)
-      (let [pb (doto (ProcessBuilder. ^java.util.List ["scripts/s3-test-server" "--until-eof"])
+      (let [pb (doto (ProcessBuilder. ^"[Ljava.lang.String;" (into-array String ["scripts/s3-test-server" "--until-eof"]))
                  (.redirectError java.lang.ProcessBuilder$Redirect/INHERIT))
             p (.start pb)
             rdr (BufferedReader. (InputStreamReader. (.getInputStream p)))
