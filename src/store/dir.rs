@@ -34,14 +34,7 @@ impl DirStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
-        let bad = key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..");
-        if bad {
-            return Err(Error::invalid("resolve key", format!("unsafe key {key:?}")));
-        }
+        crate::layout::check_key(key)?;
         Ok(self.root.join(key))
     }
 }
