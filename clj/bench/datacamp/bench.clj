@@ -60,7 +60,9 @@
      :java (str (System/getProperty "java.vm.name") " " (System/getProperty "java.runtime.version"))
      :git (let [c (sh-out "git" "rev-parse" "--short" "HEAD")
                 dirty (sh-out "git" "status" "--porcelain" "--" "src" "java" "clj/src" "Cargo.toml")]
-            (str c (when (seq dirty) " + uncommitted changes in src/java")))
+            (if (str/blank? c)
+              "unknown (not a git checkout; pass --code)"
+              (str c (when (seq dirty) " + uncommitted changes in src/java"))))
      :load-avg (first (str/split (read-proc "/proc/loadavg") #"\s+"))}))
 
 ;; ------------------------------------------------------------------ child JVMs
@@ -113,7 +115,12 @@
   "Run every measurement on dataset `ds`; return the results."
   [ds {:keys [runs work parallel stages? keep?] :as opts}]
   (let [fixture? (= :fixture (:kind ds))
-        label (if fixture? (str (:name ds) " fixture") (str (:datoms ds) " synthetic"))
+        label (if fixture?
+                (str (:name ds) " fixture")
+                (let [n (long (:datoms ds))]
+                  (str "synthetic " (cond (zero? (rem n 1000000)) (str (quot n 1000000) "M")
+                                          (zero? (rem n 1000)) (str (quot n 1000) "k")
+                                          :else n))))
         heap (if fixture? [] [synthetic-heap])
         base-heap (if fixture? [] [baseline-heap])
         dir (io/file work (str/replace label " " "-"))
@@ -122,9 +129,9 @@
         step (fn [what f]
                (print (format "  %-18s" what)) (flush)
                (let [r (f)]
-                 (println (format "%8.2f s  (RSS %d MB, heap %d MB, others' CPU %.2f cores)"
-                                  (double (:seconds r)) (quot (long (:peak-rss-kb r)) 1024)
-                                  (quot (long (:peak-heap-bytes r)) (* 1024 1024))
+                 (println (format "%8.2f s  (peak RSS %.0f MB, heap %.0f MB, others' CPU %.2f cores)"
+                                  (double (:seconds r)) (/ (* 1024.0 (:peak-rss-kb r)) 1e6)
+                                  (/ (double (:peak-heap-bytes r)) 1e6)
                                   (double (:foreign-cores r 0.0))))
                  r))]
     (delete-tree dir)
@@ -167,6 +174,8 @@
   (let [secs (double (:seconds r))]
     (str "| " label " | " what " | " (or (not-empty (:heap-opts r)) "default")
          " | " (fmt "%.2f" secs)
+         (when (< 1 (count (:all-seconds r)))
+           (str " (" (fmt "%.2f" (first (:all-seconds r))) "–" (fmt "%.2f" (last (:all-seconds r))) ")"))
          " | " (rate datoms secs)
          " | " (if out-bytes (fmt "%.1f" (/ out-bytes MB)) "")
          " | " (if out-bytes (fmt "%.1f" (/ out-bytes MB secs)) "")
@@ -202,7 +211,8 @@
     (when (seq (:env machine))
       (add "Environment of every measurement: " (str/join " " (map (fn [[k v]] (str k "=" v)) (:env machine))) ".")
       (add ""))
-    (add "Every row is a fresh JVM (median of the runs; wall times exclude JVM start and fixture loading). "
+    (add "Every row is a fresh JVM: the median of " (:runs machine) " run(s), (min–max) when more "
+         "(wall times exclude JVM start and fixture loading). "
          "\"others' CPU\" = cores busy with other processes during the measured interval (0 = quiet machine).")
     (add "")
     (add "| database | run | heap | wall s | datoms/s | output MB | output MB/s | bytes/datom | compression | peak RSS MB | peak heap MB | others' CPU |")
@@ -296,7 +306,7 @@
 (defn -main [& args]
   (let [opts (parse-args args)
         opts (if (:smoke? opts) (assoc opts :sizes [20000] :runs 1 :work "target/bench-smoke") opts)
-        machine (cond-> (assoc (machine-info) :env (:env opts))
+        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts))
                   (:code opts) (assoc :git (:code opts)))
         datasets (concat (for [n (:sizes opts)] {:kind :synthetic :datoms n})
                          (cond (:smoke? opts) [{:kind :fixture :name "kitchen-sink"}]
@@ -306,7 +316,10 @@
                      (:date machine) (:load-avg machine) (:git machine)))
     (try
       (let [results (mapv #(run-dataset % opts) datasets)
-            lines (report machine results)]
+            lines (report machine results)
+            raw (io/file (:work opts) "results.edn")]
+        (io/make-parents raw)
+        (spit raw (pr-str {:machine machine :results results}))
         (println)
         (run! println lines)
         (if (:smoke? opts)
