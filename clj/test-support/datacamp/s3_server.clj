@@ -1,7 +1,7 @@
 (ns datacamp.s3-server
-  "A real S3 server (moto, scripts/s3-test-server) for the Clojure tests, and plain HTTP
-  access to its objects (moto does not check signatures) for reading back, damaging and
-  deleting what a backup wrote."
+  "A real S3 server (moto, scripts/s3-test-server) for the Clojure tests and the benchmark
+  harness, and plain HTTP access to its objects (moto does not check signatures) for reading
+  back, damaging and deleting what a backup wrote."
   (:require [clojure.java.io :as io]
             [clojure.string :as str])
   (:import [java.io BufferedReader InputStreamReader]
@@ -26,6 +26,11 @@
         (let [endpoint (subs line (count "endpoint "))]
           (reset! server {:process p :endpoint endpoint})
           endpoint))))
+
+(defn pid
+  "The process id of the running server (to read its CPU time), or nil before `start!`."
+  []
+  (some-> ^Process (:process @server) .pid))
 
 (defn- request
   "Send an HTTP request to moto; return [status body-bytes]."
