@@ -9,12 +9,14 @@
   3. baseline backup: the original datacamp's per-chunk work on the JVM, same chunk sizes
      (the datom counts of our manifest) and parallelism;
   4. restore decode: our native restore session vs GZIPInputStream + data.fressian/read
-     of the same chunk files.
+     of the same chunk files;
+  5. for the synthetic databases, backups to S3 — the loopback test server
+     (scripts/s3-test-server, moto) — at `:parallel` 1, 2 and 4 (verified, :deep? true).
   Prints the table and the ratios; a full run writes them into BENCHMARKS.md (between
   the generated-section markers, keeping the hand-written analysis).
 
   Options: --smoke (20k datoms + the kitchen-sink fixture, checks only, writes nothing),
-  --20m, --sizes 1000000,5000000, --no-large, --runs N (median of N fresh JVMs per
+  --20m, --no-s3 (skip the S3 runs), --s3-parallel 1,2,4 (their `:parallel` values), --sizes 1000000,5000000, --no-large, --runs N (median of N fresh JVMs per
   measurement), --stages (also time the backup's push and finish phases), --out FILE,
   --work DIR, --keep (keep the backups), --jvm-opt OPT (repeatable, added to every JVM),
   --native-lib FILE (the libdatacamp.so to load; default the one `make native` built),
@@ -24,7 +26,8 @@
   (:require [clojure.edn :as edn]
             [clojure.java.io :as io]
             [clojure.java.shell :as sh]
-            [clojure.string :as str])
+            [clojure.string :as str]
+            [datacamp.s3-server :as s3])
   (:import [java.io File]
            [java.lang ProcessBuilder$Redirect]
            [java.time LocalDate]))
@@ -111,9 +114,32 @@
 (defn- fail! [msg data]
   (throw (ex-info msg data)))
 
+(defn- s3-target
+  "An S3 target on the loopback test server (started once), in a new bucket for `label`."
+  [label]
+  (let [bucket (str "bench-" (str/lower-case (str/replace label #"[^A-Za-z0-9]+" "-")) "-" (System/nanoTime))]
+    (s3/create-bucket! bucket)
+    (s3/target bucket)))
+
+(defn- s3-runs
+  "Back up `ds` to the S3 test server once per `:parallel` value of `s3-parallels`; check
+  every backup verifies and holds `datom-count` datoms."
+  [ds label datom-count step heap {:keys [runs s3-parallels] :as opts}]
+  (let [target (s3-target label)]
+    (vec (for [p s3-parallels]
+           (let [r (step (str "S3, parallel " p)
+                         #(median-run runs {:measure :backup-s3 :ds ds :parallel p :target target
+                                            :server-pid (s3/pid)}
+                                      heap opts))]
+             (when-not (get-in r [:verify :success])
+               (fail! (str label ": the S3 backup (parallel " p ") does not verify") (:verify r)))
+             (when-not (= datom-count (:datom-count r))
+               (fail! (str label ": the S3 backup holds " (:datom-count r) " datoms, the walk saw " datom-count) {}))
+             (assoc r :parallel p))))))
+
 (defn run-dataset
   "Run every measurement on dataset `ds`; return the results."
-  [ds {:keys [runs work parallel stages? keep?] :as opts}]
+  [ds {:keys [runs work parallel stages? keep? s3-parallels] :as opts}]
   (let [fixture? (= :fixture (:kind ds))
         label (if fixture?
                 (str (:name ds) " fixture")
@@ -152,6 +178,8 @@
                  :chunk-keys (:chunk-keys backup) :parallel parallel}
           restore (step "restore (ours)" #(median-run runs (assoc where :measure :restore) heap opts))
           base-restore (step "restore (baseline)" #(median-run runs (assoc where :measure :baseline-restore) base-heap opts))
+          s3 (when (and (seq s3-parallels) (not fixture?))
+               (s3-runs ds label (:datom-count walk) step heap opts))
           stages (when stages?
                    (step "backup stages" #(child {:measure :backup-stages :ds ds :dir (str (io/file dir "stages"))
                                                   :parallel parallel} heap opts)))]
@@ -160,7 +188,7 @@
           (fail! (str label ": " what " decoded " (:datom-count r) " datoms of " (:datom-count backup)) {})))
       (when-not keep? (delete-tree dir))
       {:ds ds :label label :walk walk :backup backup :baseline baseline
-       :restore restore :baseline-restore base-restore :stages stages})))
+       :restore restore :baseline-restore base-restore :stages stages :s3 s3})))
 
 ;; ------------------------------------------------------------------ report
 
@@ -227,7 +255,7 @@
     (add "")
     (add "Output MB = chunk bytes (gzip), MB = 10^6 bytes; compression = uncompressed Fressian / gzip. "
          "Chunks: " (str/join ", " (map #(str (:label %) " " (:chunk-count (:backup %))) results))
-         " (8 MiB of Fressian each, parallel 2; the baseline cuts the same datom counts).")
+         " (8 MiB of Fressian each, parallel " (:parallel machine) "; the baseline cuts the same datom counts).")
     (add "")
     (add "| database | backup ours / limit (target <= 1.3) | backup baseline / ours (target >= 5) | bound: baseline / limit | output ours / baseline (target <= 1) | restore decode baseline / ours (target >= 3) |")
     (add "|---|---:|---:|---:|---:|---:|")
@@ -251,6 +279,32 @@
                               (str (:label r) ": peak RSS " (fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb (:backup r))) MB))
                                    " MB, peak heap " (fmt "%.0f" (/ (double (:peak-heap-bytes (:backup r))) MB)) " MB")))
              ".")))
+    (when-let [s3-results (seq (filter :s3 results))]
+      (add "")
+      (add "Backups to S3: the same databases backed up to the loopback S3 test server (moto "
+           "on 127.0.0.1, in-memory, on the same 2 cores; 8 MiB chunks, gzip, each backup "
+           "verified with `:deep? true`, untimed). \"S3 server CPU\" = CPU seconds the server "
+           "process used during the backup (it competes with the backup for the cores); \"others' "
+           "CPU\" excludes it. \"vs directory\" = wall of the directory backup above (parallel "
+           (:parallel machine) ") / wall of this one.")
+      (add "")
+      (add "| database | :parallel | heap | wall s | datoms/s | output MB/s | vs directory | peak RSS MB | peak heap MB | S3 server CPU s | others' CPU |")
+      (add "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      (doseq [{:keys [label walk backup s3]} s3-results
+              r s3
+              :let [n (:datom-count walk)
+                    secs (double (:seconds r))]]
+        (add "| " label " | " (:parallel r) " | " (or (not-empty (:heap-opts r)) "default")
+             " | " (fmt "%.2f" secs)
+             (when (< 1 (count (:all-seconds r)))
+               (str " (" (fmt "%.2f" (first (:all-seconds r))) "–" (fmt "%.2f" (last (:all-seconds r))) ")"))
+             " | " (rate n secs)
+             " | " (fmt "%.1f" (/ (double (:total-size-bytes r)) MB secs))
+             " | " (fmt "%.2f" (/ (double (:seconds backup)) secs))
+             " | " (fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb r)) MB))
+             " | " (fmt "%.0f" (/ (double (:peak-heap-bytes r)) MB))
+             " | " (fmt "%.2f" (double (or (:server-cpu-seconds r) 0.0)))
+             " | " (fmt "%.2f" (double (:foreign-cores r 0.0))) " |")))
     (when-let [st (seq (keep :stages results))]
       (add "")
       (add "Backup phases (`--stages`): "
@@ -281,7 +335,7 @@
 ;; ------------------------------------------------------------------ main
 
 (defn- parse-args [args]
-  (loop [[a & more :as args] args opts {:sizes [1000000 5000000] :large? true :runs 1 :parallel 2
+  (loop [[a & more :as args] args opts {:sizes [1000000 5000000] :large? true :runs 1 :parallel 2 :s3-parallels [1 2 4]
                                         :out "BENCHMARKS.md" :work "target/bench" :jvm-opts []}]
     (if-not (seq args)
       opts
@@ -293,6 +347,8 @@
         "--runs" (recur (next more) (assoc opts :runs (parse-long (first more))))
         "--parallel" (recur (next more) (assoc opts :parallel (parse-long (first more))))
         "--stages" (recur more (assoc opts :stages? true))
+        "--no-s3" (recur more (assoc opts :s3-parallels []))
+        "--s3-parallel" (recur (next more) (assoc opts :s3-parallels (mapv parse-long (str/split (first more) #","))))
         "--out" (recur (next more) (assoc opts :out (first more)))
         "--work" (recur (next more) (assoc opts :work (first more)))
         "--keep" (recur more (assoc opts :keep? true))
@@ -306,7 +362,7 @@
 (defn -main [& args]
   (let [opts (parse-args args)
         opts (if (:smoke? opts) (assoc opts :sizes [20000] :runs 1 :work "target/bench-smoke") opts)
-        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts))
+        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts) :parallel (:parallel opts))
                   (:code opts) (assoc :git (:code opts)))
         datasets (concat (for [n (:sizes opts)] {:kind :synthetic :datoms n})
                          (cond (:smoke? opts) [{:kind :fixture :name "kitchen-sink"}]

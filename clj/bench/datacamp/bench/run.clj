@@ -12,6 +12,8 @@
   Measurements (`:measure`):
   - `:walk`             walk the datoms as DatomWalker does (e a v tx added), no output: the limit
   - `:backup`           `datacamp.core/backup-datoms` to `:dir`, then verify-backup :deep? true
+  - `:backup-s3`        the same to the S3 target `:target` (the loopback test server); also
+                        reports the CPU the server process (`:server-pid`) used meanwhile
   - `:backup-stages`    the same engine split in its two phases (push, finish), for profiling
   - `:baseline-backup`  the pure-JVM baseline (datacamp.bench.baseline/backup)
   - `:restore`          native restore session: restore-open, restore-next + ValueDecoder
@@ -55,12 +57,19 @@
         [user nice system _idle _iowait irq softirq steal] (map parse-long xs)]
     (/ (double (+ user nice system irq softirq (or steal 0))) 100.0)))
 
+(defn- process-cpu-seconds
+  "CPU seconds used so far by process `pid` (user + system), from /proc/PID/stat; nil
+  without a pid."
+  [pid]
+  (when pid
+    (let [^String s (first (proc-lines (str "/proc/" pid "/stat")))
+          fields (str/split (subs s (+ 2 (str/last-index-of s ")"))) #"\s+")]
+      (/ (double (+ (parse-long (nth fields 11)) (parse-long (nth fields 12)))) 100.0))))
+
 (defn- own-cpu-seconds
   "CPU seconds used by this process so far (user + system), from /proc/self/stat."
   []
-  (let [^String s (first (proc-lines "/proc/self/stat"))
-        fields (str/split (subs s (+ 2 (str/last-index-of s ")"))) #"\s+")]
-    (/ (double (+ (parse-long (nth fields 11)) (parse-long (nth fields 12)))) 100.0)))
+  (process-cpu-seconds "self"))
 
 (defn- load-avg [] (parse-double (first (str/split (first (proc-lines "/proc/loadavg")) #"\s+"))))
 
@@ -179,6 +188,24 @@
              {:files-bytes (dir-size (:path r))
               :chunk-datom-counts (mapv :chunk/datom-count (:chunks manifest))
               :chunk-keys (mapv :chunk/key (:chunks manifest))
+              :verify (select-keys verify [:success :all-chunks-present :checksums-valid :problems])}))))
+
+(defmethod measure :backup-s3 [{:keys [ds target server-pid] :as args}]
+  (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
+        opts (native-opts args facts)]
+    (walk (warm-up-fn))
+    (native/ensure-loaded!)
+    (let [server0 (process-cpu-seconds server-pid)
+          [r t] (timed (core/backup-datoms target opts (datoms-fn) {}))
+          server-cpu (some-> (process-cpu-seconds server-pid) (- server0))
+          mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
+          verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true)]
+      (merge (select-keys r [:backup-id :database-id :s3-path :datom-count :chunk-count
+                             :total-size-bytes :uncompressed-bytes :duration-ms])
+             t mem
+             {:server-cpu-seconds server-cpu
+              ;; the server is another process on this machine: not counted as "others"
+              :foreign-cores (max 0.0 (- (:foreign-cores t) (/ (or server-cpu 0.0) (:seconds t))))
               :verify (select-keys verify [:success :all-chunks-present :checksums-valid :problems])}))))
 
 (defmethod measure :backup-stages [{:keys [ds dir repeat] :as args}]
