@@ -104,7 +104,18 @@ struct Shared {
     rng: Mutex<u64>,
     counters: Counters,
     lines: Mutex<Vec<String>>,
+    signers: Mutex<Vec<Signer>>,
     stop: AtomicBool,
+}
+
+/// Who signed a request: the `Credential=` scope of its SigV4 `Authorization` header
+/// (`ACCESS-KEY-ID/DATE/REGION/s3/aws4_request`) and its `x-amz-security-token`, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signer {
+    /// The credential scope, or `""` for an unsigned request.
+    pub scope: String,
+    /// The session token sent with the request.
+    pub token: Option<String>,
 }
 
 /// A running proxy; stops on drop.
@@ -139,6 +150,7 @@ impl FaultProxy {
             rng: Mutex::new(seed ^ 0x9e37_79b9_7f4a_7c15),
             counters: Counters::default(),
             lines: Mutex::new(Vec::new()),
+            signers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -200,6 +212,15 @@ impl FaultProxy {
     pub fn request_lines(&self) -> Vec<String> {
         self.shared
             .lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Who signed each request read so far, in order.
+    pub fn signers(&self) -> Vec<Signer> {
+        self.shared
+            .signers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -343,6 +364,26 @@ fn error_answer(req: &Request, status: &str, code: &str, message: &str) -> Vec<u
     out
 }
 
+fn signer(req: &Request) -> Signer {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let scope = header("authorization")
+        .and_then(|a| {
+            let start = a.find("Credential=")? + "Credential=".len();
+            let rest = &a[start..];
+            Some(rest[..rest.find(',').unwrap_or(rest.len())].to_owned())
+        })
+        .unwrap_or_default();
+    Signer {
+        scope,
+        token: header("x-amz-security-token"),
+    }
+}
+
 fn forward(req: &Request, shared: &Shared) -> std::io::Result<Vec<u8>> {
     let mut up = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
     up.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -377,6 +418,11 @@ fn handle(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(req.line.clone());
+    shared
+        .signers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(signer(&req));
     if req.line.contains("partNumber=") && req.line.contains("uploadId=") {
         c.upload_parts.fetch_add(1, Ordering::SeqCst);
     }
