@@ -76,6 +76,25 @@
   (let [[status] (request "PUT" (object-url t key) bytes)]
     (assert (< status 300) (str "PUT " key ": HTTP " status))))
 
+(defn- enc ^String [^String s] (java.net.URLEncoder/encode s "UTF-8"))
+
+(defn list-keys
+  "Every key under `prefix` (both relative to the target's prefix), following continuation
+  tokens (ListObjectsV2 answers at most 1,000 keys at a time)."
+  [t prefix]
+  (let [full (str (:prefix t) prefix)]
+    (loop [token nil acc []]
+      (let [url (str (:endpoint t) "/" (:bucket t) "?list-type=2&prefix=" (enc full)
+                     (when token (str "&continuation-token=" (enc token))))
+            [status ^bytes body] (request "GET" url nil)
+            _ (assert (= 200 status) (str "list " full ": HTTP " status))
+            xml (String. body "UTF-8")
+            acc (into acc (map #(subs (second %) (count (:prefix t))))
+                      (re-seq #"<Key>([^<]*)</Key>" xml))]
+        (if-let [[_ next] (re-find #"<NextContinuationToken>([^<]*)</NextContinuationToken>" xml)]
+          (recur next acc)
+          acc)))))
+
 (defn delete-object!
   "Delete `key`."
   [t key]

@@ -11,10 +11,9 @@
             [clojure.string :as str]
             [clojure.test :refer [deftest]]
             [datacamp.core :as backup]
-            [datacamp.s3-server :as s3]
+            [datacamp.s3-server :as s3-server]
             [datacamp.test-util :as u])
   (:import [java.io File]
-           [java.net HttpURLConnection URL URLEncoder]
            [java.nio.file Files OpenOption]))
 
 (set! *warn-on-reflection* true)
@@ -27,20 +26,15 @@
   "The S3 backend: a fresh bucket on the moto test server per target."
   {:kind :s3})
 
-(def all
-  "Every backend, in the order `defbackend-test` defines its tests."
-  [dir s3])
-
 (defmacro defbackend-test
   "Define `name-dir` and `name-s3`: two deftests running `body` with `b` bound to the
-  directory backend, then to the S3 backend (moto is started first; `s3/start!` is
-  idempotent)."
+  directory backend, then to the S3 backend (moto is started first; `start!` is idempotent)."
   [name [b] & body]
   `(do
      (deftest ~(symbol (str name "-dir"))
        (let [~b dir] ~@body))
      (deftest ~(symbol (str name "-s3"))
-       (s3/start!)
+       (s3-server/start!)
        (let [~b s3] ~@body))))
 
 (def ^:private bucket-counter (atom 0))
@@ -51,8 +45,8 @@
   (case (:kind b)
     :dir {:path (str (u/temp-dir))}
     :s3 (let [bucket (str "datacamp-backends-" (swap! bucket-counter inc))]
-          (s3/create-bucket! bucket)
-          (s3/target bucket))))
+          (s3-server/create-bucket! bucket)
+          (s3-server/target bucket))))
 
 (defn backup
   "Back `conn` up to target `t` with `backup-to-directory` or `backup-to-s3`."
@@ -83,7 +77,7 @@
   ^bytes [b t key]
   (case (:kind b)
     :dir (Files/readAllBytes (.toPath (file-of t key)))
-    :s3 (s3/get-object t key)))
+    :s3 (s3-server/get-object t key)))
 
 (defn read-string-at
   "The UTF-8 text stored under `key`."
@@ -97,7 +91,7 @@
     :dir (let [f (file-of t key)]
            (io/make-parents f)
            (Files/write (.toPath f) bs ^"[Ljava.nio.file.OpenOption;" (make-array OpenOption 0)))
-    :s3 (s3/put-object! t key bs))
+    :s3 (s3-server/put-object! t key bs))
   nil)
 
 (defn delete!
@@ -105,7 +99,7 @@
   [b t key]
   (case (:kind b)
     :dir (io/delete-file (file-of t key))
-    :s3 (s3/delete-object! t key))
+    :s3 (s3-server/delete-object! t key))
   nil)
 
 (defn flip-byte!
@@ -120,35 +114,6 @@
   [b t key n]
   (write-bytes! b t key (java.util.Arrays/copyOf (read-bytes b t key) (int n))))
 
-;; --- listing S3 keys (datacamp.s3-server has no listing) ---
-
-(defn- s3-get
-  "GET `url` from moto with the test credentials (moto does not check signatures);
-  return the body as a string."
-  ^String [^String url]
-  (let [^HttpURLConnection c (.openConnection (URL. url))]
-    (.setRequestProperty c "Authorization" (str "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, "
-                                               "SignedHeaders=host, Signature=0"))
-    (let [status (.getResponseCode c)]
-      (assert (= 200 status) (str "GET " url ": HTTP " status))
-      (with-open [in (.getInputStream c)] (String. (.readAllBytes in) "UTF-8")))))
-
-(defn- enc ^String [^String s] (URLEncoder/encode s "UTF-8"))
-
-(defn- s3-keys
-  "Every key under `prefix` (relative to the target's prefix), following continuation
-  tokens (ListObjectsV2 answers at most 1,000 keys at a time)."
-  [t prefix]
-  (let [full (str (:prefix t) prefix)]
-    (loop [token nil acc []]
-      (let [xml (s3-get (str (:endpoint t) "/" (:bucket t) "?list-type=2&prefix=" (enc full)
-                             (when token (str "&continuation-token=" (enc token)))))
-            ks (map #(subs (second %) (count (:prefix t))) (re-seq #"<Key>([^<]*)</Key>" xml))
-            acc (into acc ks)]
-        (if-let [[_ next] (re-find #"<NextContinuationToken>([^<]*)</NextContinuationToken>" xml)]
-          (recur next acc)
-          acc)))))
-
 (defn keys-under
   "The sorted keys of every stored file/object whose key starts with `prefix` (\"\" for
   everything in the target)."
@@ -161,7 +126,15 @@
                 (map #(str/replace (subs (.getPath ^File %) root-len) File/separator "/"))
                 (filter #(str/starts-with? % prefix))
                 sort vec))
-    :s3 (vec (sort (s3-keys t prefix)))))
+    :s3 (vec (sort (s3-server/list-keys t prefix)))))
+
+(defn nothing-stored?
+  "True when target `t` holds nothing at all: an empty directory (not even an empty
+  folder), or a bucket without objects under the target's prefix."
+  [b t]
+  (case (:kind b)
+    :dir (empty? (.list (io/file (:path t))))
+    :s3 (empty? (keys-under b t ""))))
 
 (defn backup-gone?
   "True when nothing of backup `backup-id` is left: on a directory its folder is gone, on

@@ -29,13 +29,14 @@
   (edn/read-string (slurp f)))
 
 (defn gunzip
-  "The decompressed bytes of a gzip file."
+  "The decompressed bytes of a gzip file (or of gzip bytes: anything `io/input-stream` takes)."
   ^bytes [f]
   (with-open [in (GZIPInputStream. (io/input-stream f))]
     (.readAllBytes in)))
 
 (defn read-chunk
-  "Read one chunk file with clojure.data.fressian (as the original implementation does)."
+  "Read one chunk (a file, or its stored bytes) with clojure.data.fressian (as the original
+  implementation does)."
   [f]
   (fressian/read (gunzip f)))
 
