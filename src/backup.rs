@@ -20,6 +20,7 @@ use crossbeam_channel::bounded;
 use crate::checkpoint::{Checkpoint, Phase};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
+use crate::feed::Feed;
 use crate::format::chunk::{self, ChunkEncoder, EncodedChunk};
 use crate::format::edn;
 use crate::layout;
@@ -29,7 +30,7 @@ use crate::model::{kw_map, Attr, Datom, Value};
 use crate::options::Opts;
 use crate::order::{OrderSpec, RestoreOrder};
 use crate::store::Store;
-use crate::wire::{self, BatchColumns};
+use crate::wire::Batch;
 
 /// Default `:chunk-size`: 8 MiB of encoded Fressian per chunk.
 pub const DEFAULT_CHUNK_SIZE: i64 = 8 << 20;
@@ -204,9 +205,7 @@ pub struct BackupSession {
     backup_id: String,
     started: Instant,
     started_ms: i64,
-    order: Option<RestoreOrder>,
-    attrs: Vec<Attr>,
-    scratch: Vec<Datom>,
+    feed: Option<Feed>,
     received: u64,
     /// Chunks a resumed backup stored before, by id (empty for a new backup).
     prior: BTreeMap<u64, ChunkMeta>,
@@ -267,9 +266,7 @@ impl BackupSession {
             backup_id,
             started: Instant::now(),
             started_ms: now_ms(),
-            order: Some(order),
-            attrs: Vec::new(),
-            scratch: Vec::new(),
+            feed: Some(Feed::new(order)),
             received: 0,
             prior: BTreeMap::new(),
             _lock: None,
@@ -336,9 +333,7 @@ impl BackupSession {
             backup_id: backup_id.clone(),
             started: Instant::now(),
             started_ms: checkpoint.as_ref().map_or_else(now_ms, |c| c.started_at_ms),
-            order: Some(order),
-            attrs: Vec::new(),
-            scratch: Vec::new(),
+            feed: Some(Feed::new(order)),
             received: 0,
             prior: checkpoint
                 .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
@@ -432,8 +427,8 @@ impl BackupSession {
         self.put_edn(layout::CHECKPOINT, &cp.to_value())
     }
 
-    fn order_mut(&mut self) -> Result<&mut RestoreOrder> {
-        self.order
+    fn feed_mut(&mut self) -> Result<&mut Feed> {
+        self.feed
             .as_mut()
             .ok_or_else(|| Error::invalid("push datoms", "the backup session is already finished"))
     }
@@ -441,21 +436,16 @@ impl BackupSession {
     /// Push one datom (datoms must arrive in the EAVT order `d/datoms` yields).
     pub fn push(&mut self, d: Datom) -> Result<()> {
         self.received += 1;
-        self.order_mut()?.push(d)
+        self.feed_mut()?.push(d)
     }
 
-    /// Push one columnar batch from the JVM; `new_attrs` extends the attribute table.
-    pub fn push_columns(&mut self, cols: &BatchColumns, new_attrs: &[u8]) -> Result<()> {
-        wire::decode_attrs(new_attrs, &mut self.attrs)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        wire::decode_batch(cols, &self.attrs, &mut scratch)?;
-        self.received += scratch.len() as u64;
-        let order = self.order_mut()?;
-        for d in scratch.drain(..) {
-            order.push(d)?;
-        }
-        self.scratch = scratch;
+    /// Push one columnar batch from the JVM (its `new_attrs` extend the attribute table).
+    /// The batch is decoded and sorted on the feeding thread ([`Feed`]): its errors surface
+    /// at a later push or at [`BackupSession::finish`].
+    pub fn push_batch(&mut self, batch: Batch) -> Result<()> {
+        let n = batch.e.len() as u64;
+        self.feed_mut()?.push_batch(batch)?;
+        self.received += n;
         Ok(())
     }
 
@@ -474,14 +464,18 @@ impl BackupSession {
 
     /// Stop the backup, leaving it incomplete (it lists as such; cleanup removes it).
     pub fn abort(mut self, reason: &str) -> Result<()> {
-        self.order = None;
+        self.feed = None;
         self.write_checkpoint(Phase::Aborted, &[], Some(reason.to_owned()))
     }
 
     fn write_all(&mut self) -> Result<BackupResult> {
-        let order = self.order.take().ok_or_else(|| {
-            Error::invalid("finish backup", "the backup session is already finished")
-        })?;
+        let order = self
+            .feed
+            .take()
+            .ok_or_else(|| {
+                Error::invalid("finish backup", "the backup session is already finished")
+            })?
+            .finish()?;
         let skipped = order.skipped();
         let datoms = order.finish()?;
         failpoint::hit("before-first-chunk");

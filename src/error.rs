@@ -95,6 +95,17 @@ impl Error {
         Error::new(ErrorKind::Internal, op, message)
     }
 
+    /// Given a caught panic's payload, return the [`ErrorKind::Internal`] error reporting it.
+    pub fn from_panic(op: impl Into<String>, panic: &(dyn std::any::Any + Send)) -> Self {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::internal(op, format!("native panic: {what}"))
+            .with_hint("this is a bug in datacamp; please report it with the message")
+    }
+
     /// Given an I/O error, the operation and the path, return an error of the fitting kind.
     pub fn io(op: impl Into<String>, key: impl Into<String>, err: std::io::Error) -> Self {
         use std::io::ErrorKind as K;

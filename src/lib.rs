@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod error;
 pub mod failpoint;
+pub mod feed;
 pub mod format;
 pub mod jni;
 pub mod layout;

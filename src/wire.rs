@@ -708,7 +708,8 @@ fn decode_batch_inner(cols: &BatchColumns, attrs: &[Attr], out: &mut Vec<Datom>)
     Ok(())
 }
 
-/// One batch with owned columns, as built by [`BatchBuilder`] for the JVM.
+/// One batch with owned columns: built by [`BatchBuilder`] for the JVM (restore), or copied
+/// from the JVM's arrays and handed to the feeding thread (backup, [`crate::feed`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     /// Entity ids.

@@ -28,15 +28,7 @@ pub fn guard<'l, T>(
     let error = match outcome {
         Ok(Ok(value)) => return value,
         Ok(Err(e)) => e,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Error::internal(op, format!("native panic: {what}"))
-                .with_hint("this is a bug in datacamp; please report it with the message")
-        }
+        Err(panic) => Error::from_panic(op, panic.as_ref()),
     };
     throw(env, &error);
     fallback

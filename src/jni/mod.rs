@@ -24,7 +24,7 @@ use crate::format::edn;
 use crate::model::Value;
 use crate::restore::{RestoreOptions, RestoreSession};
 use crate::store::{self, Store};
-use crate::wire::{Batch, BatchBuilder, BatchColumns};
+use crate::wire::{Batch, BatchBuilder};
 use boundary::{guard, jni_error};
 use handles::Registry;
 
@@ -88,7 +88,7 @@ pub extern "system" fn Java_datacamp_jni_Native_backupOpen(
     })
 }
 
-/// Reusable copies of one batch's columns.
+/// Copies of one batch's columns (moved on to the feeding thread).
 #[derive(Default)]
 struct Columns {
     e: Vec<i64>,
@@ -179,28 +179,29 @@ pub extern "system" fn Java_datacamp_jni_Native_backupPush(
             na,
             "newAttrs"
         );
-        let cols = BatchColumns {
-            e: &c.e,
-            a: &c.a,
-            tx: &c.tx,
-            added: &c.added,
-            vtag: &c.vtag,
-            vnum: &c.vnum,
-            vbytes: as_u8(&c.vbytes),
+        let batch = Batch {
+            e: c.e,
+            a: c.a,
+            tx: c.tx,
+            added: c.added,
+            vtag: c.vtag,
+            vnum: c.vnum,
+            vbytes: into_u8(c.vbytes),
+            new_attrs: into_u8(c.new_attrs),
         };
         BACKUPS.with(handle, |s| {
             s.as_mut()
                 .ok_or_else(|| {
                     Error::invalid("push batch", "the backup session is already finished")
                 })?
-                .push_columns(&cols, as_u8(&c.new_attrs))
+                .push_batch(batch)
         })
     })
 }
 
-fn as_u8(v: &[i8]) -> &[u8] {
-    // i8 and u8 have the same size and alignment; this is a plain reinterpretation.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
+/// A Java `byte[]` copy as unsigned bytes (collected in place: no copy, no allocation).
+fn into_u8(v: Vec<i8>) -> Vec<u8> {
+    v.into_iter().map(|b| b as u8).collect()
 }
 
 /// `String Native.backupFinish(long handle)`: commit the backup, return the result EDN.

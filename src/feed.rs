@@ -1,0 +1,332 @@
+//! The backup's feeding thread: decodes the JVM's column batches and pushes their datoms
+//! into the [`RestoreOrder`], so that the JVM thread walking the database only copies the
+//! columns and goes on walking while another core decodes and sorts.
+//!
+//! ```text
+//! JVM walk ──push_batch──► bounded channel (FEED_DEPTH batches) ──► "datacamp-feed":
+//!   wire::decode_batch ──► RestoreOrder::push (sort buffer, spilled runs)
+//! ```
+//! The channel is the backpressure: while the thread is behind, `push_batch` blocks. An
+//! error (or panic) of the thread ends it; the next `push_batch` or [`Feed::finish`]
+//! returns that error.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
+
+use crate::error::{Error, Result};
+use crate::model::{Attr, Datom};
+use crate::order::RestoreOrder;
+use crate::wire::{self, Batch};
+
+/// Batches that may wait in the channel (each up to the JVM's batch size, 8,192 datoms).
+pub const FEED_DEPTH: usize = 2;
+
+/// What receives the datoms: the order, the attribute table, a reusable datom buffer.
+struct Sink {
+    order: RestoreOrder,
+    attrs: Vec<Attr>,
+    scratch: Vec<Datom>,
+}
+
+impl Sink {
+    fn push_batch(&mut self, batch: &Batch) -> Result<()> {
+        wire::decode_attrs(&batch.new_attrs, &mut self.attrs)?;
+        self.scratch.clear();
+        wire::decode_batch(&batch.columns(), &self.attrs, &mut self.scratch)?;
+        for d in self.scratch.drain(..) {
+            self.order.push(d)?;
+        }
+        Ok(())
+    }
+}
+
+enum State {
+    /// No thread: the sink is here (before the first batch, and after a join).
+    Here(Box<Sink>),
+    /// The feeding thread owns the sink until it is joined.
+    Thread {
+        tx: Sender<Batch>,
+        handle: JoinHandle<Result<Box<Sink>>>,
+    },
+    /// Finished, or the thread failed (its error was returned once).
+    Done,
+}
+
+/// Datoms on their way into a [`RestoreOrder`], batches decoded on a feeding thread.
+pub struct Feed {
+    state: State,
+}
+
+impl Feed {
+    /// Given a restore order, return a feed into it (the thread starts with the first batch).
+    pub fn new(order: RestoreOrder) -> Self {
+        Feed {
+            state: State::Here(Box::new(Sink {
+                order,
+                attrs: Vec::new(),
+                scratch: Vec::new(),
+            })),
+        }
+    }
+
+    /// Push one datom on the caller's thread, after every batch pushed before.
+    pub fn push(&mut self, d: Datom) -> Result<()> {
+        self.here()?.order.push(d)
+    }
+
+    /// Hand one columnar batch to the feeding thread; blocks while `FEED_DEPTH` batches
+    /// wait. Returns the thread's error if it failed on an earlier batch.
+    pub fn push_batch(&mut self, batch: Batch) -> Result<()> {
+        if matches!(self.state, State::Here(_)) {
+            let State::Here(sink) = std::mem::replace(&mut self.state, State::Done) else {
+                unreachable!("matched above")
+            };
+            self.state = spawn(sink)?;
+        }
+        let State::Thread { tx, .. } = &self.state else {
+            return Err(finished());
+        };
+        if tx.send(batch).is_ok() {
+            return Ok(());
+        }
+        // The receiver is gone: the thread stopped on an error, which the join returns.
+        self.join()?;
+        Err(Error::internal(
+            "push batch",
+            "the feeding thread stopped early",
+        ))
+    }
+
+    /// Wait until every pushed batch is in the order; return the order.
+    pub fn finish(mut self) -> Result<RestoreOrder> {
+        self.here()?;
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Here(sink) => Ok(sink.order),
+            _ => Err(finished()),
+        }
+    }
+
+    /// Join the feeding thread if one runs; return the sink, now on this thread.
+    fn here(&mut self) -> Result<&mut Sink> {
+        if matches!(self.state, State::Thread { .. }) {
+            let sink = self.join()?;
+            self.state = State::Here(sink);
+        }
+        match &mut self.state {
+            State::Here(sink) => Ok(sink),
+            _ => Err(finished()),
+        }
+    }
+
+    /// Close the channel and join the thread; the state becomes `Done`.
+    fn join(&mut self) -> Result<Box<Sink>> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Thread { tx, handle } => {
+                drop(tx);
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| Err(Error::from_panic("push batch", panic.as_ref())))
+            }
+            State::Here(sink) => Ok(sink),
+            State::Done => Err(finished()),
+        }
+    }
+}
+
+impl Drop for Feed {
+    /// Stop the thread (it drops the order and its spill files) before the session goes.
+    fn drop(&mut self) {
+        if matches!(self.state, State::Thread { .. }) {
+            let _ = self.join();
+        }
+    }
+}
+
+fn spawn(mut sink: Box<Sink>) -> Result<State> {
+    let (tx, rx) = bounded::<Batch>(FEED_DEPTH);
+    let handle = std::thread::Builder::new()
+        .name("datacamp-feed".into())
+        .spawn(move || {
+            for batch in rx {
+                sink.push_batch(&batch)?;
+            }
+            Ok(sink)
+        })
+        .map_err(|e| Error::io("start the feeding thread", "datacamp-feed", e))?;
+    Ok(State::Thread { tx, handle })
+}
+
+fn finished() -> Error {
+    Error::invalid("push datoms", "the backup session is already finished")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::model::{Name, Value, TX0};
+    use crate::order::OrderSpec;
+    use crate::wire::BatchBuilder;
+
+    /// Datoms in EAVT order over `txs` transactions, with retractions and txInstants.
+    fn datoms(entities: i64, txs: i64) -> Vec<Datom> {
+        let attrs: Vec<Attr> = ["person/name", "person/age", "person/friend", "order/total"]
+            .iter()
+            .map(|s| Attr::Keyword(Name::parse(s)))
+            .collect();
+        let mut out = Vec::new();
+        for e in 1..=entities {
+            for (i, a) in attrs.iter().enumerate() {
+                let tx = TX0 + 1 + (e * 7 + i as i64) % txs;
+                let v = match i {
+                    0 => Value::String(format!("name-{e}")),
+                    2 => Value::Long((e * 13) % entities + 1),
+                    _ => Value::Long(e * 31 + i as i64),
+                };
+                out.push(Datom {
+                    e,
+                    a: a.clone(),
+                    v: v.clone(),
+                    tx,
+                    added: true,
+                });
+                if e % 5 == 0 {
+                    out.push(Datom {
+                        e,
+                        a: a.clone(),
+                        v,
+                        tx: tx + txs,
+                        added: false,
+                    });
+                }
+            }
+        }
+        let inst = Attr::Keyword(Name::parse("db/txInstant"));
+        for tx in TX0 + 1..=TX0 + 2 * txs {
+            out.push(Datom {
+                e: tx,
+                a: inst.clone(),
+                v: Value::Inst(tx),
+                tx,
+                added: true,
+            });
+        }
+        out
+    }
+
+    fn order(tmp: &std::path::Path) -> RestoreOrder {
+        let spec = OrderSpec {
+            ref_attrs: [Attr::Keyword(Name::parse("person/friend"))].into(),
+            tx_instant: Some(Attr::Keyword(Name::parse("db/txInstant"))),
+            skip_tx0: false,
+        };
+        // A small sort buffer: the feeding thread spills sorted runs.
+        RestoreOrder::new(spec, tmp, 64 << 10).unwrap()
+    }
+
+    fn batches(ds: &[Datom], size: usize) -> Vec<Batch> {
+        let mut b = BatchBuilder::new();
+        ds.chunks(size)
+            .map(|c| {
+                for d in c {
+                    b.push(d).unwrap();
+                }
+                b.flush()
+            })
+            .collect()
+    }
+
+    fn drain(order: RestoreOrder) -> Vec<Datom> {
+        order.finish().unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn batches_fed_on_the_thread_come_out_as_datoms_pushed_inline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = datoms(3000, 40);
+        let mut inline = Feed::new(order(tmp.path()));
+        for d in &ds {
+            inline.push(d.clone()).unwrap();
+        }
+        let expected = drain(inline.finish().unwrap());
+        assert_eq!(expected.len(), ds.len());
+
+        // All batches through the thread; and batches, single datoms, batches mixed.
+        let mut fed = Feed::new(order(tmp.path()));
+        for b in batches(&ds, 1000) {
+            fed.push_batch(b).unwrap();
+        }
+        assert_eq!(drain(fed.finish().unwrap()), expected);
+
+        let (head, tail) = ds.split_at(5000);
+        let (middle, tail) = tail.split_at(10);
+        let mut mixed = Feed::new(order(tmp.path()));
+        let mut builder = BatchBuilder::new();
+        for d in head {
+            builder.push(d).unwrap();
+        }
+        mixed.push_batch(builder.flush()).unwrap();
+        for d in middle {
+            mixed.push(d.clone()).unwrap();
+        }
+        for c in tail.chunks(777) {
+            for d in c {
+                builder.push(d).unwrap();
+            }
+            mixed.push_batch(builder.flush()).unwrap();
+        }
+        assert_eq!(drain(mixed.finish().unwrap()), expected);
+    }
+
+    #[test]
+    fn a_bad_batch_fails_a_later_push_or_the_finish() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = datoms(500, 10);
+        let mut good = batches(&ds, 100).into_iter();
+        let mut bad = batches(&ds[..10], 10).remove(0);
+        bad.a[3] = 99; // outside the attribute table
+
+        let mut feed = Feed::new(order(tmp.path()));
+        feed.push_batch(good.next().unwrap()).unwrap();
+        feed.push_batch(bad).unwrap();
+        // The thread stops on the bad batch: a later push or the finish reports it.
+        let err = good
+            .find_map(|b| feed.push_batch(b).err())
+            .unwrap_or_else(|| match feed.finish() {
+                Ok(_) => panic!("the finish does not report the bad batch"),
+                Err(e) => e,
+            });
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+        assert!(
+            err.message.contains("attribute id 99 outside the table"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_feed_dropped_while_its_thread_runs_stops_it_and_leaves_no_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = datoms(3000, 40);
+        let mut feed = Feed::new(order(tmp.path()));
+        for b in batches(&ds, 1000) {
+            feed.push_batch(b).unwrap();
+        }
+        drop(feed);
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_finished_feed_takes_nothing_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut feed = Feed::new(order(tmp.path()));
+        feed.push_batch(batches(&datoms(10, 2), 100).remove(0))
+            .unwrap();
+        let _ = feed.here().unwrap();
+        let _ = feed.join().unwrap();
+        let err = feed.push(datoms(1, 1).remove(0)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(feed.push_batch(Batch::default()).is_err());
+    }
+}
