@@ -6,14 +6,15 @@
 //! read or received, so re-encoding a decoded value reproduces the same bytes.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A namespaced name: the payload of a keyword or a symbol (`:ns/name`, `ns/name`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name {
     /// The namespace, if any (`None` for `:foo`).
-    pub ns: Option<Box<str>>,
+    pub ns: Option<Arc<str>>,
     /// The name part.
-    pub name: Box<str>,
+    pub name: Arc<str>,
 }
 
 impl Name {

@@ -339,18 +339,44 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|e| corrupt(format!("{what} is not UTF-8: {e}")))
 }
 
+/// Names decoded on this thread at most, before [`read_name`]'s cache starts over.
+const NAME_CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    /// [`read_name`]'s cache: the names decoded on this thread, by their encoded bytes.
+    /// Sorted runs repeat a few attribute (and keyword value) names millions of times; a hit
+    /// shares the name's strings instead of allocating and validating them again.
+    static NAMES: std::cell::RefCell<HashMap<Box<[u8]>, Name>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 fn read_name(input: &mut &[u8]) -> Result<Name> {
+    let start = *input;
     let ns_len = read_i32(input)?;
     let ns = match ns_len {
         -1 => None,
         n if n < 0 => return Err(corrupt(format!("negative namespace length {n}"))),
-        n => Some(Box::<str>::from(utf8(
-            take(input, n as usize)?,
-            "namespace",
-        )?)),
+        n => Some(take(input, n as usize)?),
     };
-    let name = Box::<str>::from(utf8(read_len_bytes(input)?, "name")?);
-    Ok(Name { ns, name })
+    let name = read_len_bytes(input)?;
+    let encoded = &start[..start.len() - input.len()];
+    NAMES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(n) = cache.get(encoded) {
+            return Ok(n.clone());
+        }
+        let n = Name {
+            ns: ns
+                .map(|b| utf8(b, "namespace").map(Into::into))
+                .transpose()?,
+            name: utf8(name, "name")?.into(),
+        };
+        if cache.len() >= NAME_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(encoded.into(), n.clone());
+        Ok(n)
+    })
 }
 
 fn read_string(input: &mut &[u8]) -> Result<String> {
@@ -1304,6 +1330,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn decoded_names_are_shared_per_thread_and_still_checked() {
+        let enc_name = |n: &Name| {
+            let mut out = Vec::new();
+            put_name(&mut out, n).unwrap();
+            out
+        };
+        let a = Name::parse("person/name");
+        let bytes = enc_name(&a);
+        let first = read_name(&mut &bytes[..]).unwrap();
+        let second = read_name(&mut &bytes[..]).unwrap();
+        assert_eq!((&first, &second), (&a, &a));
+        assert!(
+            std::sync::Arc::ptr_eq(&first.name, &second.name),
+            "a hit shares the strings"
+        );
+        // No namespace vs an empty one are different encodings and names.
+        let bare = Name::new(None, "name");
+        let empty_ns = Name::new(Some(""), "name");
+        assert_eq!(read_name(&mut &enc_name(&bare)[..]).unwrap(), bare);
+        assert_eq!(read_name(&mut &enc_name(&empty_ns)[..]).unwrap(), empty_ns);
+        // Invalid UTF-8 fails every time (it is never cached).
+        let mut bad = enc_name(&Name::new(Some("ns"), "ab"));
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        for _ in 0..2 {
+            assert!(read_name(&mut &bad[..]).is_err());
+        }
+        // More distinct names than the cache holds still decode exactly.
+        for i in 0..(NAME_CACHE_LIMIT + 10) {
+            let n = Name::new(Some("gen"), &format!("attr-{i}"));
+            let bytes = enc_name(&n);
+            let mut input = &bytes[..];
+            assert_eq!(read_name(&mut input).unwrap(), n);
+            assert!(input.is_empty());
+        }
+        assert_eq!(read_name(&mut &bytes[..]).unwrap(), a);
     }
 
     fn arb_name() -> impl Strategy<Value = Name> {

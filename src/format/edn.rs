@@ -451,7 +451,7 @@ enum CollKind {
     Map,
     Set,
     /// `#:ns{…}`, with the namespace.
-    NsMap(Box<str>),
+    NsMap(std::sync::Arc<str>),
 }
 
 /// What an open construct waits for; the parser's explicit stack holds these.

@@ -19,6 +19,8 @@
 //! * NaN is written with its canonical bits (`Double.doubleToLongBits`), `-0.0` as `DOUBLE_0`;
 //! * maps are `MAP` + a counted list of `k v k v …`, sets `SET` + a counted list.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value};
 
@@ -784,9 +786,15 @@ pub struct Reader<'a> {
     pos: usize,
     /// `None` while the value being cached is still being read.
     priority: Vec<Option<Value>>,
+    /// Keywords/symbols read through priority-cache references: `(namespace index or
+    /// [`NO_NAMESPACE`], name index)` → the name, shared by every repeat.
+    names: HashMap<(usize, usize), Name>,
     structs: Vec<StructType>,
     depth: usize,
 }
+
+/// The namespace index of a name without namespace in [`Reader`]'s name cache.
+const NO_NAMESPACE: usize = usize::MAX;
 
 fn corrupt(pos: usize, msg: impl std::fmt::Display) -> Error {
     Error::corrupt("decode fressian", format!("{msg} at byte {pos}"))
@@ -807,6 +815,7 @@ impl<'a> Reader<'a> {
             buf,
             pos: 0,
             priority: Vec::new(),
+            names: HashMap::new(),
             structs: Vec::new(),
             depth: 0,
         }
@@ -1105,6 +1114,7 @@ impl<'a> Reader<'a> {
     fn read_after_reset(&mut self, at: usize) -> Result<Value> {
         self.enter(at)?;
         self.priority.clear();
+        self.names.clear();
         self.structs.clear();
         let v = self.read_value()?;
         self.depth -= 1;
@@ -1233,16 +1243,83 @@ impl<'a> Reader<'a> {
 
     /// Keyword/symbol payload: namespace (string or nil) and name (string).
     fn read_name(&mut self, at: usize) -> Result<Name> {
+        let start = self.pos;
+        if let Some(n) = self.read_cached_name()? {
+            return Ok(n);
+        }
+        self.pos = start;
         let ns = match self.read_value()? {
             Value::Nil => None,
-            Value::String(s) => Some(s.into_boxed_str()),
+            Value::String(s) => Some(s.into()),
             _ => return Err(corrupt(at, "keyword/symbol namespace is not a string")),
         };
         let name = match self.read_value()? {
-            Value::String(s) => s.into_boxed_str(),
+            Value::String(s) => s.into(),
             _ => return Err(corrupt(at, "keyword/symbol name is not a string")),
         };
         Ok(Name { ns, name })
+    }
+
+    /// The fast path of [`Reader::read_name`]: when the namespace (or nil) and the name are
+    /// references to the priority cache — every repeat of a keyword after its first — return
+    /// the name decoded for that pair before, shared. `None` (position unspecified) when the
+    /// payload is anything else; the caller then reads it the general way.
+    fn read_cached_name(&mut self) -> Result<Option<Name>> {
+        let ns = if self.buf.get(self.pos) == Some(&code::NULL) {
+            self.pos += 1;
+            NO_NAMESPACE
+        } else {
+            match self.take_cache_ref()? {
+                Some(i) => i,
+                None => return Ok(None),
+            }
+        };
+        let Some(name) = self.take_cache_ref()? else {
+            return Ok(None);
+        };
+        if let Some(n) = self.names.get(&(ns, name)) {
+            return Ok(Some(n.clone()));
+        }
+        let ns_str = match ns {
+            NO_NAMESPACE => None,
+            i => match self.cached_str(i) {
+                Some(s) => Some(s),
+                None => return Ok(None),
+            },
+        };
+        let Some(name_str) = self.cached_str(name) else {
+            return Ok(None);
+        };
+        let n = Name {
+            ns: ns_str.map(Into::into),
+            name: name_str.into(),
+        };
+        self.names.insert((ns, name), n.clone());
+        Ok(Some(n))
+    }
+
+    /// If the next code refers to a priority-cache entry, consume it; return the index.
+    fn take_cache_ref(&mut self) -> Result<Option<usize>> {
+        let at = self.pos;
+        match self.buf.get(at) {
+            Some(&c) if (code::PRIORITY_CACHE_PACKED_START..=0x9F).contains(&c) => {
+                self.pos += 1;
+                Ok(Some(usize::from(c - code::PRIORITY_CACHE_PACKED_START)))
+            }
+            Some(&code::GET_PRIORITY_CACHE) => {
+                self.pos += 1;
+                self.read_index(at, "priority cache").map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The string in priority-cache entry `index`, if it holds one.
+    fn cached_str(&self, index: usize) -> Option<&str> {
+        match self.priority.get(index) {
+            Some(Some(Value::String(s))) => Some(s),
+            _ => None,
+        }
     }
 
     fn read_char(&mut self, at: usize) -> Result<Value> {

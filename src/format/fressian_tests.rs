@@ -1259,3 +1259,78 @@ fn random_values_roundtrip() {
     }
     assert!(rd.is_at_end());
 }
+
+// ---------------------------------------------------------------------------------------------
+// the reader's name cache
+// ---------------------------------------------------------------------------------------------
+
+fn encode_one(v: &Value) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.write_value(v).unwrap();
+    w.take_output()
+}
+
+#[test]
+fn repeated_keywords_decode_to_shared_names_and_stay_exact() {
+    let v = Value::Vector(vec![
+        Value::kw("person/name"),
+        Value::kw("person/name"),
+        Value::kw("plain"),
+        Value::Symbol(Name::parse("person/name")),
+        Value::kw("plain"),
+        Value::kw("person/age"),
+        Value::kw("person/name"),
+        Value::kw("plain"),
+    ]);
+    let bytes = encode_one(&v);
+    let got = Reader::new(&bytes).read_value().unwrap();
+    assert_eq!(got, v);
+    let Value::Vector(items) = got else {
+        unreachable!()
+    };
+    let name = |i: usize| match &items[i] {
+        Value::Keyword(n) | Value::Symbol(n) => n.clone(),
+        other => panic!("{other:?}"),
+    };
+    // The first occurrence puts the strings into the priority cache; from the first
+    // reference on, every repeat shares one name.
+    assert!(
+        std::sync::Arc::ptr_eq(&name(1).name, &name(6).name),
+        "repeats share"
+    );
+    assert!(std::sync::Arc::ptr_eq(&name(4).name, &name(7).name));
+}
+
+#[test]
+fn a_cache_reset_forgets_the_names_of_the_old_indexes() {
+    // Two values written by fresh writers (cache indexes restart at 0) with RESET_CACHES
+    // between them, as a Java writer's resetCaches() does: index pairs are reused.
+    let first = Value::Vector(vec![Value::kw("x/a"), Value::kw("x/a")]);
+    let second = Value::Vector(vec![Value::kw("y/b"), Value::kw("y/b")]);
+    let mut bytes = encode_one(&first);
+    bytes.push(code::RESET_CACHES);
+    bytes.extend(encode_one(&second));
+    let mut r = Reader::new(&bytes);
+    assert_eq!(r.read_value().unwrap(), first);
+    assert_eq!(r.read_value().unwrap(), second);
+    assert!(r.is_at_end());
+}
+
+#[test]
+fn a_cache_reference_to_a_non_string_is_still_corrupt() {
+    // [(put-cache 5) :?/a] where the namespace refers to cache entry 0, the long 5.
+    let mut bytes = vec![
+        code::LIST_PACKED_LENGTH_START + 2,
+        code::PUT_PRIORITY_CACHE,
+        0x05,
+    ];
+    bytes.extend([
+        code::KEY,
+        code::PRIORITY_CACHE_PACKED_START,
+        code::STRING_PACKED_LENGTH_START + 1,
+        b'a',
+    ]);
+    let err = Reader::new(&bytes).read_value().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+    assert!(err.message.contains("namespace is not a string"), "{err}");
+}
