@@ -173,24 +173,11 @@
     (let [[r t] (timed (walk (datoms-fn)))]
       (merge r t))))
 
-(defmethod measure :backup [{:keys [ds dir] :as args}]
-  (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
-        opts (native-opts args facts)]
-    (walk (warm-up-fn))
-    (native/ensure-loaded!)
-    (let [[r t] (timed (core/backup-datoms {:path dir} opts (datoms-fn) {}))
-          mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
-          manifest (read-manifest dir (:database-id opts) (:backup-id r))
-          verify (core/verify-backup {:path dir} (:backup-id r) :database-id (:database-id opts) :deep? true)]
-      (merge (select-keys r [:backup-id :database-id :path :datom-count :chunk-count
-                             :total-size-bytes :uncompressed-bytes :duration-ms])
-             t mem
-             {:files-bytes (dir-size (:path r))
-              :chunk-datom-counts (mapv :chunk/datom-count (:chunks manifest))
-              :chunk-keys (mapv :chunk/key (:chunks manifest))
-              :verify (select-keys verify [:success :all-chunks-present :checksums-valid :problems])}))))
-
-(defmethod measure :backup-s3 [{:keys [ds target server-pid] :as args}]
+(defn- measured-backup
+  "Back `ds` up to `target` (timed, with the CPU `server-pid` used meanwhile when given),
+  then verify it with :deep? true (untimed); return the result, timings, memory and
+  verification, plus the manifest options used."
+  [{:keys [ds server-pid] :as args} target]
   (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
         opts (native-opts args facts)]
     (walk (warm-up-fn))
@@ -200,13 +187,25 @@
           server-cpu (some-> (process-cpu-seconds server-pid) (- server0))
           mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
           verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true)]
-      (merge (select-keys r [:backup-id :database-id :s3-path :datom-count :chunk-count
+      (merge (select-keys r [:backup-id :database-id :path :s3-path :datom-count :chunk-count
                              :total-size-bytes :uncompressed-bytes :duration-ms])
              t mem
-             {:server-cpu-seconds server-cpu
-              ;; the server is another process on this machine: not counted as "others"
-              :foreign-cores (max 0.0 (- (:foreign-cores t) (/ (or server-cpu 0.0) (:seconds t))))
-              :verify (select-keys verify [:success :all-chunks-present :checksums-valid :problems])}))))
+             (when server-cpu
+               ;; the server is another process on this machine: not counted as "others"
+               {:server-cpu-seconds server-cpu
+                :foreign-cores (max 0.0 (- (:foreign-cores t) (/ server-cpu (:seconds t))))})
+             {:verify (select-keys verify [:success :all-chunks-present :checksums-valid :problems])}))))
+
+(defmethod measure :backup [{:keys [dir] :as args}]
+  (let [r (measured-backup args {:path dir})
+        manifest (read-manifest dir (:database-id r) (:backup-id r))]
+    (assoc r
+           :files-bytes (dir-size (:path r))
+           :chunk-datom-counts (mapv :chunk/datom-count (:chunks manifest))
+           :chunk-keys (mapv :chunk/key (:chunks manifest)))))
+
+(defmethod measure :backup-s3 [{:keys [target] :as args}]
+  (measured-backup args target))
 
 (defmethod measure :backup-stages [{:keys [ds dir repeat] :as args}]
   ;; For profiling: `:repeat n` runs the backup n times in this JVM (to profile a warm
