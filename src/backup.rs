@@ -205,7 +205,7 @@ pub struct BackupSession {
     backup_id: String,
     started: Instant,
     started_ms: i64,
-    feed: Option<Feed>,
+    feed: Feed,
     received: u64,
     /// Chunks a resumed backup stored before, by id (empty for a new backup).
     prior: BTreeMap<u64, ChunkMeta>,
@@ -266,7 +266,7 @@ impl BackupSession {
             backup_id,
             started: Instant::now(),
             started_ms: now_ms(),
-            feed: Some(Feed::new(order)),
+            feed: Feed::new(order),
             received: 0,
             prior: BTreeMap::new(),
             _lock: None,
@@ -333,7 +333,7 @@ impl BackupSession {
             backup_id: backup_id.clone(),
             started: Instant::now(),
             started_ms: checkpoint.as_ref().map_or_else(now_ms, |c| c.started_at_ms),
-            feed: Some(Feed::new(order)),
+            feed: Feed::new(order),
             received: 0,
             prior: checkpoint
                 .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
@@ -427,16 +427,10 @@ impl BackupSession {
         self.put_edn(layout::CHECKPOINT, &cp.to_value())
     }
 
-    fn feed_mut(&mut self) -> Result<&mut Feed> {
-        self.feed
-            .as_mut()
-            .ok_or_else(|| Error::invalid("push datoms", "the backup session is already finished"))
-    }
-
     /// Push one datom (datoms must arrive in the EAVT order `d/datoms` yields).
     pub fn push(&mut self, d: Datom) -> Result<()> {
         self.received += 1;
-        self.feed_mut()?.push(d)
+        self.feed.push(d)
     }
 
     /// Push one columnar batch from the JVM (its `new_attrs` extend the attribute table).
@@ -444,7 +438,7 @@ impl BackupSession {
     /// at a later push or at [`BackupSession::finish`].
     pub fn push_batch(&mut self, batch: Batch) -> Result<()> {
         let n = batch.e.len() as u64;
-        self.feed_mut()?.push_batch(batch)?;
+        self.feed.push_batch(batch)?;
         self.received += n;
         Ok(())
     }
@@ -464,18 +458,12 @@ impl BackupSession {
 
     /// Stop the backup, leaving it incomplete (it lists as such; cleanup removes it).
     pub fn abort(mut self, reason: &str) -> Result<()> {
-        self.feed = None;
+        self.feed.close();
         self.write_checkpoint(Phase::Aborted, &[], Some(reason.to_owned()))
     }
 
     fn write_all(&mut self) -> Result<BackupResult> {
-        let order = self
-            .feed
-            .take()
-            .ok_or_else(|| {
-                Error::invalid("finish backup", "the backup session is already finished")
-            })?
-            .finish()?;
+        let order = self.feed.finish()?;
         let skipped = order.skipped();
         let datoms = order.finish()?;
         failpoint::hit("before-first-chunk");

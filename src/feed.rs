@@ -98,8 +98,9 @@ impl Feed {
         ))
     }
 
-    /// Wait until every pushed batch is in the order; return the order.
-    pub fn finish(mut self) -> Result<RestoreOrder> {
+    /// Wait until every pushed batch is in the order; return the order. The feed takes
+    /// nothing more afterwards.
+    pub fn finish(&mut self) -> Result<RestoreOrder> {
         self.here()?;
         match std::mem::replace(&mut self.state, State::Done) {
             State::Here(sink) => Ok(sink.order),
@@ -134,12 +135,19 @@ impl Feed {
     }
 }
 
+impl Feed {
+    /// Stop: join the thread if one runs and drop the order (and its spill files); the
+    /// feed takes nothing more.
+    pub fn close(&mut self) {
+        let _ = self.join();
+        self.state = State::Done;
+    }
+}
+
 impl Drop for Feed {
     /// Stop the thread (it drops the order and its spill files) before the session goes.
     fn drop(&mut self) {
-        if matches!(self.state, State::Thread { .. }) {
-            let _ = self.join();
-        }
+        self.close();
     }
 }
 
@@ -323,10 +331,19 @@ mod tests {
         let mut feed = Feed::new(order(tmp.path()));
         feed.push_batch(batches(&datoms(10, 2), 100).remove(0))
             .unwrap();
-        let _ = feed.here().unwrap();
-        let _ = feed.join().unwrap();
+        assert_eq!(drain(feed.finish().unwrap()).len(), datoms(10, 2).len());
         let err = feed.push(datoms(1, 1).remove(0)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(feed.push_batch(Batch::default()).is_err());
+        assert!(feed.finish().is_err());
+        // Closing stops it likewise (what an aborted backup does).
+        let mut closed = Feed::new(order(tmp.path()));
+        closed
+            .push_batch(batches(&datoms(10, 2), 100).remove(0))
+            .unwrap();
+        closed.close();
+        assert!(closed.finish().is_err());
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

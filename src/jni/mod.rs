@@ -88,19 +88,6 @@ pub extern "system" fn Java_datacamp_jni_Native_backupOpen(
     })
 }
 
-/// Copies of one batch's columns (moved on to the feeding thread).
-#[derive(Default)]
-struct Columns {
-    e: Vec<i64>,
-    a: Vec<i32>,
-    tx: Vec<i64>,
-    added: Vec<u8>,
-    vtag: Vec<i8>,
-    vnum: Vec<i64>,
-    vbytes: Vec<i8>,
-    new_attrs: Vec<i8>,
-}
-
 fn sized<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.clear();
     v.resize(n, T::default());
@@ -149,25 +136,41 @@ pub extern "system" fn Java_datacamp_jni_Native_backupPush(
             return Err(Error::invalid("push batch", "negative batch length"));
         }
         let (n, vb, na) = (n as usize, vbytes_len as usize, new_attrs_len as usize);
-        let mut c = Columns::default();
-        region!(env, get_long_array_region, &e, &mut c.e, n, "e");
-        region!(env, get_int_array_region, &a, &mut c.a, n, "a");
-        region!(env, get_long_array_region, &tx, &mut c.tx, n, "tx");
+        // The copies move on to the feeding thread (`crate::feed`).
+        let mut batch = Batch::default();
+        let (mut vbytes_copy, mut new_attrs_copy) = (Vec::<i8>::new(), Vec::<i8>::new());
+        region!(env, get_long_array_region, &e, &mut batch.e, n, "e");
+        region!(env, get_int_array_region, &a, &mut batch.a, n, "a");
+        region!(env, get_long_array_region, &tx, &mut batch.tx, n, "tx");
         region!(
             env,
             get_boolean_array_region,
             &added,
-            &mut c.added,
+            &mut batch.added,
             n,
             "added"
         );
-        region!(env, get_byte_array_region, &vtag, &mut c.vtag, n, "vtag");
-        region!(env, get_long_array_region, &vnum, &mut c.vnum, n, "vnum");
+        region!(
+            env,
+            get_byte_array_region,
+            &vtag,
+            &mut batch.vtag,
+            n,
+            "vtag"
+        );
+        region!(
+            env,
+            get_long_array_region,
+            &vnum,
+            &mut batch.vnum,
+            n,
+            "vnum"
+        );
         region!(
             env,
             get_byte_array_region,
             &vbytes,
-            &mut c.vbytes,
+            &mut vbytes_copy,
             vb,
             "vbytes"
         );
@@ -175,20 +178,12 @@ pub extern "system" fn Java_datacamp_jni_Native_backupPush(
             env,
             get_byte_array_region,
             &new_attrs,
-            &mut c.new_attrs,
+            &mut new_attrs_copy,
             na,
             "newAttrs"
         );
-        let batch = Batch {
-            e: c.e,
-            a: c.a,
-            tx: c.tx,
-            added: c.added,
-            vtag: c.vtag,
-            vnum: c.vnum,
-            vbytes: into_u8(c.vbytes),
-            new_attrs: into_u8(c.new_attrs),
-        };
+        batch.vbytes = into_u8(vbytes_copy);
+        batch.new_attrs = into_u8(new_attrs_copy);
         BACKUPS.with(handle, |s| {
             s.as_mut()
                 .ok_or_else(|| {
