@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Unsupported,
     /// The operation conflicts with existing state (backup exists, lock held, …).
     Conflict,
+    /// A resume found the backup already complete (another resumer finished it): an
+    /// outcome the caller reports as success, not a failure.
+    AlreadyComplete,
     /// A bug: an invariant of this crate did not hold (including caught panics).
     Internal,
 }
@@ -42,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Denied => "access-denied",
             ErrorKind::Unsupported => "unsupported-value",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::AlreadyComplete => "already-complete",
             ErrorKind::Internal => "internal",
         }
     }

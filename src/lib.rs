@@ -1,31 +1,39 @@
-//! Datacamp's native core: backup (and soon restore) of Datahike databases.
+//! Datacamp's native core: backup and restore of Datahike databases.
 //!
-//! The JVM side walks a database's datoms and pushes them here in columnar batches
-//! ([`wire`]); a [`backup::BackupSession`] re-orders them into restore order ([`order`],
-//! an external sort), cuts Fressian chunks ([`format::chunk`]), compresses, checksums and
-//! stores them through a [`store::Store`], and commits a [`manifest`]. [`catalog`] lists,
-//! verifies and cleans up stored backups. All JNI code lives in [`jni`].
+//! The JVM walks a database's datoms and pushes them here in columnar batches; the core
+//! orders, encodes, compresses, checksums and stores them, and reads them back for restore.
+//! The crate is layered; dependencies point down only:
 //!
-//! The backup layout and formats are those of the original Clojure datacamp ([`layout`]).
+//! ```text
+//! jni/        every JNI entry point: marshalling, the panic boundary, session handles
+//!   │
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup (typed results)
+//!   │
+//!   ├── pipeline/   datoms ⇄ chunks: feed (decode thread), order + sort (restore order,
+//!   │               external merge sort), chunk (cut, gzip, SHA-256, decode)
+//!   └── repo/       a backup repository: layout (every key), manifest, checkpoint, lock,
+//!         │         meta (size-limited EDN metadata I/O)
+//!         │
+//! store/      one `Store` trait: dir, memory, s3 (retry; conformance suite)
+//!
+//! codec/      byte formats: fressian, edn, tagged values, wire (JNI columns), record (spills)
+//! model, error, options, clock, runtime, failpoint      shared by every layer
+//! ```
+//!
+//! The backup layout and formats are those of the original Clojure datacamp
+//! ([`repo::layout`]), which can read our backups and whose backups we read.
 
-pub mod backup;
-pub mod catalog;
-pub mod checkpoint;
+pub mod clock;
+pub mod codec;
 pub mod error;
 pub mod failpoint;
-pub mod feed;
-pub mod format;
 pub mod jni;
-pub mod layout;
-pub mod lock;
-pub mod manifest;
 pub mod model;
+pub mod ops;
 pub mod options;
-pub mod order;
-pub mod restore;
+pub mod pipeline;
+pub mod repo;
 pub mod runtime;
-pub mod sort;
 pub mod store;
-pub mod wire;
 
 pub use error::{Error, ErrorKind, Result};

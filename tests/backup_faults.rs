@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datacamp::backup::{BackupOptions, BackupSession};
-use datacamp::catalog;
+use datacamp::codec::edn;
 use datacamp::error::{Error, ErrorKind, Result};
-use datacamp::format::edn;
 use datacamp::model::{Attr, Datom, Name, Value};
+use datacamp::ops::backup::{BackupOptions, BackupSession};
+use datacamp::ops::{list, verify};
 use datacamp::store::dir::DirStore;
 use datacamp::store::{ObjectMeta, Store};
 
@@ -93,14 +93,14 @@ fn a_full_disk_fails_the_backup_clearly_and_leaves_it_incomplete() {
             .contains("free disk space"),
         "{err}"
     );
-    let listed = catalog::list(store.as_ref(), "db").unwrap();
+    let listed = list::list(store.as_ref(), "db").unwrap();
     assert_eq!(listed.len(), 1);
     assert!(
         !listed[0].completed,
         "a failed backup never lists as complete"
     );
-    let report = catalog::verify(store.as_ref(), "db", &listed[0].backup_id, false).unwrap();
-    assert_eq!(report.get("success"), Some(&Value::Bool(false)));
+    let report = verify::verify(store.as_ref(), "db", &listed[0].backup_id, false).unwrap();
+    assert!(!report.success(), "{report:?}");
 }
 
 #[test]

@@ -8,9 +8,9 @@ mod fixtures;
 
 use std::sync::Arc;
 
-use datacamp::backup::BackupSession;
-use datacamp::format::chunk::{decode_chunk, gunzip};
 use datacamp::model::{Datom, TX0};
+use datacamp::ops::backup::BackupSession;
+use datacamp::pipeline::chunk::{decode_chunk, gunzip};
 use datacamp::store::dir::DirStore;
 use datacamp::store::Store;
 use fixtures::{datoms, fixture, options_sorting_in, source_datoms};
@@ -29,7 +29,7 @@ fn run(name: &str, chunk_size: usize, sort_buffer: usize) -> (Vec<Datom>, usize)
     for c in &result.manifest.chunks {
         let key = format!("fx/{}/{}", result.manifest.backup_id, c.key);
         let stored = store.get(&key).unwrap();
-        assert_eq!(datacamp::format::chunk::sha256_hex(&stored), c.checksum);
+        assert_eq!(datacamp::pipeline::chunk::sha256_hex(&stored), c.checksum);
         if c.datom_count > 1 {
             assert!(
                 gunzip(&stored).unwrap().len() <= chunk_size,

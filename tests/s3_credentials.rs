@@ -15,8 +15,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 
-use datacamp::backup::BackupSession;
-use datacamp::format::edn;
+use datacamp::codec::edn;
+use datacamp::ops::backup::BackupSession;
 use datacamp::store::s3::S3Store;
 use datacamp::store::Store;
 use datacamp::ErrorKind;

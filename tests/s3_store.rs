@@ -7,9 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use datacamp::backup::{now_ms, BackupSession};
-use datacamp::catalog;
-use datacamp::model::Value;
+use datacamp::ops::backup::BackupSession;
+use datacamp::ops::{cleanup, list, verify};
 use datacamp::runtime::block_on;
 use datacamp::store::s3::S3Store;
 use datacamp::store::{conformance, Store};
@@ -106,7 +105,7 @@ fn listing_and_deleting_page_past_1000_keys() {
     assert!(listed.iter().all(|o| o.size == o.key.len() as u64));
     assert_eq!(keys(listed), expected_sorted);
 
-    let backups = catalog::list(&store, "big").unwrap();
+    let backups = list::list(&store, "big").unwrap();
     let mut ids: Vec<&str> = backups.iter().map(|b| b.backup_id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["b0", "b1", "b2"]);
@@ -277,17 +276,10 @@ fn a_backup_through_a_faulty_network_completes_and_verifies() {
     assert!(multipart.get("fx/extra/big").unwrap() == big);
     multipart.delete("fx/extra/big").unwrap();
 
-    let report = catalog::verify(store.as_ref(), "fx", &id, true).unwrap();
-    assert_eq!(
-        report.get("success"),
-        Some(&Value::Bool(true)),
-        "{report:?}"
-    );
-    assert_eq!(
-        report.get("datoms-verified"),
-        Some(&Value::Long(result.manifest.datom_count as i64))
-    );
-    let listed = catalog::list(store.as_ref(), "fx").unwrap();
+    let report = verify::verify(store.as_ref(), "fx", &id, true).unwrap();
+    assert!(report.success(), "{report:?}");
+    assert_eq!(report.datoms_verified, Some(result.manifest.datom_count));
+    let listed = list::list(store.as_ref(), "fx").unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].completed);
 
@@ -349,7 +341,7 @@ fn with_the_server_gone_a_backup_fails_within_seconds_and_nothing_lists_complete
     assert!(err.hint.is_some());
 
     // Read directly from the server: the backup is there and incomplete.
-    let listed = catalog::list(&direct, "fx").unwrap();
+    let listed = list::list(&direct, "fx").unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].backup_id, id);
     assert!(!listed[0].completed);
@@ -465,12 +457,8 @@ fn stale_multipart_uploads_are_aborted_under_the_prefix_only() {
     assert_eq!(store.abort_stale_uploads("db1/", y2000).unwrap(), 0);
     assert_eq!(support::uploads(&store).len(), 4);
 
-    let report = catalog::cleanup_incomplete(&store, "db1", now_ms()).unwrap();
-    assert_eq!(
-        report.get("uploads-aborted"),
-        Some(&Value::Long(2)),
-        "{report:?}"
-    );
+    let report = cleanup::cleanup_incomplete(&store, "db1", Duration::ZERO).unwrap();
+    assert_eq!(report.uploads_aborted, 2, "{report:?}");
     let mut left: Vec<String> = support::uploads(&store)
         .into_iter()
         .map(|(k, _)| k)

@@ -3,29 +3,29 @@
 //! Each entry point is a thin shell: it converts its Java arguments, calls the session or
 //! catalog code, converts the result, and runs inside [`boundary::guard`] so that errors
 //! and panics become `DatacampException`s. Options and results cross as EDN strings;
-//! datoms cross as primitive-array columns (see [`crate::wire`]).
+//! datoms cross as primitive-array columns (see [`crate::codec::wire`]).
 
 pub mod boundary;
+pub mod convert;
 pub mod handles;
 
 use std::sync::Arc;
 
-use jni::objects::{
-    JBooleanArray, JByteArray, JClass, JIntArray, JLongArray, JObject, JString, JValue,
-};
+use jni::objects::{JBooleanArray, JByteArray, JClass, JIntArray, JLongArray, JString};
 use jni::sys::{jboolean, jint, jlong, jobjectArray, jstring};
 use jni::JNIEnv;
 
-use crate::backup::{now_ms, BackupOptions, BackupSession};
-use crate::catalog;
+use crate::codec::edn;
+use crate::codec::wire::{Batch, BatchBuilder};
 use crate::error::{Error, Result};
-use crate::format::chunk;
-use crate::format::edn;
 use crate::model::Value;
-use crate::restore::{RestoreOptions, RestoreSession};
+use crate::ops::backup::{BackupOptions, BackupSession};
+use crate::ops::restore::{RestoreOptions, RestoreSession};
+use crate::ops::{cleanup, list, resume, verify};
+use crate::pipeline::chunk;
 use crate::store::{self, Store};
-use crate::wire::{Batch, BatchBuilder};
 use boundary::{guard, jni_error};
+use convert::batch_to_java;
 use handles::Registry;
 
 static BACKUPS: Registry<Option<BackupSession>> = Registry::new("backup session");
@@ -136,7 +136,7 @@ pub extern "system" fn Java_datacamp_jni_Native_backupPush(
             return Err(Error::invalid("push batch", "negative batch length"));
         }
         let (n, vb, na) = (n as usize, vbytes_len as usize, new_attrs_len as usize);
-        // The copies move on to the feeding thread (`crate::feed`).
+        // The copies move on to the feeding thread (`crate::pipeline::feed`).
         let mut batch = Batch::default();
         let (mut vbytes_copy, mut new_attrs_copy) = (Vec::<i8>::new(), Vec::<i8>::new());
         region!(env, get_long_array_region, &e, &mut batch.e, n, "e");
@@ -213,7 +213,7 @@ pub extern "system" fn Java_datacamp_jni_Native_backupFinish(
             })
         })?;
         let result = session.finish()?;
-        edn_result(env, &result.to_value())
+        edn_result(env, &convert::backup_result(&result))
     })
 }
 
@@ -262,8 +262,8 @@ pub extern "system" fn Java_datacamp_jni_Native_listBackups(
     guard(&mut env, "list backups", std::ptr::null_mut(), |env| {
         let store = target(env, &target_edn)?;
         let db = string(env, &database_id, "the database id")?;
-        let list = catalog::list(store.as_ref(), &db)?;
-        edn_result(env, &catalog::list_value(&list))
+        let list = list::list(store.as_ref(), &db)?;
+        edn_result(env, &convert::summaries(&list))
     })
 }
 
@@ -280,8 +280,8 @@ pub extern "system" fn Java_datacamp_jni_Native_backupStatus(
         let store = target(env, &target_edn)?;
         let db = string(env, &database_id, "the database id")?;
         let id = string(env, &backup_id, "the backup id")?;
-        let status = catalog::status(store.as_ref(), &db, &id)?;
-        edn_result(env, &status)
+        let status = resume::status(store.as_ref(), &db, &id)?;
+        edn_result(env, &convert::status(&status))
     })
 }
 
@@ -299,8 +299,8 @@ pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
         let store = target(env, &target_edn)?;
         let db = string(env, &database_id, "the database id")?;
         let id = string(env, &backup_id, "the backup id")?;
-        let report = catalog::verify(store.as_ref(), &db, &id, deep != 0)?;
-        edn_result(env, &report)
+        let report = verify::verify(store.as_ref(), &db, &id, deep != 0)?;
+        edn_result(env, &convert::verify_report(&report))
     })
 }
 
@@ -326,48 +326,11 @@ pub extern "system" fn Java_datacamp_jni_Native_cleanupIncomplete(
             }
             let store = target(env, &target_edn)?;
             let db = string(env, &database_id, "the database id")?;
-            let report =
-                catalog::cleanup_incomplete(store.as_ref(), &db, now_ms() - older_than_millis)?;
-            edn_result(env, &report)
+            let older_than = std::time::Duration::from_millis(older_than_millis as u64);
+            let report = cleanup::cleanup_incomplete(store.as_ref(), &db, older_than)?;
+            edn_result(env, &convert::cleanup_report(&report))
         },
     )
-}
-
-/// Convert a batch into Java arrays: `Object[]{Long id, long[] e, int[] a, long[] tx,
-/// boolean[] added, byte[] vtag, long[] vnum, byte[] vbytes, byte[] newAttrs}`.
-fn batch_to_java<'l>(env: &mut JNIEnv<'l>, id: i64, b: &Batch) -> jni::errors::Result<JObject<'l>> {
-    let n = b.len() as i32;
-    let e = env.new_long_array(n)?;
-    env.set_long_array_region(&e, 0, &b.e)?;
-    let a = env.new_int_array(n)?;
-    env.set_int_array_region(&a, 0, &b.a)?;
-    let tx = env.new_long_array(n)?;
-    env.set_long_array_region(&tx, 0, &b.tx)?;
-    let added = env.new_boolean_array(n)?;
-    env.set_boolean_array_region(&added, 0, &b.added)?;
-    let vtag = env.new_byte_array(n)?;
-    env.set_byte_array_region(&vtag, 0, &b.vtag)?;
-    let vnum = env.new_long_array(n)?;
-    env.set_long_array_region(&vnum, 0, &b.vnum)?;
-    let vbytes = env.byte_array_from_slice(&b.vbytes)?;
-    let new_attrs = env.byte_array_from_slice(&b.new_attrs)?;
-    let boxed_id = env.new_object("java/lang/Long", "(J)V", &[JValue::Long(id)])?;
-    let items: [JObject; 9] = [
-        boxed_id,
-        e.into(),
-        a.into(),
-        tx.into(),
-        added.into(),
-        vtag.into(),
-        vnum.into(),
-        vbytes.into(),
-        new_attrs.into(),
-    ];
-    let out = env.new_object_array(items.len() as i32, "java/lang/Object", JObject::null())?;
-    for (i, item) in items.iter().enumerate() {
-        env.set_object_array_element(&out, i as i32, item)?;
-    }
-    Ok(out.into())
 }
 
 /// `Object[] Native.decodeChunk(byte[] stored)`: decode one chunk natively.
@@ -422,7 +385,7 @@ pub extern "system" fn Java_datacamp_jni_Native_restoreInfo(
     handle: jlong,
 ) -> jstring {
     guard(&mut env, "restore info", std::ptr::null_mut(), |env| {
-        let info = RESTORES.with(handle, |s| Ok(s.info().clone()))?;
+        let info = RESTORES.with(handle, |s| Ok(convert::restore_info(s.info())))?;
         edn_result(env, &info)
     })
 }

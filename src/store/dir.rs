@@ -34,7 +34,7 @@ impl DirStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
-        crate::layout::check_key(key)?;
+        crate::repo::layout::check_key(key)?;
         Ok(self.root.join(key))
     }
 }

@@ -1,12 +1,14 @@
 //! Storage backends behind one trait.
 //!
 //! A [`Store`] knows nothing of datoms: it stores opaque bytes under `/`-separated keys
-//! relative to its root. Backends: [`dir::DirStore`] (a local directory) and
+//! relative to its root. Backends: [`dir::DirStore`] (a local directory), [`memory::MemoryStore`]
+//! (tests) and
 //! [`s3::S3Store`] (an S3 bucket and prefix, with [`retry`] for transient failures). Every
 //! backend runs the same conformance suite (`conformance`, compiled into the library so that
 //! integration tests can run it against real services; hidden from the docs).
 
 pub mod dir;
+pub mod memory;
 pub mod retry;
 pub mod s3;
 

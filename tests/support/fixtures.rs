@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use datacamp::backup::BackupOptions;
-use datacamp::format::fressian::Reader;
+use datacamp::codec::fressian::Reader;
 use datacamp::model::{Attr, Datom, Name, Value};
-use datacamp::order::OrderSpec;
+use datacamp::ops::backup::BackupOptions;
+use datacamp::pipeline::order::OrderSpec;
 
 /// The fixture `name` as a value.
 pub fn fixture(name: &str) -> Value {
@@ -92,7 +92,7 @@ pub fn options_sorting_in(
     sort_buffer: usize,
     tmp: &Path,
 ) -> BackupOptions {
-    let o = datacamp::format::edn::parse(&format!(
+    let o = datacamp::codec::edn::parse(&format!(
         "{{:database-id \"{db}\" :chunk-size {chunk_size} :sort-buffer-bytes {sort_buffer} :parallel 2}}"
     ))
     .unwrap();

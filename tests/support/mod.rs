@@ -132,7 +132,7 @@ pub fn target(endpoint: &str, bucket: &str, extra: &str) -> Value {
     } else {
         ":access-key-id \"testing\" :secret-access-key \"testing\""
     };
-    datacamp::format::edn::parse(&format!(
+    datacamp::codec::edn::parse(&format!(
         "{{:bucket \"{bucket}\" :region \"us-east-1\" :endpoint \"{endpoint}\" {credentials} {extra}}}"
     ))
     .expect("target map")

@@ -200,8 +200,8 @@
                                   (dh/snapshot-datoms db (:history? native-opts) basis) opts)
                    :resumed? true)
             (catch clojure.lang.ExceptionInfo e
-              ;; Another resumer finished it meanwhile.
-              (if (= "resume completed backup" (:datacamp/op (ex-data e)))
+              ;; Another resumer finished it between our status check and the native open.
+              (if (= :datacamp/already-complete (:datacamp/error (ex-data e)))
                 {:success true :already-complete? true :backup-id (parse-id id) :database-id database-id}
                 (throw e)))))))))
 

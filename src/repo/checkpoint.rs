@@ -3,8 +3,8 @@
 //! It is what `list-backups` shows for a backup that has no manifest yet (interrupted or
 //! still running). Keys extend the original implementation's.
 
-use crate::manifest::ChunkMeta;
 use crate::model::{kw_map, Value};
+use crate::repo::manifest::ChunkMeta;
 
 /// Where a backup is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,5 +143,32 @@ impl Checkpoint {
                 .and_then(Value::as_str)
                 .map(String::from),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::edn;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_garbage_is_none() {
+        let cp = Checkpoint {
+            backup_id: "b1".into(),
+            database_id: "db".into(),
+            started_at_ms: 5,
+            updated_at_ms: 9,
+            phase: Phase::Writing,
+            datoms_received: 100,
+            datoms_stored: 0,
+            chunks: vec![],
+            error: Some("boom".into()),
+        };
+        let text = edn::write_pretty(&cp.to_value());
+        assert_eq!(
+            Checkpoint::from_value(&edn::parse(&text).unwrap()),
+            Some(cp)
+        );
+        assert_eq!(Checkpoint::from_value(&edn::parse("{:a 1}").unwrap()), None);
     }
 }

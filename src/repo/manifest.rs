@@ -19,6 +19,17 @@ pub enum ChunkOrder {
     Eavt,
 }
 
+impl ChunkOrder {
+    /// The name lists and restores report for a backup of this order: `datacamp-native`
+    /// (ours, restore order) or `datacamp-original` (the original implementation's EAVT).
+    pub fn format_name(self) -> &'static str {
+        match self {
+            ChunkOrder::Restore => "datacamp-native",
+            ChunkOrder::Eavt => "datacamp-original",
+        }
+    }
+}
+
 /// One chunk's entry in the manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkMeta {
@@ -143,7 +154,7 @@ impl ChunkMeta {
             (_, Some(k)) => k
                 .rfind("chunks/")
                 .map_or_else(|| k.clone(), |i| k[i..].to_owned()),
-            _ => crate::layout::chunk_relative(id as u64),
+            _ => crate::repo::layout::chunk_relative(id as u64),
         };
         let s3_key = s3_key.filter(|k| *k != key);
         Ok(ChunkMeta {
@@ -303,5 +314,81 @@ impl Manifest {
             max_tx: v.get("stats/max-tx").and_then(Value::as_long).unwrap_or(0),
             chunks,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::edn;
+
+    fn sample() -> Manifest {
+        Manifest {
+            backup_id: "0194-abc".into(),
+            database_id: "prod".into(),
+            backup_type: "full".into(),
+            created_at_ms: 1_700_000_000_000,
+            completed_at_ms: 1_700_000_001_234,
+            completed: true,
+            datahike_version: Some("0.6.1613".into()),
+            compression: "gzip".into(),
+            history: true,
+            order: ChunkOrder::Restore,
+            datom_count: 12,
+            size_bytes: 300,
+            tx_range: Some((536870913, 536870920)),
+            max_eid: 44,
+            max_tx: 536870920,
+            chunks: vec![ChunkMeta {
+                id: 0,
+                key: "chunks/datoms-0.fressian.gz".into(),
+                s3_key: None,
+                tx_range: Some((536870913, 536870920)),
+                max_eid: 44,
+                datom_count: 12,
+                size_bytes: 300,
+                uncompressed_bytes: 900,
+                checksum: "ab".repeat(32),
+                raw_checksum: Some("cd".repeat(32)),
+            }],
+        }
+    }
+
+    #[test]
+    fn our_manifest_round_trips_through_edn() {
+        let m = sample();
+        let text = edn::write_pretty(&m.to_value());
+        assert_eq!(
+            Manifest::from_value(&edn::parse(&text).unwrap()).unwrap(),
+            m
+        );
+        // The original implementation reads :chunk/s3-key; for a directory it is the
+        // chunk path relative to the backup folder.
+        let v = m.to_value();
+        let chunk = &v.get("chunks").unwrap().as_seq().unwrap()[0];
+        assert_eq!(
+            chunk.get("chunk/s3-key"),
+            Some(&Value::str("chunks/datoms-0.fressian.gz"))
+        );
+    }
+
+    #[test]
+    fn the_original_implementations_manifest_parses() {
+        let text = r#"{:backup/id "20250115-103000-a1b2c3" :backup/type :full
+            :backup/created-at #inst "2025-01-15T10:30:00.000-00:00" :backup/completed true
+            :database/id "kitchen-sink" :format/compression :gzip :stats/datom-count 4
+            :stats/tx-range [nil nil] :stats/max-eid 536870942 :stats/max-tx 536870942
+            :chunks [#:chunk{:id 0 :tx-range [536870913 536870942] :max-eid 536870942
+                             :datom-count 4 :size-bytes 99 :checksum "00"
+                             :s3-key "backups/kitchen-sink/x/chunks/datoms-0.fressian.gz"}]}"#;
+        let m = Manifest::from_value(&edn::parse(text).unwrap()).unwrap();
+        assert_eq!(m.order, ChunkOrder::Eavt);
+        assert_eq!(m.tx_range, None);
+        assert_eq!(m.chunks[0].key, "chunks/datoms-0.fressian.gz");
+        assert_eq!(
+            m.chunks[0].s3_key.as_deref(),
+            Some("backups/kitchen-sink/x/chunks/datoms-0.fressian.gz")
+        );
+        assert!(!m.history);
     }
 }

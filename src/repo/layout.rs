@@ -6,6 +6,7 @@
 //! {database-id}/{backup-id}/checkpoint.edn      progress, rewritten as chunks land
 //! {database-id}/{backup-id}/chunks/datoms-N.fressian.gz
 //! {database-id}/{backup-id}/complete.marker     written last
+//! {database-id}/{backup-id}/lock-N.edn          the resume lock (only while a resume runs)
 //! ```
 //! Keys are relative to the target's root (a directory, or an S3 prefix) and use `/`.
 
@@ -81,6 +82,20 @@ pub fn chunk_relative(chunk_id: u64) -> String {
 /// A chunk's key relative to the target root.
 pub fn chunk_key(database_id: &str, backup_id: &str, chunk_id: u64) -> String {
     backup_file(database_id, backup_id, &chunk_relative(chunk_id))
+}
+
+/// The key of a manifest's chunk in the backup folder `prefix` (from [`backup_prefix`]).
+pub fn chunk_in(prefix: &str, meta: &crate::repo::manifest::ChunkMeta) -> String {
+    format!("{prefix}{}", meta.key)
+}
+
+/// File name prefix of the resume lock's generations inside a backup's folder
+/// (`lock-N.edn`).
+pub const LOCK_PREFIX: &str = "lock-";
+
+/// The key of resume lock generation `n` of a backup.
+pub fn lock_key(database_id: &str, backup_id: &str, n: u64) -> String {
+    backup_file(database_id, backup_id, &format!("{LOCK_PREFIX}{n}.edn"))
 }
 
 /// Given a key under `{database-id}/`, return the backup id it belongs to, if any.

@@ -42,10 +42,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::codec::record::{decode_datom, encode_datom};
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
-use crate::sort::{ExternalSorter, SortRecord, SortedIter};
-use crate::wire::{decode_datom, encode_datom};
+use crate::pipeline::sort::{ExternalSorter, SortRecord, SortedIter};
 
 /// What the restore order needs to know about the database's schema.
 #[derive(Clone, Debug, Default)]

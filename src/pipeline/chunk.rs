@@ -12,7 +12,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
-use super::fressian::{self, Reader, Writer};
+use crate::codec::fressian::{self, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom, Value};
 

@@ -1,4 +1,7 @@
-//! The JVM ↔ Rust batch format: how datoms cross JNI as columns.
+//! The tagged binary encoding of one value (and of an attribute): the payload format of
+//! [`super::wire`]'s batches and of [`super::record`]'s spill records.
+//!
+//! The JVM ↔ Rust batch format, for reference (the columns live in [`super::wire`]):
 //!
 //! One JNI call carries one batch of N datoms as primitive arrays (never one call per datom,
 //! never JSON):
@@ -50,7 +53,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Attr, Datom, Name, Value};
+use crate::model::{Attr, Name, Value};
 
 /// Tag `NIL`.
 pub const TAG_NIL: u8 = 0;
@@ -101,14 +104,14 @@ pub const TAG_MAP: u8 = 19;
 /// thread's stack (JNI threads included).
 pub const MAX_DEPTH: usize = 256;
 
-const DECODE_OP: &str = "decode value";
-const ENCODE_OP: &str = "encode value";
+pub(crate) const DECODE_OP: &str = "decode value";
+pub(crate) const ENCODE_OP: &str = "encode value";
 
-fn corrupt(message: impl Into<String>) -> Error {
+pub(crate) fn corrupt(message: impl Into<String>) -> Error {
     Error::corrupt(DECODE_OP, message)
 }
 
-fn truncated() -> Error {
+pub(crate) fn truncated() -> Error {
     corrupt("input ends inside a value")
 }
 
@@ -129,21 +132,21 @@ pub fn encode_value(v: &Value, out: &mut Vec<u8>) -> Result<()> {
     r
 }
 
-fn unsupported(message: impl Into<String>) -> Error {
+pub(crate) fn unsupported(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Unsupported, ENCODE_OP, message)
 }
 
-fn len_u32(n: usize, what: &str) -> Result<u32> {
+pub(crate) fn len_u32(n: usize, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| unsupported(format!("{what} of length {n} exceeds u32::MAX")))
 }
 
-fn put_len_bytes(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<()> {
+pub(crate) fn put_len_bytes(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<()> {
     out.extend_from_slice(&len_u32(bytes.len(), what)?.to_le_bytes());
     out.extend_from_slice(bytes);
     Ok(())
 }
 
-fn put_name(out: &mut Vec<u8>, n: &Name) -> Result<()> {
+pub(crate) fn put_name(out: &mut Vec<u8>, n: &Name) -> Result<()> {
     match &n.ns {
         None => out.extend_from_slice(&(-1i32).to_le_bytes()),
         Some(ns) => {
@@ -157,7 +160,7 @@ fn put_name(out: &mut Vec<u8>, n: &Name) -> Result<()> {
 }
 
 /// The tag byte of a value.
-fn tag_of(v: &Value) -> u8 {
+pub(crate) fn tag_of(v: &Value) -> u8 {
     match v {
         Value::Nil => TAG_NIL,
         Value::Bool(true) => TAG_TRUE,
@@ -182,7 +185,7 @@ fn tag_of(v: &Value) -> u8 {
     }
 }
 
-fn encode_tagged(v: &Value, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_tagged(v: &Value, out: &mut Vec<u8>) -> Result<()> {
     out.push(tag_of(v));
     encode_payload(v, out)
 }
@@ -211,7 +214,7 @@ impl<'a> EncFrame<'a> {
 
 /// Append the payload of `v` (its tagged encoding without the tag byte). Iterative: the
 /// depth of nesting costs heap, not stack.
-fn encode_payload(v: &Value, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_payload(v: &Value, out: &mut Vec<u8>) -> Result<()> {
     let mut stack: Vec<EncFrame> = Vec::new();
     let mut cur = v;
     loop {
@@ -252,7 +255,7 @@ fn encode_payload(v: &Value, out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Append the payload of a non-collection value.
-fn encode_leaf(v: &Value, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_leaf(v: &Value, out: &mut Vec<u8>) -> Result<()> {
     match v {
         Value::Nil | Value::Bool(_) => {}
         Value::Long(n) | Value::Inst(n) => out.extend_from_slice(&n.to_le_bytes()),
@@ -285,7 +288,7 @@ fn encode_leaf(v: &Value, out: &mut Vec<u8>) -> Result<()> {
 // Decoding
 // ---------------------------------------------------------------------------------------
 
-fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
     if input.len() < n {
         return Err(truncated());
     }
@@ -294,53 +297,53 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
     Ok(head)
 }
 
-fn take_array<const N: usize>(input: &mut &[u8]) -> Result<[u8; N]> {
+pub(crate) fn take_array<const N: usize>(input: &mut &[u8]) -> Result<[u8; N]> {
     let (head, tail) = input.split_first_chunk::<N>().ok_or_else(truncated)?;
     *input = tail;
     Ok(*head)
 }
 
-fn read_u8(input: &mut &[u8]) -> Result<u8> {
+pub(crate) fn read_u8(input: &mut &[u8]) -> Result<u8> {
     let (&b, tail) = input.split_first().ok_or_else(truncated)?;
     *input = tail;
     Ok(b)
 }
 
-fn read_u16(input: &mut &[u8]) -> Result<u16> {
+pub(crate) fn read_u16(input: &mut &[u8]) -> Result<u16> {
     take_array::<2>(input).map(u16::from_le_bytes)
 }
 
-fn read_u32(input: &mut &[u8]) -> Result<u32> {
+pub(crate) fn read_u32(input: &mut &[u8]) -> Result<u32> {
     take_array::<4>(input).map(u32::from_le_bytes)
 }
 
-fn read_i32(input: &mut &[u8]) -> Result<i32> {
+pub(crate) fn read_i32(input: &mut &[u8]) -> Result<i32> {
     take_array::<4>(input).map(i32::from_le_bytes)
 }
 
-fn read_u64(input: &mut &[u8]) -> Result<u64> {
+pub(crate) fn read_u64(input: &mut &[u8]) -> Result<u64> {
     take_array::<8>(input).map(u64::from_le_bytes)
 }
 
-fn read_i64(input: &mut &[u8]) -> Result<i64> {
+pub(crate) fn read_i64(input: &mut &[u8]) -> Result<i64> {
     take_array::<8>(input).map(i64::from_le_bytes)
 }
 
-fn read_len_bytes<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
+pub(crate) fn read_len_bytes<'a>(input: &mut &'a [u8]) -> Result<&'a [u8]> {
     let n = read_u32(input)? as usize;
     take(input, n)
 }
 
-fn read_vec(input: &mut &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn read_vec(input: &mut &[u8]) -> Result<Vec<u8>> {
     read_len_bytes(input).map(<[u8]>::to_vec)
 }
 
-fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
+pub(crate) fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|e| corrupt(format!("{what} is not UTF-8: {e}")))
 }
 
 /// Names decoded on this thread at most, before [`read_name`]'s cache starts over.
-const NAME_CACHE_LIMIT: usize = 4096;
+pub(crate) const NAME_CACHE_LIMIT: usize = 4096;
 
 thread_local! {
     /// [`read_name`]'s cache: the names decoded on this thread, by their encoded bytes.
@@ -350,7 +353,7 @@ thread_local! {
         std::cell::RefCell::new(HashMap::new());
 }
 
-fn read_name(input: &mut &[u8]) -> Result<Name> {
+pub(crate) fn read_name(input: &mut &[u8]) -> Result<Name> {
     let start = *input;
     let ns_len = read_i32(input)?;
     let ns = match ns_len {
@@ -379,7 +382,7 @@ fn read_name(input: &mut &[u8]) -> Result<Name> {
     })
 }
 
-fn read_string(input: &mut &[u8]) -> Result<String> {
+pub(crate) fn read_string(input: &mut &[u8]) -> Result<String> {
     let bytes = read_len_bytes(input)?;
     utf8(bytes, "string").map(str::to_owned)
 }
@@ -395,7 +398,7 @@ pub fn decode_value(input: &mut &[u8]) -> Result<Value> {
     decode_payload(tag, input)
 }
 
-fn decode_tagged(input: &mut &[u8]) -> Result<Value> {
+pub(crate) fn decode_tagged(input: &mut &[u8]) -> Result<Value> {
     let tag = read_u8(input)?;
     decode_payload(tag, input)
 }
@@ -446,7 +449,7 @@ impl DecFrame {
     }
 }
 
-fn seq_value(tag: u8, items: Vec<Value>) -> Value {
+pub(crate) fn seq_value(tag: u8, items: Vec<Value>) -> Value {
     match tag {
         TAG_VECTOR => Value::Vector(items),
         TAG_LIST => Value::List(items),
@@ -455,7 +458,7 @@ fn seq_value(tag: u8, items: Vec<Value>) -> Value {
 }
 
 /// Decode the payload of a value with tag `tag` (the tag byte already consumed).
-fn decode_payload(tag: u8, input: &mut &[u8]) -> Result<Value> {
+pub(crate) fn decode_payload(tag: u8, input: &mut &[u8]) -> Result<Value> {
     let mut stack: Vec<DecFrame> = Vec::new();
     let mut tag = tag;
     loop {
@@ -512,7 +515,7 @@ fn decode_payload(tag: u8, input: &mut &[u8]) -> Result<Value> {
 }
 
 /// Decode the payload of a non-collection tag.
-fn decode_leaf(tag: u8, input: &mut &[u8]) -> Result<Value> {
+pub(crate) fn decode_leaf(tag: u8, input: &mut &[u8]) -> Result<Value> {
     Ok(match tag {
         TAG_NIL => Value::Nil,
         TAG_TRUE => Value::Bool(true),
@@ -553,7 +556,7 @@ fn decode_leaf(tag: u8, input: &mut &[u8]) -> Result<Value> {
 // ---------------------------------------------------------------------------------------
 
 /// Append the tagged encoding of an attribute (KEYWORD or LONG) to `out`.
-fn encode_attr(a: &Attr, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_attr(a: &Attr, out: &mut Vec<u8>) -> Result<()> {
     match a {
         Attr::Keyword(n) => {
             out.push(TAG_KEYWORD);
@@ -567,7 +570,7 @@ fn encode_attr(a: &Attr, out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
-fn decode_attr(input: &mut &[u8]) -> Result<Attr> {
+pub(crate) fn decode_attr(input: &mut &[u8]) -> Result<Attr> {
     match read_u8(input)? {
         TAG_KEYWORD => Ok(Attr::Keyword(read_name(input)?)),
         TAG_LONG => Ok(Attr::Id(read_i64(input)?)),
@@ -577,364 +580,27 @@ fn decode_attr(input: &mut &[u8]) -> Result<Attr> {
     }
 }
 
-/// Given the `new_attrs` column of a batch (tagged KEYWORD or LONG values, back to back),
-/// append the attributes to `table` in order (KEYWORD → [`Attr::Keyword`], LONG →
-/// [`Attr::Id`]).
-///
-/// Errors ([`ErrorKind::Corrupt`]): any other tag, or malformed/truncated bytes. On error
-/// `table` is left as it was.
-pub fn decode_attrs(bytes: &[u8], table: &mut Vec<Attr>) -> Result<()> {
-    let start = table.len();
-    let mut input = bytes;
-    while !input.is_empty() {
-        match decode_attr(&mut input) {
-            Ok(a) => table.push(a),
-            Err(e) => {
-                table.truncate(start);
-                return Err(e.in_op("decode attributes"));
-            }
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Batches
-// ---------------------------------------------------------------------------------------
-
-/// The columns of one batch as they come out of (or go into) the JVM's primitive arrays.
-///
-/// Element types are those of `jni-rs` array regions: `long[]` → `i64`, `int[]` → `i32`,
-/// `boolean[]` → `u8` (0 or 1), `byte[]` → `i8` for `vtag`. `vbytes` is a `byte[]` viewed
-/// as unsigned bytes. All per-datom columns must have the same length N.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchColumns<'a> {
-    /// Entity ids.
-    pub e: &'a [i64],
-    /// Attribute ids: indexes into the session's attribute table.
-    pub a: &'a [i32],
-    /// Transaction ids.
-    pub tx: &'a [i64],
-    /// 1 for an assertion, 0 for a retraction.
-    pub added: &'a [u8],
-    /// Value tags.
-    pub vtag: &'a [i8],
-    /// Payloads of scalar tags.
-    pub vnum: &'a [i64],
-    /// Payloads of non-scalar tags, concatenated in datom order (untagged).
-    pub vbytes: &'a [u8],
-}
-
-impl BatchColumns<'_> {
-    /// Return N, the number of datoms (the length of `e`).
-    pub fn len(&self) -> usize {
-        self.e.len()
-    }
-
-    /// Return whether the batch holds no datom.
-    pub fn is_empty(&self) -> bool {
-        self.e.is_empty()
-    }
-}
-
-/// Given a batch's columns and the session's attribute table (with this batch's
-/// `new_attrs` already appended by [`decode_attrs`]), append the batch's datoms to `out`
-/// in column order.
-///
-/// Errors ([`ErrorKind::Corrupt`]): columns of different lengths, an attribute id outside
-/// the table, an `added` other than 0/1, an unknown tag, a FLOAT `vnum` that is not a
-/// 32-bit pattern (sign- or zero-extended), a CHAR `vnum` outside 0..=0xFFFF, malformed
-/// `vbytes`, or `vbytes` left over after the last datom. The `vnum` of NIL/TRUE/FALSE and
-/// of non-scalar tags is ignored. On error `out` is left as it was.
-pub fn decode_batch(cols: &BatchColumns, attrs: &[Attr], out: &mut Vec<Datom>) -> Result<()> {
-    let start = out.len();
-    let r = decode_batch_inner(cols, attrs, out);
-    if r.is_err() {
-        out.truncate(start);
-    }
-    r.map_err(|e| e.in_op("decode batch"))
-}
-
-fn decode_batch_inner(cols: &BatchColumns, attrs: &[Attr], out: &mut Vec<Datom>) -> Result<()> {
-    let n = cols.e.len();
-    let lens = [
-        ("a", cols.a.len()),
-        ("tx", cols.tx.len()),
-        ("added", cols.added.len()),
-        ("vtag", cols.vtag.len()),
-        ("vnum", cols.vnum.len()),
-    ];
-    for (name, len) in lens {
-        if len != n {
-            return Err(corrupt(format!(
-                "column {name} has {len} elements, column e has {n}"
-            )));
-        }
-    }
-    out.reserve(n);
-    let mut vbytes = cols.vbytes;
-    for i in 0..n {
-        let a = cols.a[i];
-        let attr = usize::try_from(a)
-            .ok()
-            .and_then(|ix| attrs.get(ix))
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "datom {i}: attribute id {a} outside the table of {} attributes",
-                    attrs.len()
-                ))
-            })?;
-        let added = match cols.added[i] {
-            0 => false,
-            1 => true,
-            b => return Err(corrupt(format!("datom {i}: added is {b}, not 0 or 1"))),
-        };
-        let tag = cols.vtag[i] as u8;
-        let num = cols.vnum[i];
-        let v = match tag {
-            TAG_NIL => Value::Nil,
-            TAG_TRUE => Value::Bool(true),
-            TAG_FALSE => Value::Bool(false),
-            TAG_LONG => Value::Long(num),
-            TAG_INST => Value::Inst(num),
-            TAG_DOUBLE => Value::Double(f64::from_bits(num as u64)),
-            TAG_FLOAT => {
-                if num != i64::from(num as i32) && num != i64::from(num as u32) {
-                    return Err(corrupt(format!(
-                        "datom {i}: FLOAT payload {num} is not a 32-bit pattern"
-                    )));
-                }
-                Value::Float(f32::from_bits(num as u32))
-            }
-            TAG_CHAR => match u16::try_from(num) {
-                Ok(c) => Value::Char(c),
-                Err(_) => {
-                    return Err(corrupt(format!(
-                        "datom {i}: CHAR payload {num} is not a UTF-16 code unit"
-                    )))
-                }
-            },
-            _ => decode_payload(tag, &mut vbytes)
-                .map_err(|e| corrupt(format!("datom {i}: {}", e.message)))?,
-        };
-        out.push(Datom {
-            e: cols.e[i],
-            a: attr.clone(),
-            v,
-            tx: cols.tx[i],
-            added,
-        });
-    }
-    if !vbytes.is_empty() {
-        return Err(corrupt(format!(
-            "{} bytes of vbytes left after the last datom",
-            vbytes.len()
-        )));
-    }
-    Ok(())
-}
-
-/// One batch with owned columns: built by [`BatchBuilder`] for the JVM (restore), or copied
-/// from the JVM's arrays and handed to the feeding thread (backup, [`crate::feed`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// Entity ids.
-    pub e: Vec<i64>,
-    /// Attribute ids (indexes into the builder's attribute table).
-    pub a: Vec<i32>,
-    /// Transaction ids.
-    pub tx: Vec<i64>,
-    /// 1 for an assertion, 0 for a retraction.
-    pub added: Vec<u8>,
-    /// Value tags.
-    pub vtag: Vec<i8>,
-    /// Payloads of scalar tags (0 for the others).
-    pub vnum: Vec<i64>,
-    /// Payloads of non-scalar tags, concatenated in datom order.
-    pub vbytes: Vec<u8>,
-    /// Attributes first used in this batch, tagged (KEYWORD or LONG), in id order.
-    pub new_attrs: Vec<u8>,
-}
-
-impl Batch {
-    /// Return borrowed columns of this batch (for [`decode_batch`]).
-    pub fn columns(&self) -> BatchColumns<'_> {
-        BatchColumns {
-            e: &self.e,
-            a: &self.a,
-            tx: &self.tx,
-            added: &self.added,
-            vtag: &self.vtag,
-            vnum: &self.vnum,
-            vbytes: &self.vbytes,
-        }
-    }
-
-    /// Return the number of datoms in the batch.
-    pub fn len(&self) -> usize {
-        self.e.len()
-    }
-
-    /// Return whether the batch holds no datom.
-    pub fn is_empty(&self) -> bool {
-        self.e.is_empty()
-    }
-}
-
-/// Accumulates datoms into owned columns (the restore direction: Rust → JVM).
-///
-/// The builder keeps its own attribute table for the whole session: ids are assigned from
-/// 0 in order of first use, and each [`Batch`] carries in `new_attrs` the attributes first
-/// used since the previous [`BatchBuilder::flush`], so the receiver can append them to its
-/// table exactly as [`decode_attrs`] does.
-#[derive(Debug, Default)]
-pub struct BatchBuilder {
-    cur: Batch,
-    attr_ids: HashMap<Attr, i32>,
-}
-
-impl BatchBuilder {
-    /// Return an empty builder with an empty attribute table.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Given a datom, append it to the current batch.
-    ///
-    /// Errors: [`ErrorKind::Unsupported`] if the value cannot be encoded (see
-    /// [`encode_value`]) or the attribute table would exceed `i32::MAX` entries. On error
-    /// the builder is left as it was.
-    pub fn push(&mut self, d: &Datom) -> Result<()> {
-        let b = &mut self.cur;
-        // 1. The attribute id; a new attribute is written to `new_attrs` but entered into
-        //    the table only once the value has been encoded too.
-        let attrs_start = b.new_attrs.len();
-        let (a, is_new) = match self.attr_ids.get(&d.a) {
-            Some(&id) => (id, false),
-            None => {
-                let id = i32::try_from(self.attr_ids.len()).map_err(|_| {
-                    Error::new(
-                        ErrorKind::Unsupported,
-                        "build batch",
-                        "more than i32::MAX distinct attributes",
-                    )
-                })?;
-                if let Err(e) = encode_attr(&d.a, &mut b.new_attrs) {
-                    b.new_attrs.truncate(attrs_start);
-                    return Err(e.in_op("build batch"));
-                }
-                (id, true)
-            }
-        };
-        // 2. The value: scalars into `vnum`, the rest into `vbytes`.
-        let (tag, num) = match &d.v {
-            Value::Nil => (TAG_NIL, 0),
-            Value::Bool(true) => (TAG_TRUE, 0),
-            Value::Bool(false) => (TAG_FALSE, 0),
-            Value::Long(n) => (TAG_LONG, *n),
-            Value::Inst(n) => (TAG_INST, *n),
-            Value::Double(x) => (TAG_DOUBLE, x.to_bits() as i64),
-            Value::Float(x) => (TAG_FLOAT, i64::from(x.to_bits() as i32)),
-            Value::Char(c) => (TAG_CHAR, i64::from(*c)),
-            other => {
-                let start = b.vbytes.len();
-                if let Err(e) = encode_payload(other, &mut b.vbytes) {
-                    b.vbytes.truncate(start);
-                    b.new_attrs.truncate(attrs_start);
-                    return Err(e.in_op("build batch"));
-                }
-                (tag_of(other), 0)
-            }
-        };
-        if is_new {
-            self.attr_ids.insert(d.a.clone(), a);
-        }
-        b.e.push(d.e);
-        b.a.push(a);
-        b.tx.push(d.tx);
-        b.added.push(u8::from(d.added));
-        b.vtag.push(tag as i8);
-        b.vnum.push(num);
-        Ok(())
-    }
-
-    /// Return the number of datoms in the current (unflushed) batch.
-    pub fn len(&self) -> usize {
-        self.cur.e.len()
-    }
-
-    /// Return whether the current batch holds no datom.
-    pub fn is_empty(&self) -> bool {
-        self.cur.e.is_empty()
-    }
-
-    /// Return the approximate size in bytes of the current batch's columns (for deciding
-    /// when to flush).
-    pub fn approx_bytes(&self) -> usize {
-        let b = &self.cur;
-        b.e.len() * (8 + 4 + 8 + 1 + 1 + 8) + b.vbytes.len() + b.new_attrs.len()
-    }
-
-    /// Return the current batch and start an empty one; the attribute table is kept, so
-    /// the next batch's `new_attrs` holds only attributes not seen before.
-    pub fn flush(&mut self) -> Batch {
-        std::mem::take(&mut self.cur)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Spill records
-// ---------------------------------------------------------------------------------------
-
-/// Given a datom, append its self-contained record encoding to `out`: `e` (i64 LE), `tx`
-/// (i64 LE), `added` (one byte, 0/1), the attribute tagged (KEYWORD or LONG), the value
-/// tagged. Errors as [`encode_value`]; on error `out` is left as it was.
-pub fn encode_datom(d: &Datom, out: &mut Vec<u8>) -> Result<()> {
-    let start = out.len();
-    out.extend_from_slice(&d.e.to_le_bytes());
-    out.extend_from_slice(&d.tx.to_le_bytes());
-    out.push(u8::from(d.added));
-    let r = encode_attr(&d.a, out).and_then(|()| encode_tagged(&d.v, out));
-    if r.is_err() {
-        out.truncate(start);
-    }
-    r
-}
-
-/// Given input positioned at a record written by [`encode_datom`], decode it and advance
-/// `input` past it. Errors ([`ErrorKind::Corrupt`]) on malformed or truncated input.
-pub fn decode_datom(input: &mut &[u8]) -> Result<Datom> {
-    let e = read_i64(input)?;
-    let tx = read_i64(input)?;
-    let added = match read_u8(input)? {
-        0 => false,
-        1 => true,
-        b => return Err(corrupt(format!("datom record: added byte is {b}"))),
-    };
-    let a = decode_attr(input)?;
-    let v = decode_tagged(input)?;
-    Ok(Datom { e, a, v, tx, added })
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod samples {
+    //! Values and datoms shared by the codec tests.
     use super::*;
+    use crate::model::Datom;
     use proptest::prelude::*;
 
-    fn enc(v: &Value) -> Vec<u8> {
+    pub fn enc(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
         encode_value(v, &mut out).unwrap();
         out
     }
 
-    fn dec(bytes: &[u8]) -> Result<Value> {
+    pub fn dec(bytes: &[u8]) -> Result<Value> {
         let mut input = bytes;
         let v = decode_value(&mut input)?;
         assert!(input.is_empty(), "decode left {} bytes", input.len());
         Ok(v)
     }
 
-    fn samples() -> Vec<Value> {
+    pub fn samples() -> Vec<Value> {
         vec![
             Value::Nil,
             Value::Bool(true),
@@ -969,6 +635,70 @@ mod tests {
             )]),
         ]
     }
+
+    pub fn datoms() -> Vec<Datom> {
+        let attrs = [
+            Attr::Keyword(Name::parse("a/x")),
+            Attr::Id(72),
+            Attr::Keyword(Name::parse("b")),
+        ];
+        samples()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Datom {
+                e: i as i64 * 3 - 5,
+                a: attrs[i % 3].clone(),
+                v,
+                tx: crate::model::TX0 + i as i64,
+                added: i % 4 != 1,
+            })
+            .collect()
+    }
+
+    pub fn arb_name() -> impl Strategy<Value = Name> {
+        (proptest::option::of("[a-z.]{0,6}"), "[a-z?!-]{0,8}")
+            .prop_map(|(ns, name)| Name::new(ns.as_deref(), &name))
+    }
+
+    pub fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Long),
+            any::<u64>().prop_map(|b| Value::Double(f64::from_bits(b))),
+            any::<u32>().prop_map(|b| Value::Float(f32::from_bits(b))),
+            ".{0,12}".prop_map(Value::String),
+            arb_name().prop_map(Value::Keyword),
+            arb_name().prop_map(Value::Symbol),
+            any::<u16>().prop_map(Value::Char),
+            any::<i64>().prop_map(Value::Inst),
+            any::<u128>().prop_map(Value::Uuid),
+            proptest::collection::vec(any::<u8>(), 0..9).prop_map(Value::BigInt),
+            (proptest::collection::vec(any::<u8>(), 0..9), any::<i32>())
+                .prop_map(|(unscaled, scale)| Value::BigDec { unscaled, scale }),
+            (
+                proptest::collection::vec(any::<u8>(), 0..5),
+                proptest::collection::vec(any::<u8>(), 0..5)
+            )
+                .prop_map(|(num, den)| Value::Ratio { num, den }),
+            proptest::collection::vec(any::<u8>(), 0..9).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Vector),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Set),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::samples::*;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn exact_bytes_match_the_spec() {
@@ -1083,256 +813,6 @@ mod tests {
     }
 
     #[test]
-    fn attrs_decode_and_reject() {
-        let mut bytes = Vec::new();
-        encode_attr(&Attr::Keyword(Name::parse("db/ident")), &mut bytes).unwrap();
-        encode_attr(&Attr::Id(17), &mut bytes).unwrap();
-        let mut table = vec![Attr::Id(1)];
-        decode_attrs(&bytes, &mut table).unwrap();
-        assert_eq!(
-            table,
-            vec![
-                Attr::Id(1),
-                Attr::Keyword(Name::parse("db/ident")),
-                Attr::Id(17)
-            ]
-        );
-        let mut bad = bytes.clone();
-        bad.extend_from_slice(&enc(&Value::str("no")));
-        let e = decode_attrs(&bad, &mut table).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert_eq!(table.len(), 3, "table unchanged on error");
-        let e = decode_attrs(&bytes[..bytes.len() - 1], &mut table).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert_eq!(table.len(), 3);
-    }
-
-    fn datoms() -> Vec<Datom> {
-        let attrs = [
-            Attr::Keyword(Name::parse("a/x")),
-            Attr::Id(72),
-            Attr::Keyword(Name::parse("b")),
-        ];
-        samples()
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| Datom {
-                e: i as i64 * 3 - 5,
-                a: attrs[i % 3].clone(),
-                v,
-                tx: crate::model::TX0 + i as i64,
-                added: i % 4 != 1,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn builder_batches_decode_back() {
-        let all = datoms();
-        let mut b = BatchBuilder::new();
-        let mut table = Vec::new();
-        let mut got = Vec::new();
-        for (i, d) in all.iter().enumerate() {
-            b.push(d).unwrap();
-            if i % 7 == 6 {
-                let batch = b.flush();
-                assert!(b.is_empty());
-                decode_attrs(&batch.new_attrs, &mut table).unwrap();
-                decode_batch(&batch.columns(), &table, &mut got).unwrap();
-            }
-        }
-        let batch = b.flush();
-        decode_attrs(&batch.new_attrs, &mut table).unwrap();
-        decode_batch(&batch.columns(), &table, &mut got).unwrap();
-        assert_eq!(got, all);
-        assert_eq!(table.len(), 3, "each attribute sent once");
-        let again = b.flush();
-        assert!(again.is_empty() && again.new_attrs.is_empty());
-    }
-
-    #[test]
-    fn batch_scalars_use_vnum() {
-        let mut b = BatchBuilder::new();
-        let a = Attr::Id(1);
-        for v in [
-            Value::Float(-1.0),
-            Value::Char(0xFFFF),
-            Value::Double(2.5),
-            Value::Long(i64::MIN),
-        ] {
-            b.push(&Datom {
-                e: 1,
-                a: a.clone(),
-                v,
-                tx: 2,
-                added: true,
-            })
-            .unwrap();
-        }
-        let batch = b.flush();
-        assert!(batch.vbytes.is_empty());
-        assert_eq!(batch.vtag, [5, 14, 4, 3]);
-        assert_eq!(
-            batch.vnum,
-            [
-                i64::from((-1.0f32).to_bits() as i32),
-                0xFFFF,
-                2.5f64.to_bits() as i64,
-                i64::MIN
-            ]
-        );
-        // A zero-extended FLOAT pattern is accepted as well.
-        let mut cols = batch.columns();
-        let vnum = [i64::from((-1.0f32).to_bits()), 0xFFFF, 0, 0];
-        cols.vnum = &vnum;
-        let mut out = Vec::new();
-        decode_batch(&cols, &[a], &mut out).unwrap();
-        assert_eq!(out[0].v, Value::Float(-1.0));
-    }
-
-    #[test]
-    fn batch_validation() {
-        let table = vec![Attr::Id(5)];
-        let e = [1i64, 2];
-        let a = [0i32, 0];
-        let tx = [3i64, 3];
-        let added = [1u8, 0];
-        let vtag = [TAG_STRING as i8, TAG_LONG as i8];
-        let vnum = [0i64, 9];
-        let vbytes = [1u8, 0, 0, 0, b'z'];
-        let good = BatchColumns {
-            e: &e,
-            a: &a,
-            tx: &tx,
-            added: &added,
-            vtag: &vtag,
-            vnum: &vnum,
-            vbytes: &vbytes,
-        };
-        let mut out = vec![];
-        decode_batch(&good, &table, &mut out).unwrap();
-        assert_eq!(
-            out,
-            vec![
-                Datom {
-                    e: 1,
-                    a: Attr::Id(5),
-                    v: Value::str("z"),
-                    tx: 3,
-                    added: true
-                },
-                Datom {
-                    e: 2,
-                    a: Attr::Id(5),
-                    v: Value::Long(9),
-                    tx: 3,
-                    added: false
-                }
-            ]
-        );
-
-        let short = [3i64];
-        let bad_a = [0i32, 1];
-        let neg_a = [-1i32, 0];
-        let bad_added = [1u8, 2];
-        let bad_tag = [TAG_STRING as i8, 20];
-        let neg_tag = [TAG_STRING as i8, -1];
-        let bad_char_tag = [TAG_STRING as i8, TAG_CHAR as i8];
-        let bad_char = [0i64, 0x1_0000];
-        let bad_float_tag = [TAG_STRING as i8, TAG_FLOAT as i8];
-        let bad_float = [0i64, 1 << 40];
-        let long_vbytes = [1u8, 0, 0, 0, b'z', 0];
-        let short_vbytes = [1u8, 0, 0, 0];
-        let variants: Vec<(&str, BatchColumns)> = vec![
-            ("length", BatchColumns { tx: &short, ..good }),
-            ("attr range", BatchColumns { a: &bad_a, ..good }),
-            ("negative attr", BatchColumns { a: &neg_a, ..good }),
-            (
-                "added",
-                BatchColumns {
-                    added: &bad_added,
-                    ..good
-                },
-            ),
-            (
-                "tag",
-                BatchColumns {
-                    vtag: &bad_tag,
-                    ..good
-                },
-            ),
-            (
-                "negative tag",
-                BatchColumns {
-                    vtag: &neg_tag,
-                    ..good
-                },
-            ),
-            (
-                "char",
-                BatchColumns {
-                    vtag: &bad_char_tag,
-                    vnum: &bad_char,
-                    ..good
-                },
-            ),
-            (
-                "float",
-                BatchColumns {
-                    vtag: &bad_float_tag,
-                    vnum: &bad_float,
-                    ..good
-                },
-            ),
-            (
-                "trailing",
-                BatchColumns {
-                    vbytes: &long_vbytes,
-                    ..good
-                },
-            ),
-            (
-                "truncated",
-                BatchColumns {
-                    vbytes: &short_vbytes,
-                    ..good
-                },
-            ),
-        ];
-        for (name, cols) in variants {
-            let mut out = vec![Datom {
-                e: 0,
-                a: Attr::Id(0),
-                v: Value::Nil,
-                tx: 0,
-                added: true,
-            }];
-            let e = decode_batch(&cols, &table, &mut out).unwrap_err();
-            assert_eq!(e.kind, ErrorKind::Corrupt, "{name}");
-            assert_eq!(e.op, "decode batch", "{name}");
-            assert_eq!(out.len(), 1, "{name}: out unchanged");
-        }
-    }
-
-    #[test]
-    fn datom_records_round_trip_and_truncate() {
-        for d in datoms() {
-            let mut out = vec![0xAA];
-            encode_datom(&d, &mut out).unwrap();
-            let mut input = &out[1..];
-            assert_eq!(decode_datom(&mut input).unwrap(), d);
-            assert!(input.is_empty());
-            for cut in 1..out.len() {
-                let mut input = &out[1..cut];
-                assert_eq!(
-                    decode_datom(&mut input).unwrap_err().kind,
-                    ErrorKind::Corrupt
-                );
-            }
-        }
-    }
-
-    #[test]
     fn decoded_names_are_shared_per_thread_and_still_checked() {
         let enc_name = |n: &Name| {
             let mut out = Vec::new();
@@ -1371,44 +851,6 @@ mod tests {
         assert_eq!(read_name(&mut &bytes[..]).unwrap(), a);
     }
 
-    fn arb_name() -> impl Strategy<Value = Name> {
-        (proptest::option::of("[a-z.]{0,6}"), "[a-z?!-]{0,8}")
-            .prop_map(|(ns, name)| Name::new(ns.as_deref(), &name))
-    }
-
-    fn arb_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Nil),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::Long),
-            any::<u64>().prop_map(|b| Value::Double(f64::from_bits(b))),
-            any::<u32>().prop_map(|b| Value::Float(f32::from_bits(b))),
-            ".{0,12}".prop_map(Value::String),
-            arb_name().prop_map(Value::Keyword),
-            arb_name().prop_map(Value::Symbol),
-            any::<u16>().prop_map(Value::Char),
-            any::<i64>().prop_map(Value::Inst),
-            any::<u128>().prop_map(Value::Uuid),
-            proptest::collection::vec(any::<u8>(), 0..9).prop_map(Value::BigInt),
-            (proptest::collection::vec(any::<u8>(), 0..9), any::<i32>())
-                .prop_map(|(unscaled, scale)| Value::BigDec { unscaled, scale }),
-            (
-                proptest::collection::vec(any::<u8>(), 0..5),
-                proptest::collection::vec(any::<u8>(), 0..5)
-            )
-                .prop_map(|(num, den)| Value::Ratio { num, den }),
-            proptest::collection::vec(any::<u8>(), 0..9).prop_map(Value::Bytes),
-        ];
-        leaf.prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Vector),
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Set),
-                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
-            ]
-        })
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
@@ -1419,38 +861,9 @@ mod tests {
         }
 
         #[test]
-        fn batches_round_trip_bytewise(vs in proptest::collection::vec(arb_value(), 0..20)) {
-            let all: Vec<Datom> = vs
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| Datom { e: i as i64, a: Attr::Id(i as i64 % 3), v, tx: 7, added: i % 2 == 0 })
-                .collect();
-            let mut b = BatchBuilder::new();
-            for d in &all {
-                b.push(d).unwrap();
-            }
-            let batch = b.flush();
-            let mut table = Vec::new();
-            decode_attrs(&batch.new_attrs, &mut table).unwrap();
-            let mut got = Vec::new();
-            decode_batch(&batch.columns(), &table, &mut got).unwrap();
-            prop_assert_eq!(got.len(), all.len());
-            for (g, d) in got.iter().zip(&all) {
-                let (mut x, mut y) = (Vec::new(), Vec::new());
-                encode_datom(g, &mut x).unwrap();
-                encode_datom(d, &mut y).unwrap();
-                prop_assert_eq!(x, y);
-            }
-        }
-
-        #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut input = bytes.as_slice();
             let _ = decode_value(&mut input);
-            let mut input = bytes.as_slice();
-            let _ = decode_datom(&mut input);
-            let mut table = Vec::new();
-            let _ = decode_attrs(&bytes, &mut table);
         }
     }
 }

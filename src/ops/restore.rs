@@ -4,7 +4,7 @@
 //! prefetcher reads, checks (size and SHA-256) and decodes up to `parallel` chunks ahead,
 //! in order. Backups of the original implementation hold EAVT slices of the current db;
 //! for them the chunks are read twice — once to learn the schema's ref attributes, once
-//! through the bounded external sort of [`crate::order`] — before datoms flow.
+//! through the bounded external sort of [`crate::pipeline::order`] — before datoms flow.
 //! Memory: about `2 × parallel` decoded chunks, or the sort buffer for original backups.
 
 use std::collections::{HashMap, HashSet};
@@ -15,16 +15,18 @@ use std::thread;
 
 use crossbeam_channel::{bounded, Receiver};
 
+use crate::codec::wire::{Batch, BatchBuilder};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::chunk::{self, DecodedChunk};
-use crate::format::edn;
-use crate::layout;
-use crate::manifest::{ChunkMeta, ChunkOrder, Manifest};
-use crate::model::{kw_map, Attr, Datom, Name, Value, TX0};
+use crate::model::{Attr, Datom, Name, Value, TX0};
 use crate::options::Opts;
-use crate::order::{OrderSpec, RestoreOrder};
+use crate::pipeline::chunk::DecodedChunk;
+use crate::pipeline::order::{OrderSpec, RestoreOrder};
+use crate::repo::layout;
+use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
+use crate::repo::meta::{read_edn, read_edn_opt};
 use crate::store::Store;
-use crate::wire::{Batch, BatchBuilder};
+
+use super::check;
 
 /// Validated restore options.
 #[derive(Clone, Debug)]
@@ -45,10 +47,25 @@ pub struct RestoreOptions {
     pub tmp_dir: Option<PathBuf>,
 }
 
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            database_id: String::new(),
+            backup_id: String::new(),
+            parallel: 2,
+            verify_first: false,
+            batch_datoms: 8192,
+            sort_buffer_bytes: 64 << 20,
+            tmp_dir: None,
+        }
+    }
+}
+
 impl RestoreOptions {
-    /// Parse the options map sent by the Clojure wrapper.
+    /// Parse the options map sent by the Clojure wrapper (defaults: [`Default`]).
     pub fn from_edn(v: &Value) -> Result<Self> {
         let o = Opts::new(v, "open restore")?;
+        let d = RestoreOptions::default();
         let database_id = o.required_string("database-id")?.to_owned();
         layout::check_segment("database-id", &database_id)?;
         let backup_id = o.required_string("backup-id")?.to_owned();
@@ -56,10 +73,15 @@ impl RestoreOptions {
         Ok(RestoreOptions {
             database_id,
             backup_id,
-            parallel: o.long_in("parallel", 2, 1, 64)? as usize,
-            verify_first: o.bool("verify-first?", false)?,
-            batch_datoms: o.long_in("batch-datoms", 8192, 1, 1 << 24)? as usize,
-            sort_buffer_bytes: o.long_in("sort-buffer-bytes", 64 << 20, 1 << 16, 1 << 40)? as usize,
+            parallel: o.long_in("parallel", d.parallel as i64, 1, 64)? as usize,
+            verify_first: o.bool("verify-first?", d.verify_first)?,
+            batch_datoms: o.long_in("batch-datoms", d.batch_datoms as i64, 1, 1 << 24)? as usize,
+            sort_buffer_bytes: o.long_in(
+                "sort-buffer-bytes",
+                d.sort_buffer_bytes as i64,
+                1 << 16,
+                1 << 40,
+            )? as usize,
             tmp_dir: o.string("tmp-dir")?.map(PathBuf::from),
         })
     }
@@ -74,65 +96,6 @@ struct Prefetch {
     next: usize,
     count: usize,
     stop: Arc<AtomicBool>,
-}
-
-fn fetch(store: &dyn Store, prefix: &str, meta: &ChunkMeta) -> Result<DecodedChunk> {
-    let key = format!("{prefix}{}", meta.key);
-    let bytes = store.get(&key).map_err(|e| match e.kind {
-        ErrorKind::NotFound => Error::new(
-            ErrorKind::Corrupt,
-            "restore",
-            format!("chunk {} is missing", meta.id),
-        )
-        .with_key(store.location(&key)),
-        _ => e,
-    })?;
-    check_bytes(meta, &bytes).map_err(|e| e.with_key(store.location(&key)))?;
-    let decoded = chunk::decode_chunk(&bytes).map_err(|e| {
-        Error::corrupt(
-            "restore",
-            format!("chunk {} does not decode: {}", meta.id, e.message),
-        )
-    })?;
-    if decoded.id != meta.id as i64 {
-        return Err(Error::corrupt(
-            "restore",
-            format!("chunk {} holds :chunk/id {}", meta.id, decoded.id),
-        ));
-    }
-    if meta.datom_count != 0 && decoded.datoms.len() as u64 != meta.datom_count {
-        return Err(Error::corrupt(
-            "restore",
-            format!(
-                "chunk {} holds {} datoms, the manifest says {}",
-                meta.id,
-                decoded.datoms.len(),
-                meta.datom_count
-            ),
-        ));
-    }
-    Ok(decoded)
-}
-
-fn check_bytes(meta: &ChunkMeta, bytes: &[u8]) -> Result<()> {
-    if meta.size_bytes != 0 && bytes.len() as u64 != meta.size_bytes {
-        return Err(Error::corrupt(
-            "restore",
-            format!(
-                "chunk {} has {} bytes, the manifest says {} (truncated?)",
-                meta.id,
-                bytes.len(),
-                meta.size_bytes
-            ),
-        ));
-    }
-    if chunk::sha256_hex(bytes) != meta.checksum {
-        return Err(Error::corrupt(
-            "restore",
-            format!("chunk {} fails its SHA-256 checksum", meta.id),
-        ));
-    }
-    Ok(())
 }
 
 impl Prefetch {
@@ -154,7 +117,7 @@ impl Prefetch {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = fetch(store.as_ref(), &prefix, &chunks[i]);
+                    let r = check::fetch_checked(store.as_ref(), &prefix, &chunks[i]);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break;
@@ -242,22 +205,24 @@ fn schema_spec(chunks: Prefetch) -> Result<OrderSpec> {
     })
 }
 
+/// What a restore session says about its backup before the first datom.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreInfo {
+    /// The backup's manifest.
+    pub manifest: Manifest,
+    /// The source database's configuration as `config.edn` records it (`Nil` if unknown).
+    pub datahike_config: Value,
+}
+
 /// An open restore: hands out the backup's datoms in restore order, batch by batch.
 pub struct RestoreSession {
-    info: Value,
+    info: RestoreInfo,
     source: DatomSource,
     builder: BatchBuilder,
     batch_datoms: usize,
     done: u64,
     last_chunk: Option<u64>,
     finished: bool,
-}
-
-fn read_meta(store: &dyn Store, key: &str) -> Result<Value> {
-    let bytes = store.get(key)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| Error::corrupt("restore", e.to_string()).with_key(store.location(key)))?;
-    edn::parse(text).map_err(|e| e.with_key(store.location(key)))
 }
 
 impl RestoreSession {
@@ -269,7 +234,7 @@ impl RestoreSession {
     pub fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Self> {
         let (db, id) = (&opts.database_id, &opts.backup_id);
         let manifest_key = layout::backup_file(db, id, layout::MANIFEST);
-        let manifest = match read_meta(store.as_ref(), &manifest_key) {
+        let manifest = match read_edn(store.as_ref(), &manifest_key) {
             Ok(v) => Manifest::from_value(&v)?,
             Err(e) if e.kind == ErrorKind::NotFound => {
                 let exists = !store.list(&layout::backup_prefix(db, id))?.is_empty();
@@ -300,51 +265,23 @@ impl RestoreSession {
             )
             .with_key(store.location(&marker)));
         }
-        let config = match read_meta(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG)) {
-            Ok(v) => Some(v),
-            Err(e) if e.kind == ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let config = read_edn_opt(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG))?;
         let prefix = layout::backup_prefix(db, id);
         let chunks = Arc::new(manifest.chunks.clone());
-        if !opts.verify_first {
+        if opts.verify_first {
+            // Every chunk's size and SHA-256 before the first datom is handed out.
+            for meta in chunks.iter() {
+                check::fetch_stored(store.as_ref(), &prefix, meta)?;
+            }
+        } else {
             // The cheap check (a stat / HEAD per chunk): missing or truncated chunks stop the
             // restore before anything is loaded; checksums are checked as chunks stream.
             for meta in chunks.iter() {
-                let key = format!("{prefix}{}", meta.key);
+                let key = layout::chunk_in(&prefix, meta);
                 match store.size(&key)? {
-                    None => {
-                        return Err(Error::corrupt(
-                            "restore",
-                            format!("chunk {} is missing", meta.id),
-                        )
-                        .with_key(store.location(&key)))
-                    }
-                    Some(n) if meta.size_bytes != 0 && n != meta.size_bytes => {
-                        return Err(Error::corrupt(
-                            "restore",
-                            format!(
-                                "chunk {} has {n} bytes, the manifest says {} (truncated?)",
-                                meta.id, meta.size_bytes
-                            ),
-                        )
-                        .with_key(store.location(&key)))
-                    }
-                    Some(_) => {}
+                    None => return Err(check::missing(meta, store.location(&key))),
+                    Some(n) => check::check_size(meta, n, || store.location(&key))?,
                 }
-            }
-        }
-        if opts.verify_first {
-            for meta in chunks.iter() {
-                let key = format!("{prefix}{}", meta.key);
-                let bytes = store.get(&key).map_err(|e| match e.kind {
-                    ErrorKind::NotFound => {
-                        Error::corrupt("restore", format!("chunk {} is missing", meta.id))
-                            .with_key(store.location(&key))
-                    }
-                    _ => e,
-                })?;
-                check_bytes(meta, &bytes).map_err(|e| e.with_key(store.location(&key)))?;
             }
         }
         let prefetch =
@@ -365,7 +302,14 @@ impl RestoreSession {
             }
         };
         Ok(RestoreSession {
-            info: info_value(&manifest, config),
+            info: RestoreInfo {
+                datahike_config: config
+                    .as_ref()
+                    .and_then(|c| c.get("datahike/config"))
+                    .cloned()
+                    .unwrap_or(Value::Nil),
+                manifest,
+            },
             source,
             builder: BatchBuilder::new(),
             batch_datoms: opts.batch_datoms,
@@ -376,7 +320,7 @@ impl RestoreSession {
     }
 
     /// What the backup says about itself (manifest facts and the source's configuration).
-    pub fn info(&self) -> &Value {
+    pub fn info(&self) -> &RestoreInfo {
         &self.info
     }
 
@@ -420,29 +364,65 @@ impl RestoreSession {
     }
 }
 
-fn info_value(m: &Manifest, config: Option<Value>) -> Value {
-    let cfg = config.as_ref();
-    kw_map([
-        ("backup-id", Value::str(&m.backup_id)),
-        ("database-id", Value::str(&m.database_id)),
-        (
-            "format",
-            Value::kw(match m.order {
-                ChunkOrder::Restore => "datacamp-native",
-                ChunkOrder::Eavt => "datacamp-original",
-            }),
-        ),
-        ("history?", Value::Bool(m.history)),
-        ("datom-count", Value::Long(m.datom_count as i64)),
-        ("chunk-count", Value::Long(m.chunks.len() as i64)),
-        ("max-eid", Value::Long(m.max_eid)),
-        ("max-tx", Value::Long(m.max_tx)),
-        ("created-at", Value::Inst(m.created_at_ms)),
-        (
-            "datahike-config",
-            cfg.and_then(|c| c.get("datahike/config"))
-                .cloned()
-                .unwrap_or(Value::Nil),
-        ),
-    ])
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{self, history};
+    use crate::repo::layout;
+
+    #[test]
+    fn a_backup_restores_in_the_stored_order() {
+        let (mem, store) = testing::store();
+        let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
+        let restored = testing::restore(&store, "db", &r.manifest.backup_id).unwrap();
+        assert_eq!(restored, testing::stored_datoms(&mem, &r));
+    }
+
+    #[test]
+    fn missing_incomplete_and_damaged_backups_are_refused_before_any_datom() {
+        let (mem, store) = testing::store();
+        assert_eq!(
+            testing::restore(&store, "db", "nope").unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
+        let id = r.manifest.backup_id.clone();
+        let chunk = layout::chunk_key("db", &id, 2);
+        let good = mem.get(&chunk).unwrap();
+        mem.put(&chunk, &good[..good.len() - 3]).unwrap();
+        let err = RestoreSession::open(
+            store.clone(),
+            RestoreOptions {
+                database_id: "db".into(),
+                backup_id: id.clone(),
+                ..RestoreOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.kind, ErrorKind::Corrupt);
+        assert!(err.message.contains("chunk 2 has"), "{err}");
+        let mut flipped = good.clone();
+        flipped[30] ^= 0x40;
+        mem.put(&chunk, &flipped).unwrap();
+        let err = RestoreSession::open(
+            store.clone(),
+            RestoreOptions {
+                database_id: "db".into(),
+                backup_id: id.clone(),
+                verify_first: true,
+                ..RestoreOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.message.contains("chunk 2 fails its SHA-256"), "{err}");
+        mem.put(&chunk, &good).unwrap();
+        mem.delete(&layout::backup_file("db", &id, layout::COMPLETE_MARKER))
+            .unwrap();
+        assert_eq!(
+            testing::restore(&store, "db", &id).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+    }
 }

@@ -12,15 +12,13 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
-use crate::backup::now_ms;
+use crate::clock::now_ms;
+use crate::codec::edn;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::edn;
-use crate::layout;
 use crate::model::{kw_map, Value};
+use crate::repo::layout;
+use crate::repo::meta::read_edn;
 use crate::store::Store;
-
-/// File name prefix of the lock generations inside a backup's folder (`lock-N.edn`).
-pub const LOCK_PREFIX: &str = "lock-";
 
 /// A held resume lock; released (deleted) on drop.
 pub struct ResumeLock {
@@ -45,15 +43,14 @@ fn lock_bytes(owner: &str, lease: Duration) -> Vec<u8> {
 }
 
 fn expires_at(store: &dyn Store, key: &str) -> Result<Option<i64>> {
-    match store.get(key) {
-        Ok(bytes) => Ok(edn::parse(&String::from_utf8_lossy(&bytes))
-            .ok()
-            .and_then(|v| match v.get("lock/expires-at") {
-                Some(Value::Inst(ms)) => Some(*ms),
-                _ => None,
-            })
-            .or(Some(0))),
+    // An unreadable lock counts as expired (0): it cannot prove a live holder.
+    match read_edn(store, key) {
+        Ok(v) => Ok(Some(match v.get("lock/expires-at") {
+            Some(Value::Inst(ms)) => *ms,
+            _ => 0,
+        })),
         Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind == ErrorKind::Corrupt => Ok(Some(0)),
         Err(e) => Err(e),
     }
 }
@@ -64,7 +61,7 @@ fn generations(
     database_id: &str,
     backup_id: &str,
 ) -> Result<Vec<(u64, String)>> {
-    let prefix = layout::backup_file(database_id, backup_id, LOCK_PREFIX);
+    let prefix = layout::backup_file(database_id, backup_id, layout::LOCK_PREFIX);
     let mut gens: Vec<(u64, String)> = store
         .list(&prefix)?
         .into_iter()
@@ -108,7 +105,7 @@ impl ResumeLock {
                 n + 1
             }
         };
-        let key = layout::backup_file(database_id, backup_id, &format!("{LOCK_PREFIX}{next}.edn"));
+        let key = layout::lock_key(database_id, backup_id, next);
         if !store.put_if_absent(&key, &lock_bytes(&owner, lease))? {
             return Err(held(store.as_ref(), backup_id, &key, 0));
         }
@@ -156,5 +153,52 @@ impl Drop for ResumeLock {
             let _ = h.join();
         }
         let _ = self.store.delete(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn lock_of(store: &Arc<dyn Store>, lease_ms: u64, break_lock: bool) -> Result<ResumeLock> {
+        ResumeLock::acquire(
+            store.clone(),
+            "db",
+            "b1",
+            Duration::from_millis(lease_ms),
+            break_lock,
+        )
+    }
+
+    #[test]
+    fn one_holder_at_a_time_and_expired_leases_are_taken_over() {
+        let mem = MemoryStore::new();
+        let store: Arc<dyn Store> = Arc::new(mem.clone());
+        let first = lock_of(&store, 60_000, false).unwrap();
+        assert_eq!(first.key, layout::lock_key("db", "b1", 0));
+        let err = lock_of(&store, 60_000, false).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        let broken = lock_of(&store, 60_000, true).unwrap();
+        assert_eq!(broken.key, layout::lock_key("db", "b1", 1));
+        assert!(
+            mem.get(&layout::lock_key("db", "b1", 0)).is_err(),
+            "old generation removed"
+        );
+        drop(broken);
+        drop(first);
+        assert!(
+            mem.list("db/b1/").unwrap().is_empty(),
+            "released locks leave nothing"
+        );
+        // A lease in the past (its holder died) is taken over without breaking it.
+        let dead = kw_map([("lock/expires-at", Value::Inst(1))]);
+        mem.put(
+            &layout::lock_key("db", "b1", 4),
+            edn::write(&dead).as_bytes(),
+        )
+        .unwrap();
+        let next = lock_of(&store, 60_000, false).unwrap();
+        assert_eq!(next.key, layout::lock_key("db", "b1", 5));
     }
 }

@@ -13,31 +13,29 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crossbeam_channel::bounded;
 
-use crate::checkpoint::{Checkpoint, Phase};
+use crate::clock::now_ms;
+use crate::codec::wire::Batch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
-use crate::feed::Feed;
-use crate::format::chunk::{self, ChunkEncoder, EncodedChunk};
-use crate::format::edn;
-use crate::layout;
-use crate::lock::ResumeLock;
-use crate::manifest::{ChunkMeta, ChunkOrder, Manifest};
 use crate::model::{kw_map, Attr, Datom, Value};
 use crate::options::Opts;
-use crate::order::{OrderSpec, RestoreOrder};
+use crate::pipeline::chunk::{self, ChunkEncoder, EncodedChunk};
+use crate::pipeline::feed::Feed;
+use crate::pipeline::order::{OrderSpec, RestoreOrder};
+use crate::repo::checkpoint::{Checkpoint, Phase};
+use crate::repo::layout;
+use crate::repo::lock::ResumeLock;
+use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
+use crate::repo::meta::write_edn;
 use crate::store::Store;
-use crate::wire::Batch;
 
-/// Default `:chunk-size`: 8 MiB of encoded Fressian per chunk.
-pub const DEFAULT_CHUNK_SIZE: i64 = 8 << 20;
-/// Default `:sort-buffer-bytes`: 64 MiB of datoms sorted in memory before a run spills.
-pub const DEFAULT_SORT_BUFFER: i64 = 64 << 20;
-
-/// Everything a backup needs to know, validated.
+/// Everything a backup needs to know, validated. [`Default`] holds every documented
+/// default (the README's option table); [`BackupOptions::from_edn`] parses the map the
+/// Clojure API sends, one check per option.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// The database id (a single safe path segment).
@@ -76,6 +74,30 @@ pub struct BackupOptions {
     pub lock_lease: std::time::Duration,
 }
 
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            database_id: String::new(),
+            backup_id: None,
+            chunk_size: 8 << 20,
+            compression_level: 6,
+            parallel: 2,
+            history: true,
+            sort_buffer_bytes: 64 << 20,
+            tmp_dir: None,
+            order: OrderSpec::default(),
+            max_eid: 0,
+            max_tx: 0,
+            datahike_version: None,
+            db_config: Value::Nil,
+            datahike_id: None,
+            resume: false,
+            break_lock: false,
+            lock_lease: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 fn attr_of(v: &Value) -> Result<Attr> {
     match v {
         Value::Keyword(n) => Ok(Attr::Keyword(n.clone())),
@@ -91,6 +113,7 @@ impl BackupOptions {
     /// Parse the options map sent by the Clojure wrapper (see the README for each key).
     pub fn from_edn(v: &Value) -> Result<Self> {
         let o = Opts::new(v, "open backup")?;
+        let d = BackupOptions::default();
         let database_id = o.required_string("database-id")?.to_owned();
         layout::check_segment("database-id", &database_id)?;
         let backup_id = o.string("backup-id")?.map(String::from);
@@ -113,13 +136,14 @@ impl BackupOptions {
         Ok(BackupOptions {
             database_id,
             backup_id,
-            chunk_size: o.long_in("chunk-size", DEFAULT_CHUNK_SIZE, 1, 1 << 31)? as usize,
-            compression_level: o.long_in("compression-level", 6, 0, 9)? as u32,
-            parallel: o.long_in("parallel", 2, 1, 64)? as usize,
-            history: o.bool("history?", true)?,
+            chunk_size: o.long_in("chunk-size", d.chunk_size as i64, 1, 1 << 31)? as usize,
+            compression_level: o.long_in("compression-level", d.compression_level.into(), 0, 9)?
+                as u32,
+            parallel: o.long_in("parallel", d.parallel as i64, 1, 64)? as usize,
+            history: o.bool("history?", d.history)?,
             sort_buffer_bytes: o.long_in(
                 "sort-buffer-bytes",
-                DEFAULT_SORT_BUFFER,
+                d.sort_buffer_bytes as i64,
                 1 << 16,
                 1 << 40,
             )? as usize,
@@ -138,7 +162,7 @@ impl BackupOptions {
             break_lock: o.bool("break-lock?", false)?,
             lock_lease: std::time::Duration::from_millis(o.long_in(
                 "lock-lease-ms",
-                60_000,
+                d.lock_lease.as_millis() as i64,
                 1_000,
                 86_400_000,
             )? as u64),
@@ -161,43 +185,6 @@ pub struct BackupResult {
     pub duration_ms: u64,
 }
 
-impl BackupResult {
-    /// The result map returned to Clojure.
-    pub fn to_value(&self) -> Value {
-        let m = &self.manifest;
-        kw_map([
-            ("success", Value::Bool(true)),
-            ("backup-id", Value::str(&m.backup_id)),
-            ("database-id", Value::str(&m.database_id)),
-            ("path", Value::str(&self.location)),
-            ("type", Value::kw(&m.backup_type)),
-            ("history?", Value::Bool(m.history)),
-            ("datom-count", Value::Long(m.datom_count as i64)),
-            ("chunk-count", Value::Long(m.chunks.len() as i64)),
-            ("total-size-bytes", Value::Long(m.size_bytes as i64)),
-            (
-                "uncompressed-bytes",
-                Value::Long(self.uncompressed_bytes as i64),
-            ),
-            (
-                "skipped-system-datoms",
-                Value::Long(self.skipped_system_datoms as i64),
-            ),
-            ("max-eid", Value::Long(m.max_eid)),
-            ("max-tx", Value::Long(m.max_tx)),
-            ("duration-ms", Value::Long(self.duration_ms as i64)),
-        ])
-    }
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// An open backup: accepts datoms until [`BackupSession::finish`] or [`BackupSession::abort`].
 pub struct BackupSession {
     store: Arc<dyn Store>,
@@ -213,38 +200,12 @@ pub struct BackupSession {
     _lock: Option<ResumeLock>,
 }
 
-/// The options a resumed backup must share with the interrupted one, as `config.edn`
-/// records them (key, recorded value, value now).
-fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
-    const KEYS: [&str; 9] = [
-        "database/id",
-        "backup/history?",
-        "backup/chunk-size",
-        "backup/compression-level",
-        "backup/skip-tx0?",
-        "schema/ref-attrs",
-        "schema/tx-instant-attr",
-        "stats/max-tx",
-        "datahike/id",
-    ];
-    KEYS.iter()
-        .filter(|k| recorded.get(k) != now.get(k))
-        .map(|k| {
-            format!(
-                ":{k} was {} and is now {}",
-                recorded.get(k).map_or("nil".into(), edn::write),
-                now.get(k).map_or("nil".into(), edn::write)
-            )
-        })
-        .collect()
-}
-
 impl BackupSession {
     /// Given a store and validated options, create the backup folder (config and checkpoint)
     /// and return the session. Fails with `Conflict` if the backup id is already used.
     pub fn open(store: Arc<dyn Store>, opts: BackupOptions) -> Result<Self> {
         if opts.resume {
-            return Self::resume(store, opts);
+            return super::resume::open_resumed(store, opts);
         }
         let backup_id = opts
             .backup_id
@@ -259,102 +220,39 @@ impl BackupSession {
             )
             .with_key(store.location(&prefix)));
         }
-        let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let order = RestoreOrder::new(opts.order.clone(), &tmp, opts.sort_buffer_bytes)?;
-        let session = BackupSession {
-            store,
-            backup_id,
-            started: Instant::now(),
-            started_ms: now_ms(),
-            feed: Feed::new(order),
-            received: 0,
-            prior: BTreeMap::new(),
-            _lock: None,
-            opts,
-        };
-        session.put_edn(layout::CONFIG, &session.config_value())?;
+        let session = Self::assemble(store, opts, backup_id, now_ms(), BTreeMap::new(), None)?;
+        write_edn(
+            session.store.as_ref(),
+            &session.key(layout::CONFIG),
+            &session.config_value(),
+        )?;
         session.write_checkpoint(Phase::Ingest, &[], None)?;
         Ok(session)
     }
 
-    /// Continue the interrupted backup `opts.backup_id`: the same options and snapshot as
-    /// recorded in its `config.edn`, reusing every chunk already stored intact. Refuses
-    /// (`Conflict`) a complete backup, other options, or another database.
-    fn resume(store: Arc<dyn Store>, opts: BackupOptions) -> Result<Self> {
-        let op = "resume backup";
-        let backup_id = opts
-            .backup_id
-            .clone()
-            .ok_or_else(|| Error::invalid(op, "resuming needs :backup-id"))?;
-        let db = opts.database_id.clone();
-        let read = |name: &str| -> Result<Option<Value>> {
-            let key = layout::backup_file(&db, &backup_id, name);
-            match store.get(&key) {
-                Ok(bytes) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    edn::parse(&text)
-                        .map(Some)
-                        .map_err(|e| e.with_key(store.location(&key)))
-                }
-                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        let conflict = |m: String| Error::new(ErrorKind::Conflict, op, m);
-        let recorded = read(layout::CONFIG)?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                op,
-                format!("no backup {backup_id} of {db} to resume"),
-            )
-        })?;
-        let complete = store
-            .size(&layout::backup_file(
-                &db,
-                &backup_id,
-                layout::COMPLETE_MARKER,
-            ))?
-            .is_some();
-        if complete && read(layout::MANIFEST)?.is_some() {
-            return Err(conflict(format!("backup {backup_id} is already complete")));
-        }
-        let lock = ResumeLock::acquire(
-            store.clone(),
-            &db,
-            &backup_id,
-            opts.lock_lease,
-            opts.break_lock,
-        )?;
+    /// Build a session over `store` (shared by [`BackupSession::open`] and resume):
+    /// `prior` holds the chunks an interrupted run stored, `lock` the resume lock.
+    pub(super) fn assemble(
+        store: Arc<dyn Store>,
+        opts: BackupOptions,
+        backup_id: String,
+        started_ms: i64,
+        prior: BTreeMap<u64, ChunkMeta>,
+        lock: Option<ResumeLock>,
+    ) -> Result<Self> {
         let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let order = RestoreOrder::new(opts.order.clone(), &tmp, opts.sort_buffer_bytes)?;
-        let checkpoint = read(layout::CHECKPOINT)?.and_then(|v| Checkpoint::from_value(&v));
-        let session = BackupSession {
-            store: store.clone(),
-            backup_id: backup_id.clone(),
+        Ok(BackupSession {
+            store,
+            backup_id,
             started: Instant::now(),
-            started_ms: checkpoint.as_ref().map_or_else(now_ms, |c| c.started_at_ms),
+            started_ms,
             feed: Feed::new(order),
             received: 0,
-            prior: checkpoint
-                .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
-                .unwrap_or_default(),
-            _lock: Some(lock),
+            prior,
+            _lock: lock,
             opts,
-        };
-        let mismatches = resume_mismatches(&recorded, &session.config_value());
-        if !mismatches.is_empty() {
-            return Err(conflict(format!(
-                "backup {backup_id} was started with other options or another database: {}",
-                mismatches.join("; ")
-            ))
-            .with_hint(
-                "resume with the options of the interrupted backup, or start a new backup",
-            ));
-        }
-        store.remove_temporaries(&layout::backup_prefix(&db, &backup_id))?;
-        let prior: Vec<ChunkMeta> = session.prior.values().cloned().collect();
-        session.write_checkpoint(Phase::Ingest, &prior, None)?;
-        Ok(session)
+        })
     }
 
     /// The backup id.
@@ -366,12 +264,13 @@ impl BackupSession {
         layout::backup_file(&self.opts.database_id, &self.backup_id, name)
     }
 
-    fn put_edn(&self, name: &str, v: &Value) -> Result<()> {
-        self.store
-            .put(&self.key(name), edn::write_pretty(v).as_bytes())
+    /// The chunks an interrupted run stored (resume), by id.
+    pub(super) fn prior(&self) -> &BTreeMap<u64, ChunkMeta> {
+        &self.prior
     }
 
-    fn config_value(&self) -> Value {
+    /// What `config.edn` records: the options and snapshot a resume must share.
+    pub(super) fn config_value(&self) -> Value {
         let o = &self.opts;
         let mut refs: Vec<Value> = o.order.ref_attrs.iter().map(Attr::to_value).collect();
         refs.sort_by_key(|v| format!("{v:?}"));
@@ -407,7 +306,8 @@ impl BackupSession {
         ])
     }
 
-    fn write_checkpoint(
+    /// Rewrite `checkpoint.edn` with the phase and the stored chunks.
+    pub(super) fn write_checkpoint(
         &self,
         phase: Phase,
         chunks: &[ChunkMeta],
@@ -424,7 +324,11 @@ impl BackupSession {
             chunks: chunks.to_vec(),
             error,
         };
-        self.put_edn(layout::CHECKPOINT, &cp.to_value())
+        write_edn(
+            self.store.as_ref(),
+            &self.key(layout::CHECKPOINT),
+            &cp.to_value(),
+        )
     }
 
     /// Push one datom (datoms must arrive in the EAVT order `d/datoms` yields).
@@ -472,7 +376,11 @@ impl BackupSession {
         self.write_checkpoint(Phase::Committing, &chunks, None)?;
         failpoint::hit("before-manifest");
         let manifest = self.manifest(chunks);
-        self.put_edn(layout::MANIFEST, &manifest.to_value())?;
+        write_edn(
+            self.store.as_ref(),
+            &self.key(layout::MANIFEST),
+            &manifest.to_value(),
+        )?;
         failpoint::hit("before-marker");
         self.store.put(
             &self.key(layout::COMPLETE_MARKER),
@@ -644,5 +552,125 @@ impl BackupSession {
             checksum: chunk::sha256_hex(&gz),
             raw_checksum: Some(raw_checksum),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TX0;
+    use crate::ops::testing::{self, history};
+    use crate::repo::meta::read_edn;
+
+    #[test]
+    fn a_backup_commits_config_checkpoint_chunks_manifest_and_marker() {
+        let (mem, store) = testing::store();
+        let datoms = history(40);
+        let r = testing::backup(&store, testing::options("db", 600, 40), &datoms);
+        let m = &r.manifest;
+        assert!(m.chunks.len() > 3, "{} chunks", m.chunks.len());
+        assert_eq!(m.datom_count, datoms.len() as u64);
+        assert_eq!(m.max_tx, TX0 + 40);
+        let keys: Vec<String> = mem
+            .list("db/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let prefix = format!("db/{}/", m.backup_id);
+        for name in [
+            "config.edn",
+            "checkpoint.edn",
+            "manifest.edn",
+            "complete.marker",
+        ] {
+            assert!(
+                keys.contains(&format!("{prefix}{name}")),
+                "{name}: {keys:?}"
+            );
+        }
+        assert_eq!(keys.len(), 4 + m.chunks.len());
+        let back = Manifest::from_value(&read_edn(&mem, &format!("{prefix}manifest.edn")).unwrap())
+            .unwrap();
+        assert_eq!(&back.chunks, &m.chunks);
+        let cp =
+            Checkpoint::from_value(&read_edn(&mem, &format!("{prefix}checkpoint.edn")).unwrap())
+                .unwrap();
+        assert_eq!(cp.chunks.len(), m.chunks.len());
+        assert_eq!(cp.datoms_stored, m.datom_count);
+    }
+
+    #[test]
+    fn chunks_hold_the_restore_order_with_ascending_tx_ranges() {
+        let (mem, store) = testing::store();
+        let datoms = history(30);
+        let r = testing::backup(&store, testing::options("db", 500, 30), &datoms);
+        let stored = testing::stored_datoms(&mem, &r);
+        assert_eq!(stored.len(), datoms.len());
+        assert!(stored.windows(2).all(|w| w[0].tx <= w[1].tx));
+        // Within each tx the txInstant datom comes first, then retractions, then assertions.
+        for w in stored.windows(2).filter(|w| w[0].tx == w[1].tx) {
+            let class = |d: &Datom| match (d.e == d.tx, d.added) {
+                (true, true) => 0,
+                (_, false) => 1,
+                _ => 2,
+            };
+            assert!(class(&w[0]) <= class(&w[1]), "{:?} before {:?}", w[0], w[1]);
+        }
+        let ranges: Vec<(i64, i64)> = r
+            .manifest
+            .chunks
+            .iter()
+            .map(|c| c.tx_range.unwrap())
+            .collect();
+        assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
+    }
+
+    #[test]
+    fn an_existing_backup_id_is_a_conflict_and_abort_leaves_it_incomplete() {
+        let (_mem, store) = testing::store();
+        let mut opts = testing::options("db", 1 << 20, 3);
+        opts.backup_id = Some("b1".into());
+        let mut s = BackupSession::open(store.clone(), opts.clone()).unwrap();
+        s.push(history(3)[0].clone()).unwrap();
+        s.abort("test").unwrap();
+        let err = BackupSession::open(store.clone(), opts).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+        let listed = crate::ops::list::list(store.as_ref(), "db").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(!listed[0].completed);
+        assert_eq!(listed[0].checkpoint.as_ref().unwrap().phase, Phase::Aborted);
+    }
+
+    #[test]
+    fn options_default_to_the_documented_values() {
+        let o = BackupOptions::from_edn(&crate::codec::edn::parse("{:database-id \"x\"}").unwrap())
+            .unwrap();
+        let d = BackupOptions::default();
+        assert_eq!(
+            (
+                o.chunk_size,
+                o.compression_level,
+                o.parallel,
+                o.history,
+                o.sort_buffer_bytes
+            ),
+            (
+                d.chunk_size,
+                d.compression_level,
+                d.parallel,
+                d.history,
+                d.sort_buffer_bytes
+            )
+        );
+        assert_eq!((d.chunk_size, d.parallel), (8 << 20, 2));
+        for bad in [
+            "{}",
+            "{:database-id \"a/b\"}",
+            "{:database-id \"x\" :parallel 0}",
+        ] {
+            let err = BackupOptions::from_edn(&crate::codec::edn::parse(bad).unwrap()).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad}");
+        }
     }
 }

@@ -14,10 +14,10 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
 
+use crate::codec::wire::{self, Batch};
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom};
-use crate::order::RestoreOrder;
-use crate::wire::{self, Batch};
+use crate::pipeline::order::RestoreOrder;
 
 /// Batches that may wait in the channel (each up to the JVM's batch size, 8,192 datoms).
 pub const FEED_DEPTH: usize = 2;
@@ -172,10 +172,10 @@ fn finished() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::wire::BatchBuilder;
     use crate::error::ErrorKind;
     use crate::model::{Name, Value, TX0};
-    use crate::order::OrderSpec;
-    use crate::wire::BatchBuilder;
+    use crate::pipeline::order::OrderSpec;
 
     /// Datoms in EAVT order over `txs` transactions, with retractions and txInstants.
     fn datoms(entities: i64, txs: i64) -> Vec<Datom> {

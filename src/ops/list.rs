@@ -1,0 +1,148 @@
+//! `list-backups`: every backup of a database, complete or not, newest first.
+//!
+//! Reads only the store, never the database; understands backups written by the original
+//! Clojure datacamp as well as ours. An unreadable manifest or checkpoint makes a backup
+//! list as incomplete; it never makes the listing fail.
+
+use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
+
+use crate::error::Result;
+use crate::repo::checkpoint::Checkpoint;
+use crate::repo::layout;
+use crate::repo::manifest::Manifest;
+use crate::repo::meta::read_edn;
+use crate::store::{ObjectMeta, Store};
+
+/// One backup as `list-backups` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupSummary {
+    /// The backup id.
+    pub backup_id: String,
+    /// Whether the backup is complete (manifest says so and the marker exists).
+    pub completed: bool,
+    /// The manifest, when there is one.
+    pub manifest: Option<Manifest>,
+    /// The checkpoint, for backups without a manifest.
+    pub checkpoint: Option<Checkpoint>,
+    /// Creation time (manifest, else checkpoint, else oldest file), epoch millis.
+    pub created_at_ms: i64,
+    /// Last activity (newest file or checkpoint update), epoch millis.
+    pub updated_at_ms: i64,
+    /// Bytes stored under the backup's folder.
+    pub stored_bytes: u64,
+}
+
+fn millis(o: &ObjectMeta) -> i64 {
+    o.modified
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Given a store and a database id, return its backups, newest first, incomplete included.
+pub fn list(store: &dyn Store, database_id: &str) -> Result<Vec<BackupSummary>> {
+    layout::check_segment("database-id", database_id)?;
+    let mut by_backup: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for o in store.list(&layout::database_prefix(database_id))? {
+        if let Some(id) = layout::backup_id_of(database_id, &o.key) {
+            by_backup.entry(id.to_owned()).or_default().push(o);
+        }
+    }
+    let mut out = Vec::with_capacity(by_backup.len());
+    for (id, objects) in by_backup {
+        out.push(summarize(store, database_id, &id, &objects)?);
+    }
+    out.sort_by(|a, b| {
+        b.created_at_ms
+            .cmp(&a.created_at_ms)
+            .then_with(|| b.backup_id.cmp(&a.backup_id))
+    });
+    Ok(out)
+}
+
+pub(crate) fn summarize(
+    store: &dyn Store,
+    db: &str,
+    id: &str,
+    objects: &[ObjectMeta],
+) -> Result<BackupSummary> {
+    let has = |name: &str| {
+        let key = layout::backup_file(db, id, name);
+        objects.iter().any(|o| o.key == key)
+    };
+    // An unreadable manifest or checkpoint makes the backup incomplete, not the listing fail.
+    let manifest = if has(layout::MANIFEST) {
+        read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
+            .and_then(|v| Manifest::from_value(&v))
+            .ok()
+    } else {
+        None
+    };
+    let checkpoint = if manifest.is_none() && has(layout::CHECKPOINT) {
+        read_edn(store, &layout::backup_file(db, id, layout::CHECKPOINT))
+            .ok()
+            .and_then(|v| Checkpoint::from_value(&v))
+    } else {
+        None
+    };
+    let completed = manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER);
+    let oldest = objects.iter().map(millis).min().unwrap_or(0);
+    let newest = objects.iter().map(millis).max().unwrap_or(0);
+    let created_at_ms = manifest
+        .as_ref()
+        .map(|m| m.created_at_ms)
+        .or_else(|| checkpoint.as_ref().map(|c| c.started_at_ms))
+        .unwrap_or(oldest);
+    let updated_at_ms = newest.max(checkpoint.as_ref().map_or(0, |c| c.updated_at_ms));
+    Ok(BackupSummary {
+        backup_id: id.to_owned(),
+        completed,
+        manifest,
+        checkpoint,
+        created_at_ms,
+        updated_at_ms,
+        stored_bytes: objects.iter().map(|o| o.size).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{self, history};
+
+    #[test]
+    fn complete_and_incomplete_backups_list_newest_first() {
+        let (mem, store) = testing::store();
+        let a = testing::backup(&store, testing::options("db", 1 << 20, 5), &history(5));
+        let b = testing::backup(&store, testing::options("db", 1 << 20, 6), &history(6));
+        testing::backup(&store, testing::options("other", 1 << 20, 2), &history(2));
+        // b loses its manifest: incomplete, with its checkpoint's progress.
+        mem.delete(&layout::backup_file(
+            "db",
+            &b.manifest.backup_id,
+            layout::MANIFEST,
+        ))
+        .unwrap();
+        let listed = list(store.as_ref(), "db").unwrap();
+        let ids: Vec<&str> = listed.iter().map(|s| s.backup_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [b.manifest.backup_id.as_str(), a.manifest.backup_id.as_str()]
+        );
+        assert!(!listed[0].completed && listed[0].checkpoint.is_some());
+        assert!(listed[1].completed);
+        assert_eq!(
+            listed[1].manifest.as_ref().unwrap().datom_count,
+            a.manifest.datom_count
+        );
+        // An unreadable manifest makes the backup incomplete, not the listing fail.
+        mem.put(
+            &layout::backup_file("db", &a.manifest.backup_id, layout::MANIFEST),
+            b"{:backup/id",
+        )
+        .unwrap();
+        let listed = list(store.as_ref(), "db").unwrap();
+        assert!(listed.iter().all(|s| !s.completed));
+        assert!(list(store.as_ref(), "../x").is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Test support for the operations: a small synthetic history database, backups of it into
+//! a [`MemoryStore`], and reading a stored backup back.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::model::{Attr, Datom, Name, Value, TX0};
+use crate::pipeline::order::OrderSpec;
+use crate::store::memory::MemoryStore;
+use crate::store::Store;
+
+use super::backup::{BackupOptions, BackupResult, BackupSession};
+use super::restore::{RestoreOptions, RestoreSession};
+
+fn kw(s: &str) -> Attr {
+    Attr::Keyword(Name::parse(s))
+}
+
+/// A history database in EAVT order: `txs` transactions after tx0, each asserting one new
+/// person (name, a ref to the previous person) and, from the third on, replacing the name
+/// of the person two transactions back (a retraction plus an assertion).
+pub fn history(txs: i64) -> Vec<Datom> {
+    let mut out = Vec::new();
+    for t in 1..=txs {
+        let tx = TX0 + t;
+        out.push(Datom {
+            e: tx,
+            a: kw("db/txInstant"),
+            v: Value::Inst(1_700_000_000_000 + t),
+            tx,
+            added: true,
+        });
+        let e = 100 + t;
+        out.push(Datom {
+            e,
+            a: kw("person/name"),
+            v: Value::String(format!("p{t}")),
+            tx,
+            added: true,
+        });
+        if t > 1 {
+            out.push(Datom {
+                e,
+                a: kw("person/friend"),
+                v: Value::Long(e - 1),
+                tx,
+                added: true,
+            });
+        }
+        if t > 2 {
+            let old = 100 + t - 2;
+            out.push(Datom {
+                e: old,
+                a: kw("person/name"),
+                v: Value::String(format!("p{}", t - 2)),
+                tx,
+                added: false,
+            });
+            out.push(Datom {
+                e: old,
+                a: kw("person/name"),
+                v: Value::String(format!("renamed in {t}")),
+                tx,
+                added: true,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.e, a.a.to_string(), format!("{:?}", a.v), a.tx, a.added).cmp(&(
+            b.e,
+            b.a.to_string(),
+            format!("{:?}", b.v),
+            b.tx,
+            b.added,
+        ))
+    });
+    out
+}
+
+/// Backup options for [`history`]: database `db`, chunks of `chunk_size` bytes.
+pub fn options(db: &str, chunk_size: usize, txs: i64) -> BackupOptions {
+    BackupOptions {
+        database_id: db.into(),
+        chunk_size,
+        order: OrderSpec {
+            ref_attrs: HashSet::from([kw("person/friend")]),
+            tx_instant: Some(kw("db/txInstant")),
+            skip_tx0: false,
+        },
+        max_eid: 100 + txs,
+        max_tx: TX0 + txs,
+        ..BackupOptions::default()
+    }
+}
+
+/// A memory store as the trait object the operations take.
+pub fn store() -> (MemoryStore, Arc<dyn Store>) {
+    let m = MemoryStore::new();
+    let s: Arc<dyn Store> = Arc::new(m.clone());
+    (m, s)
+}
+
+/// Back `datoms` up with `opts` into `store`.
+pub fn backup(store: &Arc<dyn Store>, opts: BackupOptions, datoms: &[Datom]) -> BackupResult {
+    let mut s = BackupSession::open(store.clone(), opts).unwrap();
+    for d in datoms {
+        s.push(d.clone()).unwrap();
+    }
+    s.finish().unwrap()
+}
+
+/// Restore backup `id` of `db` from `store`: every datom handed out, in order.
+pub fn restore(store: &Arc<dyn Store>, db: &str, id: &str) -> crate::Result<Vec<Datom>> {
+    let opts = RestoreOptions {
+        database_id: db.into(),
+        backup_id: id.into(),
+        ..RestoreOptions::default()
+    };
+    let mut session = RestoreSession::open(store.clone(), opts)?;
+    let mut out = Vec::new();
+    let mut attrs = Vec::new();
+    while let Some(batch) = session.next_batch()? {
+        crate::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs)?;
+        crate::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The datoms of a stored backup, decoded chunk by chunk in manifest order.
+pub fn stored_datoms(store: &dyn Store, r: &BackupResult) -> Vec<Datom> {
+    let prefix = crate::repo::layout::backup_prefix(&r.manifest.database_id, &r.manifest.backup_id);
+    r.manifest
+        .chunks
+        .iter()
+        .flat_map(|c| {
+            super::check::fetch_checked(store, &prefix, c)
+                .unwrap()
+                .datoms
+        })
+        .collect()
+}
