@@ -8,11 +8,15 @@
 
   Lifecycle: `create-database` `delete-database` `database-exists?` `connect`
   `release` `db`. Backends `:mem` (string `:id`) and `:file` (`:path`), kept in
-  memory for the life of the JVM.
+  memory for the life of the JVM; in 0.7 mode (`datahike.standin/*version*`)
+  `:memory` and `:file` with a UUID `:id`.
   Reading: `datoms` (`(datoms db :eavt e …)` or `(datoms db {:index :eavt
   :components [e]})`), `history`, `as-of`, `schema`.
   Writing: `transact` / `transact!`, `with` / `db-with`, `load-entities`
   (returns a deref-able; deref rethrows a failure), `listen` / `unlisten`.
+  Writes go through the connection's writer thread and listeners are called as
+  in the real 0.6.1613 - see `datahike.connector` (and its test hooks
+  `kill-writer!` / `kill-writer-after!` for a writer that dies).
   Not provided: `q`, `pull`, `entity`, `since`, `seek-datoms`, `index-range`,
   branches, garbage collection, remote writers, and `swap!`/`reset!` on a
   connection (the real 0.6 `Connection` is an `IAtom` over its internal db
@@ -22,7 +26,8 @@
   (:require [datahike.connector :as dc]
             [datahike.db :as db]
             [datahike.db.transaction :as dt]
-            [datahike.schema :as ds])
+            [datahike.schema :as ds]
+            [datahike.standin :as standin])
   (:import [clojure.lang Keyword PersistentArrayMap]))
 
 (set! *warn-on-reflection* true)
@@ -31,7 +36,8 @@
 ;; configuration
 
 (def default-config
-  "The configuration keys Datahike 0.6.1613 fills in when only `:store` is given."
+  "The configuration keys Datahike 0.6.1613 fills in when only `:store` is given
+  (used in 0.7 mode too: 0.7.1660's own defaults were not measured)."
   {:keep-history? true
    :search-cache-size 10000
    :index :datahike.index/persistent-set
@@ -49,7 +55,7 @@
 (defn- invalid-config [msg store]
   (throw (ex-info msg {:error :config/invalid :store store})))
 
-(defn- complete-store [{:keys [backend] :as store}]
+(defn- complete-store-06 [{:keys [backend] :as store}]
   (case backend
     :mem (let [store (merge {:id (str (java.util.UUID/randomUUID)) :scope @hostname} store)]
            (when-not (string? (:id store))
@@ -58,17 +64,33 @@
     :file (do (when-not (string? (:path store))
                 (invalid-config "Invalid datahike configuration: a :file store needs a string :path." store))
               (merge {:scope @hostname} store))
+    :memory (invalid-config (str "The :memory backend is Datahike 0.7's; the stand-in imitates 0.6 (use :mem "
+                                 "with a string :id, or bind datahike.standin/*version* to \"0.7\").")
+                            store)
     (invalid-config (str "The Datahike stand-in supports the :mem and :file backends (0.6), not " backend) store)))
 
+(defn- complete-store-07 [{:keys [backend id] :as store}]
+  (when-not (#{:memory :file} backend)
+    (invalid-config (str "The Datahike stand-in in 0.7 mode supports the :memory and :file backends, not "
+                         backend (when (= :mem backend) " (0.7 renamed :mem to :memory)"))
+                    store))
+  (when-not (uuid? id)
+    (invalid-config "Invalid datahike configuration (0.7): every store config needs a java.util.UUID :id." store))
+  (when (and (= :file backend) (not (string? (:path store))))
+    (invalid-config "Invalid datahike configuration: a :file store needs a string :path." store))
+  store)
+
 (defn load-config
-  "Given a user config, return the full config Datahike 0.6.1613 would use:
-  defaults filled in and the store completed with `:scope` (and a random `:id`
-  for a `:mem` store without one)."
+  "Given a user config, return the full config Datahike would use: defaults
+  filled in; in 0.6 mode (the default, see `datahike.standin`) the store
+  completed with `:scope` (and a random string `:id` for a `:mem` store without
+  one); in 0.7 mode the store as given, validated (`:memory` or `:file`, a UUID
+  `:id`). Throws ex-info `:config/invalid` for an invalid store."
   [config]
   (when-not (map? (:store config))
     (invalid-config "Invalid datahike configuration: :store is required." (:store config)))
   (-> (merge default-config config)
-      (update :store complete-store)))
+      (update :store (if (standin/v07?) complete-store-07 complete-store-06))))
 
 ;; ---------------------------------------------------------------------------
 ;; lifecycle
@@ -171,22 +193,6 @@
 ;; ---------------------------------------------------------------------------
 ;; writing
 
-(defn- realized-promise
-  "A deref-able holding a result; deref rethrows it when it is a Throwable."
-  [result]
-  (reify
-    clojure.lang.IDeref
-    (deref [_] (if (instance? Throwable result) (throw ^Throwable result) result))
-    clojure.lang.IBlockingDeref
-    (deref [_ _ _] (if (instance? Throwable result) (throw ^Throwable result) result))
-    clojure.lang.IPending
-    (isRealized [_] true)))
-
-(defn- notify! [conn report]
-  (doseq [[_ f] (:listeners (dc/state conn))]
-    (f report))
-  report)
-
 (defn- tx-arg [arg-map]
   (cond
     (map? arg-map) (if (contains? arg-map :tx-data)
@@ -199,7 +205,7 @@
 
 (defn with
   "Given a db and `{:tx-data :tx-meta}` (or tx-data), return the TxReport of
-  applying it to the db value (nothing is committed)."
+  applying it to the db value (nothing is committed, no listener is called)."
   ([db arg-map]
    (let [{:keys [tx-data tx-meta]} (tx-arg arg-map)]
      (with db tx-data tx-meta)))
@@ -213,43 +219,77 @@
   [db tx-data]
   (:db-after (with db tx-data nil)))
 
-(defn transact
-  "Given a connection and `{:tx-data [...] :tx-meta {...}}` (or a vector of
-  tx-data), transact synchronously and return the TxReport
-  `{:db-before :db-after :tx-data :tempids :tx-meta}`. Throws on a released
-  connection."
+(defn transact!
+  "Given a connection and `{:tx-data [...] :tx-meta {...}}` (or a vector/seq of
+  tx-data), hand the transaction to the connection's writer and return at once
+  a deref-able of its TxReport (real: `datahike.writer/transact!`; a malformed
+  argument throws here, synchronously). The report, as the real 0.6.1613 one
+  (../shared/fixtures/tx-reports.edn):
+  `{:db-before :db-after :tx-data :tempids :tx-meta}` where `:tx-data` holds the
+  datoms in the order the transaction produced them (with the real quirks: no
+  implicit retraction of a replaced card-one value, re-assertions of unchanged
+  values, `:db/noHistory` datoms, every datom of a retractEntity), `:tempids`
+  maps tempids to eids plus `:db/current-tx`, and `:tx-meta` is
+  `{:db/txInstant inst, <the caller's tx-meta>, :db/commitId uuid}`.
+  The deref-able is delivered after the commit and after every `listen`er
+  returned (see `datahike.connector`); a failed transaction delivers its
+  exception (deref rethrows it). Deref-able semantics: `datahike.connector`
+  (a timed deref that runs out THROWS, like the real `throwable-promise`)."
   [conn arg-map]
   (let [{:keys [tx-data tx-meta]} (tx-arg arg-map)]
-    (notify! conn (dc/update-db! conn #(with % tx-data tx-meta)))))
+    (dc/dispatch! conn :transact #(with % tx-data tx-meta) #(count (:tx-data %)))))
 
-(defn transact!
-  "Like `transact` but returns a deref-able of the TxReport."
+(defn transact
+  "Given a connection and `{:tx-data [...] :tx-meta {...}}` (or a vector of
+  tx-data), transact and return the TxReport (see `transact!`): `@(transact!
+  conn arg-map)`. It returns only after the connection's listeners were called
+  with the report (on another thread). Throws what the transaction threw, and
+  on a released connection. Where the real one blocks forever (dead writer,
+  see `datahike.connector/kill-writer!`; a listener that threw), it throws
+  ex-info `:standin/hung` after `datahike.connector/*hang-ms*`."
   [conn arg-map]
-  (realized-promise (try (transact conn arg-map) (catch Throwable t t))))
+  (dc/await! (transact! conn arg-map)))
 
 (defn load-entities
-  "Given a connection and `[e a v tx added]` tuples (vectors or datoms), load
-  them exactly as Datahike 0.6.1613 does (see
-  `datahike.db.transaction/transact-entities-directly`) and return a deref-able
-  of the TxReport; deref rethrows a failure (e.g. the `ClassCastException` of a
-  retraction whose byte[]/map/set/list value is not the asserted object)."
+  "Given a connection and `[e a v tx added]` tuples (vectors or datoms), hand
+  them to the connection's writer, which loads them exactly as Datahike
+  0.6.1613 does (see `datahike.db.transaction/transact-entities-directly`), and
+  return at once a deref-able of the TxReport (`:tx-meta` `{:db/commitId uuid}`).
+  Calls NO listener (real: `datahike.writer/load-entities` delivers without
+  them). Deref rethrows a failure (e.g. the `ClassCastException` of a
+  retraction whose byte[]/map/set/list value is not the asserted object). When
+  the writer is dead (`datahike.connector/kill-writer!`, `kill-writer-after!`)
+  the deref-able is never delivered: a blocking deref hangs, a timed deref
+  throws (see `datahike.connector`)."
   [conn entities]
-  (realized-promise
-   (try
-     (notify! conn (dc/update-db! conn (fn [db]
-                                         (dt/transact-entities-directly
-                                          (db/map->TxReport {:db-before db :db-after db :tx-data []
-                                                             :tempids {} :tx-meta []})
-                                          entities))))
-     (catch Throwable t t))))
+  (dc/dispatch! conn :load-entities
+                (fn [db]
+                  (dt/transact-entities-directly
+                   (db/map->TxReport {:db-before db :db-after db :tx-data []
+                                      :tempids {} :tx-meta nil})
+                   entities))
+                (fn [_report] (count entities))))
 
 (defn listen
-  "Given a connection, (a key) and a fn, call the fn with each TxReport of a
-  transact or load-entities on it; return the key."
-  ([conn f] (listen conn (keyword (gensym "listener")) f))
+  "Given a connection, (a key) and a fn, call the fn with the TxReport of each
+  later `transact`/`transact!` on the connection (never for `load-entities`);
+  return the key (a random one when not given, like the real `(rand)`).
+  Real 0.6.1613 behaviour (datahike.writer/transact!): the fn runs after the
+  commit on a core.async dispatch thread - here a pool thread
+  \"datahike-standin-async-dispatch-N\", never the caller's - and before the
+  transacting caller gets the report, so `transact` returns only after every
+  listener returned; reports arrive one after another in transaction order; a
+  slow listener slows every transaction. A listener that throws: the exception
+  goes to the thread's uncaught-exception handler (stderr), the other
+  listeners of that report are skipped and that `transact` never returns (real:
+  hangs forever; stand-in: `:standin/hung` after
+  `datahike.connector/*hang-ms*`); the transaction itself is committed.
+  Registering a key again replaces its fn."
+  ([conn f] (listen conn (rand) f))
   ([conn key f] (dc/add-listener! conn key f)))
 
 (defn unlisten
-  "Given a connection and a listener key, remove the listener."
+  "Given a connection and a listener key, remove the listener; return the
+  remaining listeners (a map key -> fn)."
   [conn key]
   (dc/remove-listener! conn key))

@@ -18,7 +18,8 @@
             [datahike.datom :as dd]
             [datahike.index :as di]
             [datahike.schema :as ds]
-            [datahike.db.utils :as dbu])
+            [datahike.db.utils :as dbu]
+            [datahike.standin :as standin])
   (:import [datahike.datom Datom]))
 
 (set! *warn-on-reflection* true)
@@ -156,12 +157,18 @@
        (= (:schema db) (:schema other))
        (= (seq (:eavt db)) (seq (:eavt other)))))
 
-(defn- store-identity [config]
+(defn- store-identity
+  "The store id a db prints: 0.6 `[backend scope path-or-id]`; 0.7 (a store
+  with a UUID `:id`) the UUID itself (doc/store-id-refactoring.md)."
+  [config]
   (let [{:keys [backend scope id path]} (:store config)]
-    (if (= :file backend) [:file scope path] [backend scope id])))
+    (cond
+      (uuid? id) id
+      (= :file backend) [:file scope path]
+      :else [backend scope id])))
 
 (defn- print-db [db ^java.io.Writer w]
-  (.write w (str "#datahike/DB {:store-id [" (store-identity (:config db)) " " (:branch (:config db)) "] "
+  (.write w (str "#datahike/DB {:store-id [" (pr-str (store-identity (:config db))) " " (:branch (:config db)) "] "
                  ":commit-id " (pr-str (:datahike/commit-id (:meta db))) " "
                  ":max-tx " (:max-tx db) " :max-eid " (:max-eid db) "}")))
 
@@ -380,9 +387,10 @@
            :hash (reduce + 0 (map hash current)))))
 
 (defn new-meta
-  "Given a creation date, return a fresh `:meta` map."
+  "Given a creation date, return a fresh `:meta` map (its `:datahike/version`
+  is the imitated one, `datahike.standin/datahike-version`)."
   [^java.util.Date created-at]
-  {:datahike/version "0.6.1613"
+  {:datahike/version (standin/datahike-version)
    :datahike/id (java.util.UUID/randomUUID)
    :datahike/created-at created-at})
 
