@@ -91,4 +91,87 @@ impl<'a> Opts<'a> {
             Some(other) => Err(self.bad(key, "a vector", other)),
         }
     }
+
+    /// Refuse every key of the map that is not a keyword named in `known` (namespaced
+    /// keywords are left to their owner): `InvalidArgument` naming the key, the closest
+    /// known one when there is a likely match, and `what` the map is.
+    pub fn only_keys(&self, known: &[&str], what: &str) -> Result<()> {
+        let Value::Map(entries) = self.map else {
+            return Ok(());
+        };
+        for (k, _) in entries {
+            let name = match k {
+                Value::Keyword(n) if n.ns.is_some() => continue,
+                Value::Keyword(n) if known.contains(&&*n.name) => continue,
+                Value::Keyword(n) => n.name.to_string(),
+                other => crate::codec::edn::write(other),
+            };
+            let mut err = Error::invalid(self.op, format!("unknown option :{name} in the {what}"));
+            err.hint = Some(match closest(&name, known) {
+                Some(near) => format!(
+                    "did you mean :{near}? The {what} takes :{}",
+                    known.join(" :")
+                ),
+                None => format!("the {what} takes :{}", known.join(" :")),
+            });
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// The known name nearest to `name` by edit distance, if it is close enough to be a typo.
+pub fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(1))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over chars (with adjacent transpositions counted once).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(prev2[j - 2] + 1);
+            }
+        }
+        prev2 = std::mem::replace(&mut prev, cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::edn;
+
+    #[test]
+    fn unknown_keys_name_the_closest_known_one() {
+        let known = ["parallel", "verify-first?", "deep?", "path"];
+        assert_eq!(closest("paralel", &known), Some("parallel"));
+        assert_eq!(closest("verify-frist?", &known), Some("verify-first?"));
+        assert_eq!(closest("deeep?", &known), Some("deep?"));
+        assert_eq!(closest("bucket", &known), None);
+        let map = edn::parse("{:path \"/x\" :paralel 4 :datacamp/ignored 1}").unwrap();
+        let err = Opts::new(&map, "open target")
+            .unwrap()
+            .only_keys(&known, "directory target")
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown option :paralel in the directory target"
+        );
+        assert!(err.hint.unwrap().starts_with("did you mean :parallel?"));
+        let ok = edn::parse("{:path \"/x\" :datacamp/ignored 1}").unwrap();
+        assert!(Opts::new(&ok, "t").unwrap().only_keys(&known, "t").is_ok());
+    }
 }

@@ -266,3 +266,85 @@ fn datom_of(item: Value) -> std::result::Result<Datom, String> {
         (e, tx, added) => Err(format!("bad e/tx/added: {e:?} {tx:?} {added:?}")),
     }
 }
+
+#[cfg(test)]
+mod encoder_tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::model::Name;
+
+    fn datom(e: i64, tx: i64, text: &str) -> Datom {
+        Datom {
+            e,
+            a: Attr::Keyword(Name::parse("doc/text")),
+            v: Value::String(text.to_owned()),
+            tx,
+            added: true,
+        }
+    }
+
+    #[test]
+    fn chunks_are_cut_on_the_encoded_size_and_decode_back() {
+        let datoms: Vec<Datom> = (0..500)
+            .map(|i| datom(i + 1, 536870913 + i / 10, &"x".repeat((i % 37) as usize)))
+            .collect();
+        let limit = 2_000;
+        let mut enc = ChunkEncoder::new(limit).unwrap();
+        let mut chunks = Vec::new();
+        for d in &datoms {
+            chunks.extend(enc.push(d).unwrap());
+        }
+        chunks.extend(enc.finish().unwrap());
+        assert!(chunks.len() > 5, "{} chunks", chunks.len());
+        let mut back = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            assert_eq!(c.id, i as u64);
+            assert!(
+                c.fressian.len() <= limit,
+                "chunk {i}: {} bytes",
+                c.fressian.len()
+            );
+            let decoded = decode_chunk(&gzip(&c.fressian, 6).unwrap()).unwrap();
+            assert_eq!(decoded.id, c.id as i64);
+            assert_eq!(decoded.datoms.len() as u64, c.datom_count);
+            let txs = decoded.datoms.iter().map(|d| d.tx);
+            assert_eq!(
+                c.tx_range,
+                Some((txs.clone().min().unwrap(), txs.max().unwrap()))
+            );
+            assert_eq!(c.max_eid, decoded.datoms.iter().map(|d| d.e).max().unwrap());
+            back.extend(decoded.datoms);
+        }
+        assert_eq!(back, datoms);
+    }
+
+    #[test]
+    fn a_datom_larger_than_the_limit_is_a_chunk_of_its_own() {
+        let mut enc = ChunkEncoder::starting_at(100, 7).unwrap();
+        assert!(enc.push(&datom(1, 536870913, "small")).unwrap().is_none());
+        let first = enc
+            .push(&datom(2, 536870913, &"big".repeat(100)))
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.id, first.datom_count), (7, 1));
+        let second = enc.push(&datom(3, 536870913, "after")).unwrap().unwrap();
+        assert_eq!((second.id, second.datom_count), (8, 1));
+        assert!(second.fressian.len() > 100);
+        let last = enc.finish().unwrap().unwrap();
+        assert_eq!((last.id, last.datom_count), (9, 1));
+        assert!(ChunkEncoder::new(100).unwrap().finish().unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_chunks_are_corrupt() {
+        assert_eq!(
+            decode_chunk(b"not gzip").unwrap_err().kind,
+            ErrorKind::Corrupt
+        );
+        let not_a_chunk =
+            gzip(&crate::codec::fressian::encode(&Value::Long(5)).unwrap(), 6).unwrap();
+        let err = decode_chunk(&not_a_chunk).unwrap_err();
+        assert!(err.message.contains("not a datom chunk"), "{err}");
+        assert_eq!(sha256_hex(b"abc").len(), 64);
+    }
+}

@@ -95,7 +95,11 @@ pub fn open_target(target: &Value) -> Result<Arc<dyn Store>> {
         ));
     }
     match target.get("path") {
-        Some(Value::String(p)) if !p.trim().is_empty() => Ok(Arc::new(dir::DirStore::open(p)?)),
+        Some(Value::String(p)) if !p.trim().is_empty() => {
+            crate::options::Opts::new(target, "open target")?
+                .only_keys(&["path"], "directory target")?;
+            Ok(Arc::new(dir::DirStore::open(p)?))
+        }
         Some(_) => Err(Error::invalid(
             "open target",
             ":path must be a non-empty string",

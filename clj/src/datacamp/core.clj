@@ -25,29 +25,16 @@
   [msg data]
   (throw (ex-info msg (merge {:datacamp/error :datacamp/invalid-argument} data))))
 
-(def ^:private s3-keys
-  "The keys of an S3 target map passed to the core (see the README)."
-  [:bucket :region :prefix :endpoint :path-style-access? :access-key-id :secret-access-key
-   :session-token :storage-class :sse :kms-key-id :multipart-threshold :part-size
-   :upload-concurrency :max-retries :retry-base-ms :retry-max-ms :connect-timeout-ms :timeout-ms])
-
 (defn- canonical-target
-  "Given a target map — a directory `{:path …}` or S3 `{:bucket …}` — validate it and
-  return what is sent to the core."
+  "Given a target map — a directory `{:path …}` or S3 `{:bucket …}` — return what is sent
+  to the core, which validates it (every key, with a hint naming the closest known key for
+  a misspelled one; see the README's target tables). Entries with nil values count as
+  absent."
   [target]
   (when-not (map? target)
-    (invalid! "the target must be a map: {:path \"/backups\"} or {:bucket \"…\" :region \"…\"}" {:target target}))
-  (cond
-    (contains? target :bucket)
-    (do (when-not (and (string? (:bucket target)) (not (str/blank? (:bucket target))))
-          (invalid! ":bucket must be a non-blank string" {:bucket (:bucket target)}))
-        (into {} (remove (comp nil? val)) (select-keys target s3-keys)))
-
-    (and (string? (:path target)) (not (str/blank? (:path target))))
-    {:path (:path target)}
-
-    :else
-    (invalid! "the target needs :path (a directory) or :bucket (S3)" {:target (dissoc target :secret-access-key :session-token)})))
+    (invalid! "the target must be a map: {:path \"/backups\"} or {:bucket \"…\" :region \"…\"}"
+              {:target (when-not (coll? target) target)}))
+  (into {} (remove (comp nil? val)) target))
 
 (defn- dir-target
   "Given a directory target map, return the canonical target sent to the core."

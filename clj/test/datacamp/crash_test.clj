@@ -223,3 +223,23 @@
           (is (every? #{:resumed :already-complete :datacamp/conflict} (keys outcomes)) (str outcomes)))
         (is (true? (:completed? (first (backup/list-backups target "crash")))))
         (is (:success (backup/verify-backup target (:backup-id b) :database-id "crash" :deep? true)))))))
+
+(deftest the-racing-resumers-loser-reports-already-complete
+  ;; The loser of two racing resumers read the status while the backup was incomplete,
+  ;; then reached the core after the winner committed: the core answers with its own kind
+  ;; (:datacamp/already-complete), never with op or message text, and the API reports
+  ;; success.
+  (let [root (u/temp-dir)
+        target {:path (str root)}
+        _ (child-backup! root "chunk-stored:3")
+        [b] (backup/list-backups target "crash")
+        resume #(backup/resume-backup (fx/fixture-conn "kitchen-sink") target (:backup-id b)
+                                      :database-id "crash")
+        winner (resume)
+        real-status @#'datacamp.native/backup-status
+        stale (fn [& args] (assoc (apply real-status args) :state :incomplete))
+        loser (with-redefs [datacamp.native/backup-status stale] (resume))]
+    (is (true? (:resumed? winner)))
+    (is (= {:success true :already-complete? true :backup-id (:backup-id b) :database-id "crash"}
+           loser))
+    (is (true? (:success (backup/verify-backup target (:backup-id b) :database-id "crash" :deep? true))))))

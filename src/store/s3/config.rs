@@ -124,23 +124,7 @@ impl S3Config {
     pub fn from_target(target: &Value) -> Result<Self> {
         const OP: &str = "open S3 target";
         let o = Opts::new(target, OP)?;
-        if let Value::Map(entries) = target {
-            for (k, _) in entries {
-                let known =
-                    matches!(k, Value::Keyword(n) if n.ns.is_none() && KEYS.contains(&&*n.name));
-                let namespaced = matches!(k, Value::Keyword(n) if n.ns.is_some());
-                if !known && !namespaced {
-                    return Err(Error::invalid(
-                        OP,
-                        format!(
-                            "unknown option {} in the S3 target",
-                            crate::codec::edn::write(k)
-                        ),
-                    )
-                    .with_hint(format!("S3 target options: :{}", KEYS.join(" :"))));
-                }
-            }
-        }
+        o.only_keys(&KEYS, "S3 target")?;
         let bucket = o.required_string("bucket")?.trim().to_owned();
         let region = o
             .string("region")?
