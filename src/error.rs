@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The operation conflicts with existing state (backup exists, lock held, …).
     Conflict,
+    /// An encrypted backup needs another key than the one given (or none was given).
+    WrongKey,
     /// A resume found the backup already complete (another resumer finished it): an
     /// outcome the caller reports as success, not a failure.
     AlreadyComplete,
@@ -46,6 +48,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported-value",
             ErrorKind::Conflict => "conflict",
             ErrorKind::AlreadyComplete => "already-complete",
+            ErrorKind::WrongKey => "wrong-key",
             ErrorKind::Internal => "internal",
         }
     }

@@ -16,6 +16,7 @@
 //!         │
 //! store/      one `Store` trait: dir, memory, s3 (retry; conformance suite)
 //!
+//! crypto/     envelope encryption: user key → wrapped data key → sealed objects
 //! codec/      byte formats: fressian, edn, tagged values, wire (JNI columns), record (spills)
 //! model, error, options, clock, runtime, failpoint      shared by every layer
 //! ```
@@ -25,6 +26,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod crypto;
 pub mod error;
 pub mod failpoint;
 pub mod jni;
