@@ -133,6 +133,12 @@ impl Store for DirStore {
         Ok(out)
     }
 
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = self.list(prefix)?;
+        out.retain(|o| o.key.as_str() > start_after);
+        Ok(out)
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         match fs::remove_file(&path) {

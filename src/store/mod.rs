@@ -37,6 +37,9 @@ pub struct ObjectMeta {
 /// - `get` of a missing key fails with [`crate::error::ErrorKind::NotFound`].
 /// - `list` returns every object whose key starts with `prefix`, at any depth, sorted by
 ///   key, never an in-flight temporary.
+/// - `list_after` returns, of what `list` would return, exactly the objects whose key sorts
+///   strictly after `start_after` (byte order): "everything after X" in one listing (on S3
+///   one `ListObjectsV2` from `StartAfter`, whose cost depends on what follows X only).
 /// - `delete` of a missing key succeeds.
 pub trait Store: Send + Sync {
     /// Store `bytes` under `key`, atomically and durably (replacing any old object).
@@ -47,6 +50,9 @@ pub trait Store: Send + Sync {
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// List the objects under `prefix` (recursive, sorted by key).
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// List the objects under `prefix` whose key sorts strictly after `start_after`
+    /// (recursive, sorted by key).
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>>;
     /// Delete the object under `key` (succeeds if it is missing).
     fn delete(&self, key: &str) -> Result<()>;
     /// Delete every object under `prefix` and whatever empty folders that leaves.
