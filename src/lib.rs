@@ -9,6 +9,9 @@
 //!   │
 //! ops/        the operations: backup, resume, restore, list, verify, cleanup (typed results)
 //!   │
+//! log/        continuous backup: the capture session, the segment writer, the spool, the
+//!   │         segments of a log (a link of a chain)
+//!   │
 //!   ├── pipeline/   datoms ⇄ chunks: feed (decode thread), order + sort (restore order,
 //!   │               external merge sort), chunk (cut, gzip, SHA-256, decode)
 //!   └── repo/       a backup repository: layout (every key), manifest, checkpoint, lock,
@@ -30,6 +33,7 @@ pub mod crypto;
 pub mod error;
 pub mod failpoint;
 pub mod jni;
+pub mod log;
 pub mod model;
 pub mod ops;
 pub mod options;

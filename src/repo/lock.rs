@@ -1,4 +1,6 @@
-//! The resume lock: one process at a time continues an interrupted backup.
+//! The resume lock: one process at a time continues an interrupted backup. The same lock,
+//! in another folder, keeps two continuous captures off one database
+//! ([`ResumeLock::acquire_in`], `crate::log`).
 //!
 //! `lock-N.edn` in the backup folder is created only if absent (`Store::put_if_absent`: a
 //! hard link on a directory, `If-None-Match: *` on S3) and carries a lease that a heartbeat
@@ -55,13 +57,9 @@ fn expires_at(store: &dyn Store, key: &str) -> Result<Option<i64>> {
     }
 }
 
-/// The lock generations present under a backup's folder, highest first, with their keys.
-fn generations(
-    store: &dyn Store,
-    database_id: &str,
-    backup_id: &str,
-) -> Result<Vec<(u64, String)>> {
-    let prefix = layout::backup_file(database_id, backup_id, layout::LOCK_PREFIX);
+/// The lock generations present under `folder`, highest first, with their keys.
+fn generations(store: &dyn Store, folder: &str) -> Result<Vec<(u64, String)>> {
+    let prefix = format!("{folder}{}", layout::LOCK_PREFIX);
     let mut gens: Vec<(u64, String)> = store
         .list(&prefix)?
         .into_iter()
@@ -93,21 +91,39 @@ impl ResumeLock {
         lease: Duration,
         break_lock: bool,
     ) -> Result<Self> {
+        let busy = Busy {
+            op: "resume backup",
+            what: format!("backup {backup_id} is being resumed by another process"),
+        };
+        let folder = layout::backup_prefix(database_id, backup_id);
+        Self::acquire_in(store, &folder, &busy, lease, break_lock)
+    }
+
+    /// Take the lock whose generations live in `folder` (a key prefix ending in `/`), as
+    /// [`ResumeLock::acquire`] does for a backup's folder; a live lease of another process
+    /// is refused with `Conflict`, saying `busy`.
+    pub fn acquire_in(
+        store: Arc<dyn Store>,
+        folder: &str,
+        busy: &Busy,
+        lease: Duration,
+        break_lock: bool,
+    ) -> Result<Self> {
         let owner = uuid::Uuid::new_v4().to_string();
-        let gens = generations(store.as_ref(), database_id, backup_id)?;
+        let gens = generations(store.as_ref(), folder)?;
         let next = match gens.first() {
             None => 0,
             Some((n, key)) => {
                 let until = expires_at(store.as_ref(), key)?;
                 if matches!(until, Some(t) if t > now_ms()) && !break_lock {
-                    return Err(held(store.as_ref(), backup_id, key, until.unwrap_or(0)));
+                    return Err(held(store.as_ref(), busy, key, until.unwrap_or(0)));
                 }
                 n + 1
             }
         };
-        let key = layout::lock_key(database_id, backup_id, next);
+        let key = layout::lock_in(folder, next);
         if !store.put_if_absent(&key, &lock_bytes(&owner, lease))? {
-            return Err(held(store.as_ref(), backup_id, &key, 0));
+            return Err(held(store.as_ref(), busy, &key, 0));
         }
         for (_, old) in gens {
             store.delete(&old)?;
@@ -131,17 +147,22 @@ impl ResumeLock {
     }
 }
 
-fn held(store: &dyn Store, backup_id: &str, key: &str, until: i64) -> Error {
+/// What a refused lock says: the operation and what holds the lock.
+#[derive(Clone, Debug)]
+pub struct Busy {
+    /// The operation that wanted the lock (the error's op).
+    pub op: &'static str,
+    /// What the live holder is doing, e.g. "backup X is being resumed by another process".
+    pub what: String,
+}
+
+fn held(store: &dyn Store, busy: &Busy, key: &str, until: i64) -> Error {
     let when = if until > 0 {
         format!(" (its lease runs until {until} ms since the epoch)")
     } else {
         String::new()
     };
-    Error::new(
-        ErrorKind::Conflict,
-        "resume backup",
-        format!("backup {backup_id} is being resumed by another process{when}"),
-    )
+    Error::new(ErrorKind::Conflict, busy.op, format!("{}{when}", busy.what))
     .with_key(store.location(key))
     .with_hint("wait for it to finish; if that process is gone, retry after the lease or pass :break-lock? true")
 }
