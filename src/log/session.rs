@@ -91,6 +91,21 @@ fn attr_of(v: &Value) -> Result<Attr> {
     }
 }
 
+/// Parse the schema facts the restore order needs (`:ref-attrs`, `:tx-instant-attr`,
+/// `:skip-tx0?`) from an options map.
+pub fn order_spec(v: &Value) -> Result<OrderSpec> {
+    let o = Opts::new(v, OP)?;
+    Ok(OrderSpec {
+        ref_attrs: o
+            .seq("ref-attrs")?
+            .iter()
+            .map(attr_of)
+            .collect::<Result<_>>()?,
+        tx_instant: o.get("tx-instant-attr").map(attr_of).transpose()?,
+        skip_tx0: o.bool("skip-tx0?", false)?,
+    })
+}
+
 impl SessionOptions {
     /// Parse the options map the Clojure API sends (see the README for each key).
     pub fn from_edn(v: &Value) -> Result<Self> {
@@ -125,7 +140,7 @@ impl SessionOptions {
                 1024,
                 1 << 50,
             )? as u64,
-            tx_instant: tx_instant.clone(),
+            tx_instant,
             no_history_attrs: attrs("no-history-attrs")?,
             max_retry_delay: Duration::from_millis(o.long_in(
                 "max-retry-delay-ms",
@@ -145,11 +160,7 @@ impl SessionOptions {
                 datahike_version: o.string("datahike-version")?.map(String::from),
                 db_config: o.get("db-config").cloned().unwrap_or(Value::Nil),
             },
-            order: OrderSpec {
-                ref_attrs: attrs("ref-attrs")?,
-                tx_instant,
-                skip_tx0: o.bool("skip-tx0?", false)?,
-            },
+            order: order_spec(v)?,
             spool_dir: o.string("spool-dir")?.map(PathBuf::from),
             lock_lease: Duration::from_millis(o.long_in(
                 "lock-lease-ms",
