@@ -262,7 +262,8 @@ pub extern "system" fn Java_datacamp_jni_Native_logCatchUpAbort(
 }
 
 /// `String Native.logNewChain(long handle, String backupId, long after, boolean dual,
-/// String reason)`: start a new chain's log; returns its id.
+/// String reason)`: start a new chain's log; returns `{:log-id … :backup-id …}` (a new
+/// time-ordered backup id when `backupId` is null).
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_logNewChain(
     mut env: JNIEnv,
@@ -274,10 +275,17 @@ pub extern "system" fn Java_datacamp_jni_Native_logNewChain(
     reason: JString,
 ) -> jstring {
     guard(&mut env, "start a new chain", std::ptr::null_mut(), |env| {
-        let id = string(env, &backup_id, "the backup id")?;
+        let id = if backup_id.is_null() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            string(env, &backup_id, "the backup id")?
+        };
         let reason = string(env, &reason, "the reason")?;
         let log = session(handle)?.new_chain(&id, after, dual != 0, &reason)?;
-        edn_result(env, &Value::str(&log))
+        edn_result(
+            env,
+            &crate::model::kw_map([("log-id", Value::str(&log)), ("backup-id", Value::str(&id))]),
+        )
     })
 }
 

@@ -200,11 +200,13 @@ pub enum Plan {
     },
 }
 
-/// The live side's attribute table and datom buffer.
+/// The live side's attribute table, datom buffer, and the datoms of a transaction whose
+/// mark has not arrived yet (it spans two pushes).
 #[derive(Default)]
 struct Live {
     attrs: Vec<Attr>,
     scratch: Vec<Datom>,
+    carry: Vec<Datom>,
 }
 
 /// An open capture session.
@@ -377,21 +379,28 @@ impl Session {
         lock_of(&self.catch_ups).clone()
     }
 
-    /// Append live transactions: one batch of columns from the JVM and, in order, each
-    /// transaction's mark with the number of the batch's datoms that belong to it.
-    /// Stops at the first refused transaction (the rest are not taken either).
+    /// Append live transactions: one batch of columns from the JVM and, in order, the marks
+    /// of the transactions it completes, each with its number of datoms. A transaction may
+    /// span pushes: the datoms after the last mark's wait for the next push, whose first
+    /// mark counts them too. Stops at the first refused transaction (the rest are dropped).
     pub fn push(&self, batch: &Batch, marks: &[(TxMark, usize)]) -> Result<Appended> {
         let mut live = lock_of(&self.live);
-        let Live { attrs, scratch } = &mut *live;
+        let Live {
+            attrs,
+            scratch,
+            carry,
+        } = &mut *live;
         wire::decode_attrs(&batch.new_attrs, attrs)?;
         scratch.clear();
+        scratch.append(carry);
         wire::decode_batch(&batch.columns(), attrs, scratch)?;
         let total: usize = marks.iter().map(|(_, n)| n).sum();
-        if total != scratch.len() {
+        if total > scratch.len() {
+            scratch.clear();
             return Err(Error::invalid(
                 "push transactions",
                 format!(
-                    "the marks count {total} datoms, the batch holds {}",
+                    "the marks count {total} datoms, the pushes hold {}",
                     scratch.len()
                 ),
             ));
@@ -399,16 +408,25 @@ impl Session {
         let mut at = 0;
         for (mark, n) in marks {
             if self.writer.append_tx(mark, &scratch[at..at + n])? == Appended::Refused {
+                scratch.clear();
                 return Ok(Appended::Refused);
             }
             at += n;
         }
+        carry.extend(scratch.drain(at..));
         Ok(Appended::Accepted)
+    }
+
+    /// Forget the datoms of a transaction whose mark never came (the capture dropped it).
+    pub fn drop_partial(&self) {
+        lock_of(&self.live).carry.clear();
     }
 
     /// Begin a catch-up of the transactions after the log's end through `through` (the
     /// `:max-tx` of the database value whose history the JVM then pushes).
     pub fn catch_up_begin(&self, through: i64, order: Option<OrderSpec>) -> Result<i64> {
+        // A catch-up follows whatever the live side dropped, a transaction cut short too.
+        self.drop_partial();
         let after = self.writer.captured();
         if through < after {
             return Err(Error::invalid(
@@ -464,6 +482,7 @@ impl Session {
     ) -> Result<String> {
         layout::check_segment("backup-id", backup_id)?;
         if !dual {
+            self.drop_partial();
             for l in self.writer.status().logs {
                 self.writer.retire_log(&l, reason)?;
             }
