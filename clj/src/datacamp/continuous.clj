@@ -499,10 +499,12 @@
            (.join t 1000))
          (when-let [^Thread base (get-in @(:st c) [:base :thread])]
            (.join base (max 1 (long (left))))
-           (when (.isAlive base)
-             (.interrupt base)
-             (.join base 1000)
-             (swap! (:st c) update :base assoc :state :interrupted)))
+           (if (.isAlive base)
+             (do (.interrupt base)
+                 (.join base 1000)
+                 (swap! (:st c) update :base assoc :state :interrupted))
+             ;; its outcome: retire the old log (a new chain's base completed)
+             (try (check-base! c) (catch Throwable e (notify! c e)))))
          (let [final (try (native/log-close (:handle c) (left) "stopped")
                           (catch Throwable e (notify! c e) (native/log-status (:handle c))))]
            (when-let [^Thread hook (:hook @(:threads c))]
