@@ -492,7 +492,9 @@ impl LogWriter {
         let (logs, over) = {
             let mut st = shared.lock();
             st.open_since_commit_ms = None;
-            let over = st.pending_bytes + size > opts.max_spool_bytes;
+            // A segment alone larger than the limit still goes when nothing waits: else the
+            // capture could never move on.
+            let over = !st.pending.is_empty() && st.pending_bytes + size > opts.max_spool_bytes;
             if over {
                 st.refusing = true;
                 st.refusals += 1;

@@ -7,9 +7,12 @@
             [clojure.string :as str]
             [clojure.test :refer [deftest is testing]]
             [datacamp.backends :as b :refer [defbackend-test]]
+            [datacamp.capture-load :as load]
             [datacamp.continuous :as cont]
             [datacamp.core :as dc]
+            [datacamp.fault-proxy :as fp]
             [datacamp.native :as native]
+            [datacamp.s3-server :as s3]
             [datahike.api :as d])
   (:import [java.util Base64 UUID]))
 
@@ -137,3 +140,234 @@
           (is (= (:backup/parent (:head log)) (str (:backup-id base))))
           (is (= tx0 (first (:backup/tx-range (:head log))))))))
     (d/release conn)))
+
+;; ---------------------------------------------------------------- restoring what a capture wrote
+
+(defn- empty-conn []
+  (fresh-conn {:keep-history? true :schema-flexibility :write}))
+
+(defn restore-latest
+  "A new empty database restored from the newest chain of `db-id` (`opts` passed on)."
+  [bk t db-id & opts]
+  (let [conn (empty-conn)
+        r (apply b/restore bk conn t nil :database-id db-id :latest? true opts)]
+    [conn r]))
+
+(defn- as-of-eav [db t]
+  (set (map (fn [d] [(nth d 0) (nth d 1) (let [v (nth d 2)] (if (bytes? v) (vec v) v))])
+            (d/datoms (d/as-of db t) :eavt))))
+
+(defn- cur-eav [db]
+  (set (map (fn [d] [(nth d 0) (nth d 1) (let [v (nth d 2)] (if (bytes? v) (vec v) v))])
+            (d/datoms db :eavt))))
+
+(defn check-restores
+  "Restore the newest state of `db-id` and a few earlier points; each must equal the
+  source (modulo phantom re-assertions)."
+  [bk t db-id source points]
+  (let [[conn r] (restore-latest bk t db-id)]
+    (is (= {} (load/compare-dbs source @conn (conj (set points) (:max-tx source))))
+        "latest: restore = source")
+    (is (= (:max-tx source) (:restored-to-tx r)))
+    (d/release conn))
+  (doseq [p points]
+    (let [conn (empty-conn)
+          r (b/restore bk conn t nil :database-id db-id :latest? true :as-of-tx p)]
+      (is (= p (:restored-to-tx r) (:max-tx @conn)) (str "as of " p))
+      (is (= (as-of-eav source p) (cur-eav @conn)) (str "as of " p ": the as-of view"))
+      (d/release conn))))
+
+(defn- writer!
+  "Transact workload transactions `from`..`to` on a thread, sleeping `pause-ms` between
+  them; return a future of the alive persons after them."
+  [conn seed from to alive pause-ms]
+  (future
+    (reduce (fn [alive i]
+              (let [[_ a] (load/transact-one! conn seed i alive)]
+                (when (pos? (long pause-ms)) (Thread/sleep (long pause-ms)))
+                a))
+            alive (range from (inc (long to))))))
+
+(defbackend-test a-writer-thread-while-the-capture-runs [bk]
+  (let [t (b/fresh-target bk)
+        conn (load/fresh-conn (str "writer-" (UUID/randomUUID)))
+        alive (load/replay! conn 11 1 40 [])
+        h (dc/start-continuous-backup conn t :database-id "w" :flush-interval-ms 50)
+        _ @(writer! conn 11 41 260 alive 2)
+        final (dc/stop-continuous-backup h)
+        source @conn]
+    (is (= (:max-tx source) (:last-durable-tx final)))
+    (is (false? (:running? final)))
+    (is (nil? (:last-error final)) (str (:last-error final)))
+    (is (pos? (long (:segments-written final))))
+    (testing "the chain: the new chain's full backup, then the log"
+      (let [listed (dc/list-backups t "w")
+            log (first (filter #(= :log (:type %)) listed))]
+        (is (= 2 (count listed)) (pr-str listed))
+        (is (= (:max-tx source) (:max-tx log)))
+        (is (:success (dc/verify-backup t (:backup-id log) :database-id "w" :deep? true)))))
+    (check-restores bk t "w" source [(+ tx0 10) (+ tx0 41) (+ tx0 100) (+ tx0 200)])
+    (d/release conn)))
+
+(defbackend-test stop-start-cycles-continue-the-chain [bk]
+  (let [t (b/fresh-target bk)
+        conn (load/fresh-conn (str "cycles-" (UUID/randomUUID)))
+        start #(dc/start-continuous-backup conn t :database-id "c" :flush-interval-ms 30)
+        a (load/replay! conn 5 1 10 [])
+        h1 (start)
+        a (load/replay! conn 5 11 30 a)
+        s1 (dc/stop-continuous-backup h1)
+        ;; written while no capture runs: the next start catches them up
+        a (load/replay! conn 5 31 45 a)
+        h2 (start)
+        a (load/replay! conn 5 46 60 a)
+        s2 (dc/stop-continuous-backup h2)
+        ;; nothing in between: no catch-up
+        h3 (start)
+        s3 (dc/stop-continuous-backup h3)
+        a (load/replay! conn 5 61 70 a)
+        h4 (with-open [h (start)] (load/replay! conn 5 71 80 a) h)
+        s4 (dc/continuous-status h4)
+        source @conn]
+    (is (= :new-chain (:kind (:started-as s1))))
+    (is (= [:continue :continue :continue] (map (comp :kind :started-as) [s2 s3 s4])))
+    (is (= 1 (count (:catch-ups s2))) "the transactions written while stopped were caught up")
+    (is (= [(+ tx0 30) (+ tx0 45)] ((juxt :after :through) (first (:catch-ups s2)))))
+    (is (empty? (:catch-ups s3)))
+    (is (false? (:running? s4)) "with-open stopped it")
+    (is (= (:max-tx source) (:last-durable-tx s4)))
+    (let [ls (logs bk t "c")]
+      (is (= 4 (count ls)))
+      (testing "each log continues the previous one"
+        (doseq [[prev next] (partition 2 1 ls)]
+          (is (= (:id prev) (:backup/parent (:head next))))
+          (is (= (:log/through (:closed prev)) (first (:backup/tx-range (:head next))))))))
+    (check-restores bk t "c" source [(+ tx0 20) (+ tx0 40) (+ tx0 65)])
+    (d/release conn)))
+
+(deftest two-captures-of-one-database-refuse-each-other
+  (let [t (b/fresh-target b/dir)
+        conn (load/fresh-conn (str "lock-" (UUID/randomUUID)))
+        other (load/fresh-conn (str "lock-other-" (UUID/randomUUID)))
+        h (dc/start-continuous-backup conn t :database-id "l" :flush-interval-ms 50)
+        refused (try (dc/start-continuous-backup other t :database-id "l") nil
+                     (catch clojure.lang.ExceptionInfo e (ex-data e)))]
+    (is (= :datacamp/conflict (:datacamp/error refused)))
+    (is (str/includes? (str (:datacamp/hint refused) (:datacamp/op refused)) "start continuous backup"))
+    (testing "a child JVM capturing the same database id is refused too, until it stops"
+      (let [code (pr-str `(do (require 'datacamp.core 'datacamp.capture-load)
+                              (let [conn# ((resolve 'datacamp.capture-load/fresh-conn) "lock-child")
+                                    r# (try (apply (resolve 'datacamp.core/start-continuous-backup)
+                                                   conn# ~t [:database-id "l"])
+                                            :started
+                                            (catch clojure.lang.ExceptionInfo e#
+                                              (:datacamp/error (ex-data e#))))]
+                                (println "RESULT" r#)
+                                (System/exit 0))))
+            p (.start (doto (ProcessBuilder. ^"[Ljava.lang.String;"
+                                             (into-array String [(str (System/getProperty "java.home") "/bin/java")
+                                                                 "-cp" (System/getProperty "java.class.path")
+                                                                 "clojure.main" "-e" code]))
+                        (.redirectErrorStream true)))
+            out (slurp (.getInputStream p))]
+        (.waitFor p)
+        (is (str/includes? out "RESULT :datacamp/conflict") out)))
+    (dc/stop-continuous-backup h)
+    (testing "after a stop the lock is free"
+      (let [h2 (dc/start-continuous-backup other t :database-id "l" :lock-wait-ms 5000)]
+        (is (:running? (dc/continuous-status h2)))
+        (dc/stop-continuous-backup h2)))
+    (d/release conn)
+    (d/release other)))
+
+;; ---------------------------------------------------------------- the target goes away
+
+(defn- sample-status
+  "Sample the capture's status every 100 ms on a thread until `stop` is delivered; return a
+  future of the samples."
+  [h stop]
+  (future
+    (loop [acc []]
+      (if (realized? stop)
+        acc
+        (do (Thread/sleep 100)
+            (recur (conj acc (assoc (dc/continuous-status h) :at (System/currentTimeMillis)))))))))
+
+(deftest an-s3-outage-of-ten-seconds-loses-nothing
+  (s3/start!)
+  (let [proxy (fp/start!)
+        t (fp/target proxy (str "outage-" (System/nanoTime)))
+        errors (atom [])
+        conn (load/fresh-conn (str "outage-" (UUID/randomUUID)))
+        alive (load/replay! conn 3 1 20 [])
+        h (dc/start-continuous-backup conn t :database-id "o" :flush-interval-ms 200
+                                      :on-error #(swap! errors conj %))
+        stop (promise)
+        samples (sample-status h stop)
+        writing (writer! conn 3 21 420 alive 30)]
+    (try
+      (Thread/sleep 2000)
+      (let [down-at (System/currentTimeMillis)]
+        (fp/refuse! proxy)
+        (Thread/sleep 10000)
+        (fp/accept! proxy)
+        @writing
+        (let [flushed (cont/flush! h 60000)
+              _ (deliver stop true)
+              ss @samples
+              during (filter #(< down-at (:at %) (+ down-at 10000)) ss)
+              after (filter #(> (:at %) (+ down-at 16000)) ss)
+              final (dc/stop-continuous-backup h)]
+          (testing "the status showed the outage"
+            (is (some #(false? (:target-reachable? %)) during))
+            (is (some :outage-since during))
+            (is (some #(= :datacamp/transient (get-in % [:last-error :datacamp/error])) during))
+            (is (< 7000 (apply max (map :lag-ms during))) "the lag grew while the target was down")
+            (is (some #(= :datacamp/transient (:datacamp/error (ex-data %))) @errors) ":on-error heard of it"))
+          (testing "the lag recovered"
+            (is (seq after))
+            (is (every? #(< (long (:lag-ms %)) 2000) after) (pr-str (map :lag-ms after)))
+            (is (zero? (long (:lag-ms flushed)))))
+          (is (= (:max-tx @conn) (:last-durable-tx final)))
+          (is (true? (:target-reachable? final)))
+          (check-restores b/s3 t "o" @conn [(+ tx0 100) (+ tx0 300)])))
+      (finally
+        (deliver stop true)
+        (fp/stop! proxy)
+        (d/release conn)))))
+
+(deftest past-max-spool-bytes-the-capture-pauses-and-catches-up
+  (s3/start!)
+  (let [proxy (fp/start!)
+        t (fp/target proxy (str "spool-" (System/nanoTime)))
+        errors (atom [])
+        conn (load/fresh-conn (str "spool-" (UUID/randomUUID)))
+        alive (load/replay! conn 4 1 20 [])
+        h (dc/start-continuous-backup conn t :database-id "s" :flush-interval-ms 50
+                                      :max-spool-bytes 4096
+                                      :on-error #(swap! errors conj %))
+        _ (cont/flush! h 30000)
+        _ (fp/refuse! proxy)
+        ;; the application goes on writing: every transaction returns normally
+        alive (load/replay! conn 4 21 200 alive)
+        paused (dc/continuous-status h)]
+    (try
+      (testing "the status and :on-error report the full spool"
+        (is (true? (:spool-full? paused)) (pr-str paused))
+        (is (= :gap (:mode paused)))
+        (is (str/includes? (str (:gap-reason paused)) "spool is full"))
+        (is (<= (long (:pending-bytes paused)) 4096))
+        (is (some #(str/includes? (ex-message %) "the spool is full") @errors)))
+      (fp/accept! proxy)
+      (load/replay! conn 4 201 220 alive)
+      (let [flushed (cont/flush! h 60000)
+            final (dc/stop-continuous-backup h)]
+        (testing "the capture recovered by catching up from the database"
+          (is (= :live (:mode flushed)))
+          (is (false? (:spool-full? flushed)))
+          (is (seq (:catch-ups final)))
+          (is (= (:max-tx @conn) (:last-durable-tx final))))
+        (check-restores b/s3 t "s" @conn [(+ tx0 30) (+ tx0 150)]))
+      (finally
+        (fp/stop! proxy)
+        (d/release conn)))))
