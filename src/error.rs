@@ -51,6 +51,17 @@ impl ErrorKind {
     }
 }
 
+/// What a storage service answered, for an error that came from one (S3: the HTTP status
+/// and the error code of its XML body). Code that must tell answers apart (412
+/// `PreconditionFailed`, 404 `NoSuchUpload`, …) looks here, never at the message text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceReply {
+    /// The HTTP status, when there was an HTTP answer.
+    pub status: Option<u16>,
+    /// The service's error code (`NoSuchKey`, `PreconditionFailed`, …), when it sent one.
+    pub code: Option<String>,
+}
+
 /// An error with its kind, operation, key, hint and cause.
 #[derive(Debug)]
 pub struct Error {
@@ -66,6 +77,8 @@ pub struct Error {
     pub message: String,
     /// The underlying cause, if any.
     pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The storage service's answer (HTTP status, error code), when the error is one.
+    pub service: Option<ServiceReply>,
 }
 
 /// The crate's result type.
@@ -81,6 +94,7 @@ impl Error {
             hint: None,
             message: message.into(),
             source: None,
+            service: None,
         }
     }
 
@@ -129,6 +143,7 @@ impl Error {
             hint: hint.map(String::from),
             message: err.to_string(),
             source: Some(Box::new(err)),
+            service: None,
         }
     }
 
@@ -142,6 +157,16 @@ impl Error {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// The HTTP status the storage service answered, if the error is such an answer.
+    pub fn status(&self) -> Option<u16> {
+        self.service.as_ref().and_then(|s| s.status)
+    }
+
+    /// The error code the storage service answered (`NoSuchUpload`, …), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.service.as_ref().and_then(|s| s.code.as_deref())
     }
 
     /// Return the error with its operation replaced by `op` (context from the caller).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, ServiceReply};
 
 /// Run one attempt of a request with a time limit; map its error ([`map_sdk_error`]).
 pub(super) async fn attempt<T, E>(
@@ -112,16 +112,21 @@ pub fn map_sdk_error<E>(op: &str, loc: &str, err: SdkError<E, HttpResponse>) -> 
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let mut service = None;
     let (kind, hint, message) = match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             let code = err.code().map(String::from);
             let (kind, hint) = classify(Some(status), code.as_deref());
-            let message = match (code, err.message()) {
+            let message = match (&code, err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m} (HTTP {status})"),
                 (Some(c), None) => format!("{c} (HTTP {status})"),
                 (None, _) => format!("HTTP {status}"),
             };
+            service = Some(ServiceReply {
+                status: Some(status),
+                code,
+            });
             (kind, hint, message)
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, None, "timed out".to_owned()),
@@ -177,7 +182,31 @@ where
     let mut e = Error::new(kind, op, message).with_key(loc);
     e.hint = hint;
     e.source = Some(Box::new(err));
+    e.service = service;
     e
+}
+
+/// Whether `e` is S3's answer that a conditional write's precondition failed: HTTP 412
+/// (`PreconditionFailed`, for `If-None-Match: *` the object exists).
+pub(super) fn is_precondition_failed(e: &Error) -> bool {
+    e.status() == Some(412) || e.code() == Some("PreconditionFailed")
+}
+
+/// Whether `e` is S3's answer that a concurrent conditional write to the same key was in
+/// progress: HTTP 409 `ConditionalRequestConflict` (AWS: retry the request).
+pub(super) fn is_conditional_conflict(e: &Error) -> bool {
+    e.code() == Some("ConditionalRequestConflict")
+        || (e.status() == Some(409) && e.code().is_none())
+}
+
+/// Whether `e` says that the object or upload a request named does not exist (any more):
+/// `NoSuchKey`, `NoSuchUpload`, `NotFound`, or a bare HTTP 404 — but not `NoSuchBucket`.
+pub(super) fn is_gone(e: &Error) -> bool {
+    match e.code() {
+        Some("NoSuchKey" | "NoSuchUpload" | "NotFound") => true,
+        Some(_) => false,
+        None => e.status() == Some(404),
+    }
 }
 
 fn find_source<'a, T: std::error::Error + 'static>(
