@@ -244,7 +244,7 @@ fn a_backup_through_a_faulty_network_completes_and_verifies() {
         stall_for: Duration::from_millis(300),
         hang: 0.02,
         hang_for: Duration::from_millis(2500),
-        deny_matching: None,
+        ..Faults::default()
     };
     let proxy = FaultProxy::start(s.addr, faults, 20_251_126);
     let retry = ":max-retries 12 :retry-base-ms 5 :retry-max-ms 200 :timeout-ms 1000";
