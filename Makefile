@@ -49,12 +49,15 @@ demo: setup native
 	$(LEIN) with-profile $(LEIN_PROFILE) run -m datacamp.demo ./backups
 
 # Benchmarks (see BENCHMARKS.md): 1M and 5M synthetic datoms and the large fixture, each
-# measurement in a fresh JVM; writes BENCHMARKS.md. BENCH_20M=1 adds 20M datoms;
-# BENCH_ARGS passes more options (e.g. --runs 3 --stages).
+# measurement in a fresh JVM; then the restore of ~2,000 small chunks from loopback S3, with
+# and without 50 ms of latency per request (examples/s3_restore_bench.rs, about 5 minutes;
+# S3_RESTORE_BENCH_ARGS=--no-before skips the slowest rows); writes BENCHMARKS.md.
+# BENCH_20M=1 adds 20M datoms; BENCH_ARGS passes more options (e.g. --runs 3 --stages).
 comma := ,
 BENCH_LEIN := $(LEIN) with-profile $(if $(LEIN_PROFILE),$(LEIN_PROFILE)$(comma))+bench
 bench: native
 	$(BENCH_LEIN) run -m datacamp.bench $(if $(BENCH_20M),--20m) $(BENCH_ARGS)
+	$(CARGO) run --release --example s3_restore_bench -- --write BENCHMARKS.md $(S3_RESTORE_BENCH_ARGS)
 
 # A tiny run of every benchmark measurement (20k datoms + a small fixture): no timing
 # targets, fails if a run errors or a backup does not verify. Part of `make test`.

@@ -58,7 +58,7 @@ impl Default for RestoreOptions {
             database_id: String::new(),
             backup_id: String::new(),
             parallel: 2,
-            fetch_ahead: 16,
+            fetch_ahead: 32,
             verify_first: false,
             batch_datoms: 8192,
             sort_buffer_bytes: 64 << 20,
