@@ -9,7 +9,7 @@ CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
 NATIVE_DIR := target/native-resources/native/linux-x86_64
 JAVA_TEST_OUT := target/java-test
 
-.PHONY: jar-classes setup native test test-rust test-java test-clj demo bench bench-smoke clean lint
+.PHONY: jar-classes setup native fault-proxy test test-rust test-java test-clj demo bench bench-smoke clean lint
 
 setup:
 	@bin/setup
@@ -37,7 +37,11 @@ test-java: native
 	javac -Xlint:all -Werror -cp /usr/share/java/clojure.jar -d $(JAVA_TEST_OUT) java/datacamp/jni/*.java java-test/datacamp/jni/*.java
 	java -cp /usr/share/java/clojure.jar:$(JAVA_TEST_OUT) datacamp.jni.DatomBatchTest
 
-test-clj: native
+# The fault proxy program the Clojure S3 tests start (examples/fault_proxy.rs).
+fault-proxy:
+	$(CARGO) build --release --example fault_proxy
+
+test-clj: native fault-proxy
 	$(LEIN) with-profile $(LEIN_PROFILE) test
 
 # Every test: Rust unit + integration tests, the Java harness, the Clojure suite.

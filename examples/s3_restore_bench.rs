@@ -193,16 +193,26 @@ fn rows(setting: &str, store: &Arc<dyn Store>, id: &str, datoms: u64, before: bo
     let keys = chunk_keys(store, id);
     let sample: Vec<&String> = keys.iter().take(200).collect();
     let mut out = vec![
-        timed(setting, "GET one chunk at a time (200)", sample.len(), || {
-            for k in &sample {
-                store.get(k).unwrap();
-            }
-        }),
-        timed(setting, "HEAD one chunk at a time (200)", sample.len(), || {
-            for k in &sample {
-                store.size(k).unwrap();
-            }
-        }),
+        timed(
+            setting,
+            "GET one chunk at a time (200)",
+            sample.len(),
+            || {
+                for k in &sample {
+                    store.get(k).unwrap();
+                }
+            },
+        ),
+        timed(
+            setting,
+            "HEAD one chunk at a time (200)",
+            sample.len(),
+            || {
+                for k in &sample {
+                    store.size(k).unwrap();
+                }
+            },
+        ),
     ];
     if before {
         // The restore before this change: a HEAD per chunk up front, then `parallel` (2)
