@@ -62,7 +62,7 @@ pub fn cleanup_incomplete(
     // What no listing shows: temporaries (directories), unfinished uploads (S3).
     let cutoff = UNIX_EPOCH + Duration::from_millis(cutoff_ms.max(0) as u64);
     for leftover in store.leftovers(&layout::database_prefix(database_id))? {
-        if !leftover.started.is_some_and(|t| t < cutoff) {
+        if leftover.started.is_none_or(|t| t >= cutoff) {
             report.leftovers_kept += 1;
             continue;
         }

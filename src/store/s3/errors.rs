@@ -123,10 +123,7 @@ where
                 (Some(c), None) => format!("{c} (HTTP {status})"),
                 (None, _) => format!("HTTP {status}"),
             };
-            service = Some(ServiceReply {
-                status: Some(status),
-                code,
-            });
+            service = Some((status, code));
             (kind, hint, message)
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, None, "timed out".to_owned()),
@@ -181,8 +178,14 @@ where
     };
     let mut e = Error::new(kind, op, message).with_key(loc);
     e.hint = hint;
-    e.source = Some(Box::new(err));
-    e.service = service;
+    e.source = Some(match service {
+        Some((status, code)) => Box::new(ServiceReply {
+            status: Some(status),
+            code,
+            cause: Some(Box::new(err)),
+        }),
+        None => Box::new(err),
+    });
     e
 }
 
@@ -251,6 +254,44 @@ mod tests {
             .1
             .unwrap()
             .contains("bucket does not exist"));
+    }
+
+    #[test]
+    fn answers_are_told_apart_by_status_and_code_never_by_text() {
+        let answer = |status, code: Option<&str>| {
+            let mut e = Error::new(ErrorKind::Io, "op", "whatever the message says");
+            e.source = Some(Box::new(ServiceReply {
+                status,
+                code: code.map(String::from),
+                cause: None,
+            }));
+            e
+        };
+        let text_only = |t: &str| Error::new(ErrorKind::NotFound, "op", t);
+        assert!(is_precondition_failed(&answer(
+            Some(412),
+            Some("PreconditionFailed")
+        )));
+        assert!(is_precondition_failed(&answer(Some(412), None)));
+        assert!(!is_precondition_failed(&text_only(
+            "PreconditionFailed (HTTP 412)"
+        )));
+        assert!(is_conditional_conflict(&answer(
+            Some(409),
+            Some("ConditionalRequestConflict")
+        )));
+        assert!(!is_conditional_conflict(&answer(
+            Some(409),
+            Some("BucketAlreadyOwnedByYou")
+        )));
+        assert!(is_gone(&answer(Some(404), Some("NoSuchUpload"))));
+        assert!(is_gone(&answer(Some(404), None)));
+        assert!(!is_gone(&answer(Some(404), Some("NoSuchBucket"))));
+        assert!(!is_gone(&text_only("NoSuchUpload (HTTP 404)")));
+        assert_eq!(
+            answer(Some(404), Some("NoSuchKey")).code(),
+            Some("NoSuchKey")
+        );
     }
 
     #[test]
