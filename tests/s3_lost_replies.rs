@@ -680,7 +680,7 @@ fn lock_renewal_and_release_survive_lost_replies_and_spare_a_live_competitor() {
     ]);
     let lock = ResumeLock::acquire(rig.faulty.clone(), "db", &id, lease, false).unwrap();
     let before = read_edn(rig.direct.as_ref(), lock.key()).unwrap();
-    assert!(lock.renew(lease).unwrap(), "still ours");
+    assert!(lock.renew().unwrap(), "still ours");
     rig.lost("lock renewal: read, put", &[1, 1]);
     let after = read_edn(rig.direct.as_ref(), lock.key()).unwrap();
     assert_eq!(after.get("lock/owner"), before.get("lock/owner"));

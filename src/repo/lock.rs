@@ -46,6 +46,7 @@ pub struct ResumeLock {
     store: Arc<dyn Store>,
     key: String,
     owner: String,
+    lease: Duration,
     stop: Option<Sender<()>>,
     heartbeat: Option<JoinHandle<()>>,
 }
@@ -247,6 +248,7 @@ impl ResumeLock {
             store,
             key,
             owner,
+            lease,
             stop: Some(stop),
             heartbeat: Some(heartbeat),
         };
@@ -263,13 +265,8 @@ impl ResumeLock {
 
     /// Renew the lease now (the heartbeat does this every third of it): `Ok(false)`, and
     /// nothing written, when the lock is no longer this holder's (broken by another).
-    pub fn renew(&self, lease: Duration) -> Result<bool> {
-        renew(
-            self.store.as_ref(),
-            &self.key,
-            &self.owner,
-            lease.min(MAX_LEASE),
-        )
+    pub fn renew(&self) -> Result<bool> {
+        renew(self.store.as_ref(), &self.key, &self.owner, self.lease)
     }
 }
 
@@ -405,12 +402,11 @@ mod tests {
     fn renewal_and_release_never_touch_another_owners_lock() {
         let mem = MemoryStore::new();
         let store: Arc<dyn Store> = Arc::new(mem.clone());
-        let lease = Duration::from_secs(600);
         let a = lock_of(&store, 600_000, false).unwrap();
-        assert!(a.renew(lease).unwrap());
+        assert!(a.renew().unwrap());
         // B breaks A's lock; A's renewal must not bring lock-0 back.
         let b = lock_of(&store, 600_000, true).unwrap();
-        assert!(!a.renew(lease).unwrap());
+        assert!(!a.renew().unwrap());
         assert!(mem.get(&layout::lock_key("db", "b1", 0)).is_err());
         let b_owner = owner_at(&mem, &b.key);
         drop(b);
@@ -420,7 +416,7 @@ mod tests {
         let c_owner = owner_at(&mem, &c.key);
         assert_ne!(c_owner, b_owner);
         let before = mem.get(&c.key).unwrap();
-        assert!(!a.renew(lease).unwrap());
+        assert!(!a.renew().unwrap());
         assert_eq!(mem.get(&c.key).unwrap(), before, "C's lease is untouched");
         drop(a);
         assert_eq!(owner_at(&mem, &c.key), c_owner, "A's release left C's lock");
