@@ -9,7 +9,7 @@ CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
 NATIVE_DIR := target/native-resources/native/linux-x86_64
 JAVA_TEST_OUT := target/java-test
 
-.PHONY: jar-classes setup native test-support test test-rust test-java test-clj demo bench bench-smoke clean lint
+.PHONY: jar-classes setup native fault-proxy test test-rust test-java test-clj demo bench bench-smoke clean lint
 
 setup:
 	@bin/setup
@@ -37,11 +37,11 @@ test-java: native
 	javac -Xlint:all -Werror -cp /usr/share/java/clojure.jar -d $(JAVA_TEST_OUT) java/datacamp/jni/*.java java-test/datacamp/jni/*.java
 	java -cp /usr/share/java/clojure.jar:$(JAVA_TEST_OUT) datacamp.jni.DatomBatchTest
 
-# What the JVM tests run besides the library: the S3 fault proxy (tests/support/proxy.rs).
-test-support:
+# The fault proxy program the Clojure S3 tests start (examples/fault_proxy.rs).
+fault-proxy:
 	$(CARGO) build --release --example fault_proxy
 
-test-clj: native test-support
+test-clj: native fault-proxy
 	$(LEIN) with-profile $(LEIN_PROFILE) test
 
 # Every test: Rust unit + integration tests, the Java harness, the Clojure suite.
@@ -53,12 +53,15 @@ demo: setup native
 	$(LEIN) with-profile $(LEIN_PROFILE) run -m datacamp.demo ./backups
 
 # Benchmarks (see BENCHMARKS.md): 1M and 5M synthetic datoms and the large fixture, each
-# measurement in a fresh JVM; writes BENCHMARKS.md. BENCH_20M=1 adds 20M datoms;
-# BENCH_ARGS passes more options (e.g. --runs 3 --stages).
+# measurement in a fresh JVM; then the restore of ~2,000 small chunks from loopback S3, with
+# and without 50 ms of latency per request (examples/s3_restore_bench.rs, about 5 minutes;
+# S3_RESTORE_BENCH_ARGS=--no-before skips the slowest rows); writes BENCHMARKS.md.
+# BENCH_20M=1 adds 20M datoms; BENCH_ARGS passes more options (e.g. --runs 3 --stages).
 comma := ,
 BENCH_LEIN := $(LEIN) with-profile $(if $(LEIN_PROFILE),$(LEIN_PROFILE)$(comma))+bench
 bench: native
 	$(BENCH_LEIN) run -m datacamp.bench $(if $(BENCH_20M),--20m) $(BENCH_ARGS)
+	$(CARGO) run --release --example s3_restore_bench -- --write BENCHMARKS.md $(S3_RESTORE_BENCH_ARGS)
 
 # A tiny run of every benchmark measurement (20k datoms + a small fixture): no timing
 # targets, fails if a run errors or a backup does not verify. Part of `make test`.

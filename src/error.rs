@@ -54,6 +54,40 @@ impl ErrorKind {
     }
 }
 
+/// What a storage service answered, for an error that came from one (S3: the HTTP status
+/// and the error code of its XML body). It travels as the [`Error`]'s `source` (wrapping the
+/// service client's own error), read with [`Error::status`] and [`Error::code`]: code that
+/// must tell answers apart (412 `PreconditionFailed`, 404 `NoSuchUpload`, …) looks there,
+/// never at the message text.
+#[derive(Debug)]
+pub struct ServiceReply {
+    /// The HTTP status, when there was an HTTP answer.
+    pub status: Option<u16>,
+    /// The service's error code (`NoSuchKey`, `PreconditionFailed`, …), when it sent one.
+    pub code: Option<String>,
+    /// The service client's error.
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for ServiceReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code, self.status) {
+            (Some(c), Some(s)) => write!(f, "{c} (HTTP {s})"),
+            (Some(c), None) => write!(f, "{c}"),
+            (None, Some(s)) => write!(f, "HTTP {s}"),
+            (None, None) => write!(f, "no answer"),
+        }
+    }
+}
+
+impl std::error::Error for ServiceReply {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// An error with its kind, operation, key, hint and cause.
 #[derive(Debug)]
 pub struct Error {
@@ -67,7 +101,7 @@ pub struct Error {
     pub hint: Option<String>,
     /// The human-readable detail.
     pub message: String,
-    /// The underlying cause, if any.
+    /// The underlying cause, if any (a [`ServiceReply`] when a storage service answered).
     pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -145,6 +179,21 @@ impl Error {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// The storage service's answer, if the error is one ([`ServiceReply`] as the source).
+    pub fn reply(&self) -> Option<&ServiceReply> {
+        self.source.as_deref()?.downcast_ref::<ServiceReply>()
+    }
+
+    /// The HTTP status the storage service answered, if the error is such an answer.
+    pub fn status(&self) -> Option<u16> {
+        self.reply().and_then(|s| s.status)
+    }
+
+    /// The error code the storage service answered (`NoSuchUpload`, …), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.reply().and_then(|s| s.code.as_deref())
     }
 
     /// Return the error with its operation replaced by `op` (context from the caller).

@@ -5,13 +5,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use datacamp::ops::backup::BackupSession;
 use datacamp::ops::{cleanup, list, verify};
 use datacamp::runtime::block_on;
 use datacamp::store::s3::S3Store;
-use datacamp::store::{conformance, Store};
+use datacamp::store::{conformance, LeftoverKind, Store};
 use datacamp::ErrorKind;
 use support::fixtures::{fixture, options, source_datoms};
 use support::proxy::{FaultProxy, Faults};
@@ -244,7 +244,7 @@ fn a_backup_through_a_faulty_network_completes_and_verifies() {
         stall_for: Duration::from_millis(300),
         hang: 0.02,
         hang_for: Duration::from_millis(2500),
-        deny_matching: None,
+        ..Faults::default()
     };
     let proxy = FaultProxy::start(s.addr, faults, 20_251_126);
     let retry = ":max-retries 12 :retry-base-ms 5 :retry-max-ms 200 :timeout-ms 1000";
@@ -452,13 +452,35 @@ fn stale_multipart_uploads_are_aborted_under_the_prefix_only() {
         .unwrap();
     }
     assert_eq!(support::uploads(&store).len(), 4);
-    // moto reports every upload as initiated on 2010-11-10: none is older than 2000.
-    let y2000 = SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
-    assert_eq!(store.abort_stale_uploads("db1/", y2000).unwrap(), 0);
+    let mut found: Vec<String> = store
+        .leftovers("db1/")
+        .unwrap()
+        .into_iter()
+        .map(|l| {
+            assert!(matches!(l.kind, LeftoverKind::Upload { .. }), "{l:?}");
+            l.key
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "db1/b1/chunks/datoms-0.fressian.gz",
+            "db1/b2/chunks/datoms-3.fressian.gz"
+        ]
+    );
+    // moto reports every upload as initiated on 2010-11-10: kept by a 20-year cutoff.
+    let twenty_years = Duration::from_secs(20 * 365 * 86_400);
+    let report = cleanup::cleanup_incomplete(&store, "db1", twenty_years).unwrap();
+    assert_eq!((report.uploads_aborted, report.leftovers_kept), (0, 2));
     assert_eq!(support::uploads(&store).len(), 4);
 
     let report = cleanup::cleanup_incomplete(&store, "db1", Duration::ZERO).unwrap();
-    assert_eq!(report.uploads_aborted, 2, "{report:?}");
+    assert_eq!(
+        (report.uploads_aborted, report.leftovers_kept),
+        (2, 0),
+        "{report:?}"
+    );
     let mut left: Vec<String> = support::uploads(&store)
         .into_iter()
         .map(|(k, _)| k)

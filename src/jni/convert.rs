@@ -139,7 +139,8 @@ pub fn verify_report(r: &VerifyReport) -> Value {
     kw_map(entries)
 }
 
-/// `{:removed [ids] :kept-incomplete [ids] :objects-deleted n :uploads-aborted n}`.
+/// `{:removed [ids] :kept-incomplete [ids] :objects-deleted n :uploads-aborted n
+/// :temporaries-removed n :leftovers-kept n}`.
 pub fn cleanup_report(r: &CleanupReport) -> Value {
     kw_map([
         ("database-id", Value::str(&r.database_id)),
@@ -147,6 +148,11 @@ pub fn cleanup_report(r: &CleanupReport) -> Value {
         ("kept-incomplete", strings(&r.kept_incomplete)),
         ("objects-deleted", Value::Long(r.objects_deleted as i64)),
         ("uploads-aborted", Value::Long(r.uploads_aborted as i64)),
+        (
+            "temporaries-removed",
+            Value::Long(r.temporaries_removed as i64),
+        ),
+        ("leftovers-kept", Value::Long(r.leftovers_kept as i64)),
     ])
 }
 

@@ -164,7 +164,7 @@ impl BackupOptions {
                 "lock-lease-ms",
                 d.lock_lease.as_millis() as i64,
                 1_000,
-                86_400_000,
+                crate::repo::lock::MAX_LEASE.as_millis() as i64,
             )? as u64),
         })
     }

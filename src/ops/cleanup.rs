@@ -1,11 +1,16 @@
 //! `cleanup-incomplete`: remove what interrupted backups left behind.
+//!
+//! Two kinds of remains: incomplete backups (they list, see [`super::list`]), and
+//! [`Leftover`]s that no listing shows — a directory's `*.tmp-*` files (a backup killed
+//! while writing its first file leaves a folder holding only `config.edn.tmp-…`) and
+//! unfinished S3 multipart uploads. Both are removed only when older than the cutoff.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::repo::layout;
-use crate::store::Store;
+use crate::store::{LeftoverKind, Store};
 
 use super::list::list;
 
@@ -20,14 +25,18 @@ pub struct CleanupReport {
     pub kept_incomplete: Vec<String>,
     /// Objects deleted.
     pub objects_deleted: u64,
-    /// Unfinished multipart uploads aborted (S3).
+    /// Unfinished multipart uploads aborted (S3), older than the cutoff.
     pub uploads_aborted: u64,
+    /// Temporary files of unfinished writes removed (directories), older than the cutoff.
+    pub temporaries_removed: u64,
+    /// Leftovers (temporaries, uploads) kept: younger than the cutoff, or of unknown age.
+    pub leftovers_kept: u64,
 }
 
 /// Remove the incomplete backups of `database_id` whose last activity is older than
-/// `older_than` before now, and abort the unfinished uploads under the database's prefix
-/// started before that cutoff ([`Store::abort_stale_uploads`]). Complete backups are never
-/// touched.
+/// `older_than` before now, then the leftovers under the database's folder started before
+/// that cutoff ([`Store::leftovers`]: temporaries, unfinished uploads). Complete backups are
+/// never touched (a leftover inside one is not part of it).
 pub fn cleanup_incomplete(
     store: &dyn Store,
     database_id: &str,
@@ -50,11 +59,19 @@ pub fn cleanup_incomplete(
             report.kept_incomplete.push(b.backup_id);
         }
     }
-    // Multipart uploads that a killed backup left unfinished (S3; 0 for directories).
-    report.uploads_aborted = store.abort_stale_uploads(
-        &layout::database_prefix(database_id),
-        UNIX_EPOCH + Duration::from_millis(cutoff_ms.max(0) as u64),
-    )?;
+    // What no listing shows: temporaries (directories), unfinished uploads (S3).
+    let cutoff = UNIX_EPOCH + Duration::from_millis(cutoff_ms.max(0) as u64);
+    for leftover in store.leftovers(&layout::database_prefix(database_id))? {
+        if leftover.started.is_none_or(|t| t >= cutoff) {
+            report.leftovers_kept += 1;
+            continue;
+        }
+        store.remove_leftover(&leftover)?;
+        match leftover.kind {
+            LeftoverKind::Temporary => report.temporaries_removed += 1,
+            LeftoverKind::Upload { .. } => report.uploads_aborted += 1,
+        }
+    }
     Ok(report)
 }
 
@@ -98,5 +115,48 @@ mod tests {
         let left = crate::ops::list::list(store.as_ref(), "db").unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].backup_id, done.manifest.backup_id);
+    }
+
+    #[test]
+    fn a_folder_holding_only_a_temporary_is_seen_and_removed_past_the_cutoff() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(crate::store::dir::DirStore::open(tmp.path()).unwrap());
+        let store = shared.as_ref();
+        let done = testing::backup(&shared, testing::options("db", 1 << 20, 4), &history(4));
+        // A backup killed while writing its first file: only a temporary in its folder.
+        let killed = tmp.path().join("db/0194aaaa-killed");
+        std::fs::create_dir_all(&killed).unwrap();
+        let temp = killed.join("config.edn.tmp-5f3c");
+        std::fs::write(&temp, b"{:backup/id").unwrap();
+        assert_eq!(crate::ops::list::list(store, "db").unwrap().len(), 1);
+        let kept = cleanup_incomplete(store, "db", Duration::from_secs(3600)).unwrap();
+        assert_eq!((kept.temporaries_removed, kept.leftovers_kept), (0, 1));
+        assert!(temp.exists(), "younger than the cutoff: kept");
+        std::fs::File::options()
+            .write(true)
+            .open(&temp)
+            .unwrap()
+            .set_modified(UNIX_EPOCH + Duration::from_secs(1))
+            .unwrap();
+        let report = cleanup_incomplete(store, "db", Duration::from_secs(3600)).unwrap();
+        assert_eq!(
+            (
+                report.temporaries_removed,
+                report.leftovers_kept,
+                report.removed.len(),
+                report.objects_deleted
+            ),
+            (1, 0, 0, 0)
+        );
+        assert!(!killed.exists(), "the folder went with its only temporary");
+        let listed = crate::ops::list::list(store, "db").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].backup_id, done.manifest.backup_id);
+        assert!(
+            crate::ops::verify::verify(store, "db", &done.manifest.backup_id, true)
+                .unwrap()
+                .success()
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! A restore session: a stored backup out, datoms in restore order, in columnar batches.
 //!
-//! Our backups are stored in restore order, so their chunks stream straight through: a
-//! prefetcher reads, checks (size and SHA-256) and decodes up to `parallel` chunks ahead,
-//! in order. Backups of the original implementation hold EAVT slices of the current db;
+//! Our backups are stored in restore order, so their chunks stream straight through:
+//! `fetch_ahead` readers fetch and check (size and SHA-256) the chunks ahead, in order and
+//! concurrently (so that a store with per-request latency, such as S3, is not read one
+//! chunk at a time), and `parallel` workers decode them. Backups of the original implementation hold EAVT slices of the current db;
 //! for them the chunks are read twice — once to learn the schema's ref attributes, once
 //! through the bounded external sort of [`crate::pipeline::order`] — before datoms flow.
-//! Memory: about `2 × parallel` decoded chunks, or the sort buffer for original backups.
+//! Memory: about `2 × parallel` decoded chunks, plus up to `fetch_ahead` stored (compressed)
+//! chunks of at most [`FETCH_AHEAD_BYTES`] together; or the sort buffer for original backups.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use crossbeam_channel::{bounded, Receiver};
@@ -35,8 +37,11 @@ pub struct RestoreOptions {
     pub database_id: String,
     /// The backup id.
     pub backup_id: String,
-    /// Chunks fetched and decoded ahead, concurrently.
+    /// Chunks decoded ahead, concurrently.
     pub parallel: usize,
+    /// Chunks fetched ahead, concurrently (reads in flight; at most [`FETCH_AHEAD_BYTES`]
+    /// of stored bytes waiting).
+    pub fetch_ahead: usize,
     /// Check every chunk's size and SHA-256 before the first datom is handed out.
     pub verify_first: bool,
     /// Datoms per batch handed to the JVM.
@@ -53,6 +58,7 @@ impl Default for RestoreOptions {
             database_id: String::new(),
             backup_id: String::new(),
             parallel: 2,
+            fetch_ahead: 32,
             verify_first: false,
             batch_datoms: 8192,
             sort_buffer_bytes: 64 << 20,
@@ -74,6 +80,7 @@ impl RestoreOptions {
             database_id,
             backup_id,
             parallel: o.long_in("parallel", d.parallel as i64, 1, 64)? as usize,
+            fetch_ahead: o.long_in("fetch-ahead", d.fetch_ahead as i64, 1, 256)? as usize,
             verify_first: o.bool("verify-first?", d.verify_first)?,
             batch_datoms: o.long_in("batch-datoms", d.batch_datoms as i64, 1, 1 << 24)? as usize,
             sort_buffer_bytes: o.long_in(
@@ -87,7 +94,127 @@ impl RestoreOptions {
     }
 }
 
-/// Reads chunks ahead on worker threads and yields them in chunk order.
+/// Stored bytes fetched ahead and not yet taken by a decoder, at most (at least one chunk
+/// is always allowed, whatever its size).
+pub const FETCH_AHEAD_BYTES: u64 = 64 << 20;
+
+/// Fetches and checks (size, SHA-256) stored chunks ahead on `depth` reader threads,
+/// claiming them in chunk order; [`FetchAhead::take`] hands each one out once.
+///
+/// Bounded: a reader claims the next chunk only while fewer than `depth` claimed chunks
+/// are untaken and their stored sizes stay within [`FETCH_AHEAD_BYTES`]. Whoever takes the
+/// lowest untaken chunk always makes progress: when everything claimed has been taken, a
+/// claim is always allowed.
+struct FetchAhead {
+    state: Mutex<FetchState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// The next chunk to claim.
+    next: usize,
+    /// Claimed and not yet taken: how many, and their stored bytes.
+    pending: usize,
+    pending_bytes: u64,
+    /// Fetched and not yet taken.
+    ready: HashMap<usize, Result<Vec<u8>>>,
+    stopped: bool,
+}
+
+impl FetchAhead {
+    fn start(
+        store: Arc<dyn Store>,
+        prefix: String,
+        chunks: Arc<Vec<ChunkMeta>>,
+        depth: usize,
+    ) -> Arc<Self> {
+        let fetch = Arc::new(FetchAhead {
+            state: Mutex::new(FetchState::default()),
+            changed: Condvar::new(),
+        });
+        let depth = depth.max(1);
+        for _ in 0..depth.min(chunks.len()) {
+            let (fetch, store, prefix, chunks) =
+                (fetch.clone(), store.clone(), prefix.clone(), chunks.clone());
+            thread::spawn(move || {
+                while let Some(i) = fetch.claim(&chunks, depth) {
+                    let r = check::fetch_stored(store.as_ref(), &prefix, &chunks[i]);
+                    let mut st = fetch.lock();
+                    st.ready.insert(i, r);
+                    fetch.changed.notify_all();
+                }
+            });
+        }
+        fetch
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FetchState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until the next chunk may be fetched and claim it; `None` at the end or stop.
+    fn claim(&self, chunks: &[ChunkMeta], depth: usize) -> Option<usize> {
+        let mut st = self.lock();
+        loop {
+            if st.stopped || st.next >= chunks.len() {
+                return None;
+            }
+            let size = chunks[st.next].size_bytes;
+            if st.pending == 0
+                || (st.pending < depth && st.pending_bytes + size <= FETCH_AHEAD_BYTES)
+            {
+                let i = st.next;
+                st.next += 1;
+                st.pending += 1;
+                st.pending_bytes += size;
+                return Some(i);
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Wait for chunk `i`'s checked bytes and take them; `None` once stopped.
+    fn take(&self, i: usize, size: u64) -> Option<Result<Vec<u8>>> {
+        let mut st = self.lock();
+        loop {
+            if st.stopped {
+                return None;
+            }
+            if let Some(r) = st.ready.remove(&i) {
+                st.pending -= 1;
+                st.pending_bytes -= size;
+                self.changed.notify_all();
+                return Some(r);
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stop: readers claim nothing more, waiting takers return `None`.
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Check every chunk's size and SHA-256, reading `depth` chunks concurrently.
+fn check_all(
+    store: Arc<dyn Store>,
+    prefix: String,
+    chunks: Arc<Vec<ChunkMeta>>,
+    depth: usize,
+) -> Result<()> {
+    let fetch = FetchAhead::start(store, prefix, chunks.clone(), depth);
+    let result = (0..chunks.len()).try_for_each(|i| match fetch.take(i, chunks[i].size_bytes) {
+        Some(r) => r.map(drop),
+        None => Err(Error::internal("restore", "the chunk readers stopped")),
+    });
+    fetch.stop();
+    result
+}
+
+/// Decodes the fetched chunks on worker threads and yields them in chunk order.
 ///
 /// Worker `k` handles chunks `k, k + parallel, …` and hands each over through its own
 /// one-slot channel, so at most `2 × parallel` decoded chunks exist at once.
@@ -96,6 +223,7 @@ struct Prefetch {
     next: usize,
     count: usize,
     stop: Arc<AtomicBool>,
+    fetch: Arc<FetchAhead>,
 }
 
 impl Prefetch {
@@ -104,20 +232,33 @@ impl Prefetch {
         prefix: String,
         chunks: Arc<Vec<ChunkMeta>>,
         parallel: usize,
+        fetch_ahead: usize,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let fetch = FetchAhead::start(store.clone(), prefix.clone(), chunks.clone(), fetch_ahead);
         let mut receivers = Vec::with_capacity(parallel);
         for k in 0..parallel.max(1) {
             let (tx, rx) = bounded(1);
             receivers.push(rx);
-            let (store, prefix, chunks, stop) =
-                (store.clone(), prefix.clone(), chunks.clone(), stop.clone());
+            let (store, prefix, chunks, stop, fetch) = (
+                store.clone(),
+                prefix.clone(),
+                chunks.clone(),
+                stop.clone(),
+                fetch.clone(),
+            );
             thread::spawn(move || {
                 for i in (k..chunks.len()).step_by(parallel.max(1)) {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = check::fetch_checked(store.as_ref(), &prefix, &chunks[i]);
+                    let meta = &chunks[i];
+                    let Some(bytes) = fetch.take(i, meta.size_bytes) else {
+                        break;
+                    };
+                    let key = layout::chunk_in(&prefix, meta);
+                    let r = bytes
+                        .and_then(|b| check::decode_checked(meta, &b, || store.location(&key)));
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break;
@@ -130,6 +271,7 @@ impl Prefetch {
             receivers,
             next: 0,
             stop,
+            fetch,
         }
     }
 }
@@ -155,6 +297,7 @@ impl Iterator for Prefetch {
 impl Drop for Prefetch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.fetch.stop();
     }
 }
 
@@ -270,22 +413,38 @@ impl RestoreSession {
         let chunks = Arc::new(manifest.chunks.clone());
         if opts.verify_first {
             // Every chunk's size and SHA-256 before the first datom is handed out.
-            for meta in chunks.iter() {
-                check::fetch_stored(store.as_ref(), &prefix, meta)?;
-            }
+            check_all(
+                store.clone(),
+                prefix.clone(),
+                chunks.clone(),
+                opts.fetch_ahead,
+            )?;
         } else {
-            // The cheap check (a stat / HEAD per chunk): missing or truncated chunks stop the
-            // restore before anything is loaded; checksums are checked as chunks stream.
+            // The cheap check, from one listing of the backup's folder (not a request per
+            // chunk): missing or truncated chunks stop the restore before anything is
+            // loaded; checksums are checked as chunks stream.
+            let stored: HashMap<String, u64> = store
+                .list(&prefix)?
+                .into_iter()
+                .map(|o| (o.key, o.size))
+                .collect();
             for meta in chunks.iter() {
                 let key = layout::chunk_in(&prefix, meta);
-                match store.size(&key)? {
+                match stored.get(&key) {
                     None => return Err(check::missing(meta, store.location(&key))),
-                    Some(n) => check::check_size(meta, n, || store.location(&key))?,
+                    Some(&n) => check::check_size(meta, n, || store.location(&key))?,
                 }
             }
         }
-        let prefetch =
-            || Prefetch::start(store.clone(), prefix.clone(), chunks.clone(), opts.parallel);
+        let prefetch = || {
+            Prefetch::start(
+                store.clone(),
+                prefix.clone(),
+                chunks.clone(),
+                opts.parallel,
+                opts.fetch_ahead,
+            )
+        };
         let source = match manifest.order {
             ChunkOrder::Restore => streamed(prefetch()),
             ChunkOrder::Eavt => {
@@ -424,5 +583,114 @@ mod tests {
             testing::restore(&store, "db", &id).unwrap_err().kind,
             ErrorKind::Conflict
         );
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+    use crate::ops::testing::{self, history};
+    use crate::store::memory::MemoryStore;
+    use crate::store::ObjectMeta;
+    use std::time::{Duration, Instant};
+
+    /// A memory store that counts size requests for chunks and holds the chunk reads until
+    /// `gate` of them are in flight at once (or a deadline passes), recording the most seen.
+    struct Gated {
+        inner: MemoryStore,
+        gate: usize,
+        in_flight: Mutex<usize>,
+        arrived: Condvar,
+        most: Mutex<usize>,
+        sizes: Mutex<usize>,
+    }
+
+    impl Store for Gated {
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+            self.inner.put(key, bytes)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            if key.contains("/chunks/") {
+                let mut n = self.in_flight.lock().unwrap();
+                *n += 1;
+                let mut most = self.most.lock().unwrap();
+                *most = (*most).max(*n);
+                drop(most);
+                self.arrived.notify_all();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while *n < self.gate
+                    && *self.most.lock().unwrap() < self.gate
+                    && Instant::now() < deadline
+                {
+                    n = self
+                        .arrived
+                        .wait_timeout(n, Duration::from_millis(50))
+                        .unwrap()
+                        .0;
+                }
+                *n -= 1;
+            }
+            self.inner.get(key)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>> {
+            if key.contains("/chunks/") {
+                *self.sizes.lock().unwrap() += 1;
+            }
+            self.inner.size(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+            self.inner.put_if_absent(key, bytes)
+        }
+    }
+
+    #[test]
+    fn chunks_are_fetched_concurrently_beyond_the_decoders_without_a_request_per_chunk_up_front() {
+        let (mem, store) = testing::store();
+        let r = testing::backup(&store, testing::options("db", 300, 40), &history(40));
+        assert!(r.manifest.chunks.len() >= 12, "{}", r.manifest.chunks.len());
+        for verify_first in [false, true] {
+            let gated = Arc::new(Gated {
+                inner: mem.clone(),
+                gate: 6,
+                in_flight: Mutex::new(0),
+                arrived: Condvar::new(),
+                most: Mutex::new(0),
+                sizes: Mutex::new(0),
+            });
+            let opts = RestoreOptions {
+                database_id: "db".into(),
+                backup_id: r.manifest.backup_id.clone(),
+                parallel: 1,
+                fetch_ahead: 8,
+                verify_first,
+                ..RestoreOptions::default()
+            };
+            let mut session = RestoreSession::open(gated.clone(), opts).unwrap();
+            let (mut attrs, mut out) = (Vec::new(), Vec::new());
+            while let Some(batch) = session.next_batch().unwrap() {
+                crate::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs).unwrap();
+                crate::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out).unwrap();
+            }
+            assert_eq!(out, testing::stored_datoms(&mem, &r), "{verify_first}");
+            assert_eq!(
+                *gated.sizes.lock().unwrap(),
+                0,
+                "no request per chunk up front"
+            );
+            let most = *gated.most.lock().unwrap();
+            assert!(
+                (6..=8).contains(&most),
+                "one decoder, yet {most} reads in flight (verify-first {verify_first})"
+            );
+        }
     }
 }

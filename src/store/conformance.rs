@@ -1,6 +1,6 @@
 //! The conformance suite every [`Store`] backend must pass (called from each backend's tests).
 
-use super::Store;
+use super::{Leftover, LeftoverKind, Store};
 use crate::error::ErrorKind;
 
 /// Run every conformance check against an empty `store`; panics (test failure) on a violation.
@@ -12,6 +12,7 @@ pub fn run(store: &dyn Store) {
     delete_prefix_removes_everything(store);
     put_if_absent_creates_once(store);
     list_after_starts_strictly_after(store);
+    completed_writes_leave_no_leftovers(store);
 }
 
 fn list_after_starts_strictly_after(store: &dyn Store) {
@@ -59,6 +60,32 @@ fn list_after_starts_strictly_after(store: &dyn Store) {
     );
     assert_eq!(after[0].size, names[3].len() as u64);
     assert!(store.list_after("nothing-here/", "").unwrap().is_empty());
+}
+
+fn completed_writes_leave_no_leftovers(store: &dyn Store) {
+    store.put("lo/b1/config.edn", b"{}").unwrap();
+    assert!(store.put_if_absent("lo/b1/lock-0.edn", b"l").unwrap());
+    let big: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    store
+        .put("lo/b1/chunks/datoms-0.fressian.gz", &big)
+        .unwrap();
+    assert_eq!(store.leftovers("lo/").unwrap(), Vec::<Leftover>::new());
+    assert_eq!(store.leftovers("").unwrap(), Vec::<Leftover>::new());
+    // Removing a leftover that is gone (or never was) succeeds, for either kind.
+    for kind in [
+        LeftoverKind::Temporary,
+        LeftoverKind::Upload {
+            upload_id: "no-such-upload".into(),
+        },
+    ] {
+        let gone = Leftover {
+            key: "lo/b1/config.edn.tmp-0123".into(),
+            started: None,
+            kind,
+        };
+        store.remove_leftover(&gone).unwrap();
+    }
+    assert_eq!(store.get("lo/b1/config.edn").unwrap(), b"{}");
 }
 
 fn put_if_absent_creates_once(store: &dyn Store) {

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{ObjectMeta, Store};
+use super::{Leftover, LeftoverKind, ObjectMeta, Store};
 use crate::error::{Error, Result};
 
 /// Marker inside temporary file names; listings skip such files.
@@ -36,6 +36,82 @@ impl DirStore {
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         crate::repo::layout::check_key(key)?;
         Ok(self.root.join(key))
+    }
+}
+
+impl DirStore {
+    /// The temporary files under `prefix` (keys starting with it), with their
+    /// modification times: what writes killed between create and rename left behind.
+    /// Symbolic links are neither followed nor reported.
+    fn temporaries(&self, prefix: &str) -> Result<Vec<Leftover>> {
+        let folder = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(folder)?
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, folder.to_owned())];
+        while let Some((dir, rel)) = stack.pop() {
+            let err = |e| Error::io("list directory", dir.display().to_string(), e);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(err)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let kind = entry.file_type().map_err(err)?;
+                if kind.is_dir() {
+                    stack.push((entry.path(), key));
+                } else if kind.is_file() && name.contains(TMP_MARK) && key.starts_with(prefix) {
+                    let started = entry.metadata().ok().and_then(|m| m.modified().ok());
+                    out.push(Leftover {
+                        key,
+                        started,
+                        kind: LeftoverKind::Temporary,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Delete the temporary `key` and the folders above it that this leaves empty, down
+    /// to the backup folder (`{database-id}/{backup-id}/`; the database folder stays).
+    fn remove_temporary(&self, key: &str) -> Result<()> {
+        let is_temporary = key.rsplit('/').next().is_some_and(|n| n.contains(TMP_MARK));
+        if !is_temporary {
+            return Err(Error::invalid(
+                "remove leftover",
+                format!("{key:?} is not a temporary file"),
+            ));
+        }
+        let path = self.path_of(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove temporary", path.display().to_string(), e)),
+        }
+        let mut folder = key;
+        while let Some(i) = folder.rfind('/') {
+            folder = &folder[..i];
+            if !folder.contains('/') {
+                break;
+            }
+            // Fails (and stops) at the first folder that is not empty.
+            if fs::remove_dir(self.root.join(folder)).is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +266,18 @@ impl Store for DirStore {
         result.map_err(err)
     }
 
+    fn leftovers(&self, prefix: &str) -> Result<Vec<Leftover>> {
+        self.temporaries(prefix)
+    }
+
+    fn remove_leftover(&self, leftover: &Leftover) -> Result<()> {
+        match leftover.kind {
+            LeftoverKind::Temporary => self.remove_temporary(&leftover.key),
+            // A directory has no uploads.
+            LeftoverKind::Upload { .. } => Ok(()),
+        }
+    }
+
     fn remove_temporaries(&self, prefix: &str) -> Result<u64> {
         let folder = prefix.trim_end_matches('/');
         let start = if folder.is_empty() {
@@ -244,5 +332,65 @@ mod tests {
         for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", ""] {
             assert!(store.put(bad, b"x").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn temporaries_are_leftovers_with_their_age_and_removal_tidies_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(tmp.path()).unwrap();
+        store.put("db/b0/manifest.edn", b"m").unwrap();
+        fs::create_dir_all(tmp.path().join("db/b1/chunks")).unwrap();
+        fs::create_dir_all(tmp.path().join("dbx/b9")).unwrap();
+        for (name, bytes) in [
+            ("db/b1/config.edn.tmp-0a1b", &b"{:partial"[..]),
+            ("db/b1/chunks/datoms-0.fressian.gz.tmp-77", b"gz"),
+            ("db/b0/lock.tmp-5", b"x"),
+            ("dbx/b9/config.edn.tmp-1", b"other database"),
+        ] {
+            fs::write(tmp.path().join(name), bytes).unwrap();
+        }
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        fs::File::options()
+            .write(true)
+            .open(tmp.path().join("db/b1/config.edn.tmp-0a1b"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(store
+            .list("db/")
+            .unwrap()
+            .iter()
+            .all(|o| !o.key.contains(".tmp-")));
+        let found = store.leftovers("db/").unwrap();
+        let keys: Vec<&str> = found.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "db/b0/lock.tmp-5",
+                "db/b1/chunks/datoms-0.fressian.gz.tmp-77",
+                "db/b1/config.edn.tmp-0a1b"
+            ]
+        );
+        assert!(found.iter().all(|l| l.kind == LeftoverKind::Temporary));
+        assert_eq!(found[2].started, Some(old));
+        assert!(found[0].started.unwrap() > old);
+        for l in &found[1..] {
+            store.remove_leftover(l).unwrap();
+            store.remove_leftover(l).unwrap(); // already gone: still fine
+        }
+        assert!(
+            !tmp.path().join("db/b1").exists(),
+            "the emptied backup folder is gone"
+        );
+        assert!(tmp.path().join("db/b0/lock.tmp-5").exists());
+        assert!(tmp.path().join("dbx/b9/config.edn.tmp-1").exists());
+        // Only temporaries can be removed as leftovers.
+        let real = Leftover {
+            key: "db/b0/manifest.edn".into(),
+            started: None,
+            kind: LeftoverKind::Temporary,
+        };
+        assert!(store.remove_leftover(&real).is_err());
+        assert_eq!(store.get("db/b0/manifest.edn").unwrap(), b"m");
     }
 }

@@ -29,6 +29,32 @@ pub struct ObjectMeta {
     pub modified: Option<SystemTime>,
 }
 
+/// Something a killed writer left behind that [`Store::list`] does not show: a directory's
+/// temporary file (`config.edn.tmp-…`), or an unfinished S3 multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    /// The key, relative to the store's root: the temporary's own key, or the key the
+    /// upload would have created.
+    pub key: String,
+    /// When it was started (a temporary's modification time, an upload's initiation),
+    /// when the backend knows it.
+    pub started: Option<SystemTime>,
+    /// What it is.
+    pub kind: LeftoverKind,
+}
+
+/// The kinds of [`Leftover`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeftoverKind {
+    /// A temporary file of an unfinished atomic write (directory stores).
+    Temporary,
+    /// An unfinished multipart upload (S3), with its id.
+    Upload {
+        /// The upload id.
+        upload_id: String,
+    },
+}
+
 /// A place that holds backups.
 ///
 /// Contract for every implementation:
@@ -51,8 +77,13 @@ pub trait Store: Send + Sync {
     /// List the objects under `prefix` (recursive, sorted by key).
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     /// List the objects under `prefix` whose key sorts strictly after `start_after`
-    /// (recursive, sorted by key).
-    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>>;
+    /// (recursive, sorted by key). The default filters [`Store::list`] (for wrappers in
+    /// tests); every backend lists from the start key itself.
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = self.list(prefix)?;
+        out.retain(|o| o.key.as_str() > start_after);
+        Ok(out)
+    }
     /// Delete the object under `key` (succeeds if it is missing).
     fn delete(&self, key: &str) -> Result<()>;
     /// Delete every object under `prefix` and whatever empty folders that leaves.
@@ -65,12 +96,17 @@ pub trait Store: Send + Sync {
     }
     /// A human-readable location for `key` (a file path or an `s3://` URL).
     fn location(&self, key: &str) -> String;
-    /// Abort the unfinished uploads under `prefix` started before `older_than` (multipart
-    /// uploads a killed process left behind); return how many were aborted. Backends whose
-    /// writes leave no such state return 0.
-    fn abort_stale_uploads(&self, prefix: &str, older_than: SystemTime) -> Result<u64> {
-        let _ = (prefix, older_than);
-        Ok(0)
+    /// List the [`Leftover`]s under `prefix` (keys starting with it): what killed writers
+    /// left that `list` never shows. Backends whose writes leave nothing return none.
+    fn leftovers(&self, prefix: &str) -> Result<Vec<Leftover>> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
+    /// Remove one leftover (delete the temporary, abort the upload) and whatever empty
+    /// folders that leaves; succeeds if it is already gone.
+    fn remove_leftover(&self, leftover: &Leftover) -> Result<()> {
+        let _ = leftover;
+        Ok(())
     }
     /// The full object key of `key` in an object store (S3: `prefix + key`), written into
     /// manifests as the original implementation's `:chunk/s3-key`; `None` for a directory.
@@ -80,9 +116,13 @@ pub trait Store: Send + Sync {
     }
     /// Store `bytes` under `key` only if no object is there; return whether it was created.
     /// Atomic against concurrent callers (directory: a hard link; S3: `If-None-Match: *`).
+    /// A retried request whose first attempt was executed (reply lost) finds the object it
+    /// created: the backend returns `true` when the object holds exactly `bytes`, so callers
+    /// make their bytes unique (an owner id) to be told apart.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool>;
     /// Remove the temporaries a killed writer left under `prefix` (a directory's
-    /// `*.tmp-*` files); return how many. Object stores have none (uploads are atomic).
+    /// `*.tmp-*` files), whatever their age; return how many. Object stores have none
+    /// (uploads are atomic).
     fn remove_temporaries(&self, prefix: &str) -> Result<u64> {
         let _ = prefix;
         Ok(0)

@@ -6,12 +6,36 @@
 //! `s3::map_sdk_error`: HTTP 5xx, `SlowDown` and other throttling codes, HTTP 429,
 //! `RequestTimeout`, connection failures (refused, reset, closed mid-response), timeouts, and
 //! bodies that broke off while being read). Not found, access denied, invalid arguments and
-//! corrupt data fail at once. Every operation retried here must be idempotent: the S3 backend
-//! only wraps requests that are (PUT of whole bytes, GET, HEAD, LIST, DELETE, part uploads,
-//! and CompleteMultipartUpload, whose "already completed" answer it checks separately).
+//! corrupt data fail at once.
 //!
 //! The AWS SDK's own retries are switched off (`RetryConfig::disabled()`), so that the
 //! attempt count and delays configured here are the only ones.
+//!
+//! # Executed, reply lost
+//!
+//! A transient failure does not say whether the server executed the request: the
+//! connection may break after the server acted and before its reply arrived. So every
+//! retried request must be safe when the retry meets the effect of an earlier attempt.
+//! The S3 backend's requests, one by one (tested on moto through the fault proxy, which
+//! forwards a request, lets the server execute it, then cuts the reply:
+//! `tests/s3_lost_replies.rs`):
+//!
+//! | request | used for | what the retry meets | why the outcome is right |
+//! |---|---|---|---|
+//! | `PutObject` (whole bytes) | `config.edn`, chunks, `checkpoint.edn`, `manifest.edn`, `complete.marker`, lock renewal | the object, already written | the retry writes the same bytes again: same final state. The manifest and the marker are written once, after every chunk; checkpoints are written one at a time, so no newer checkpoint races the retry of an older one |
+//! | `PutObject` with `If-None-Match: *` | creating the resume lock (`Store::put_if_absent`) | `412 PreconditionFailed`: the object exists | on a retry (never on the first attempt) the object is read back and is ours exactly when it holds our bytes, which carry a fresh owner id; `409 ConditionalRequestConflict` is retried; 412/409 are told by HTTP status and error code ([`crate::error::ServiceReply`]), never by message text. If creating fails anyway, the lock code deletes what it may have created (`repo::lock`) |
+//! | `GetObject`, `HeadObject`, `ListObjectsV2`, `ListMultipartUploads` | every read | nothing: reads change nothing | a body cut mid-way is read again whole (and chunks are checked by SHA-256); a listing page is asked for again with the same continuation token |
+//! | `DeleteObject` | releasing the lock, older lock generations, single objects | `204` again (AWS), or `404` (other stores) | "not found" is success: the object is gone either way |
+//! | `DeleteObjects` | `delete_prefix` (cleanup) | `200` again, or per-key `NoSuchKey` (other stores) | per-key "not found" is success |
+//! | `CreateMultipartUpload` | objects of `:multipart-threshold` bytes and more | a second upload; the first attempt's upload id never reached us | when creating took more than one attempt, the other unfinished uploads of the same key are aborted once ours is completed or aborted (one writer per key); `cleanup-incomplete` aborts whatever is left |
+//! | `UploadPart` | each part | the part, already uploaded | re-uploading a part number replaces it with the same bytes (same ETag) |
+//! | `CompleteMultipartUpload` | finishing an upload | `200` again (AWS), or `NoSuchUpload` / another error (other stores) | after a failed retry the object is checked with a HEAD: our size and the ETag our parts make (MD5 of the part MD5s, `-N`) mean it was completed; otherwise the error stands and the upload is aborted |
+//! | `AbortMultipartUpload` | a failed upload, stale uploads | `NoSuchUpload` | "not found" is success |
+//!
+//! One risk remains and is accepted: an attempt that is *delayed* in the network and
+//! executed after its retry succeeded (and after a later write of the same key) rolls that
+//! key back. Only `checkpoint.edn` is rewritten, and it is advisory: a resume checks every
+//! chunk it names by SHA-256 and rewrites what does not match.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;

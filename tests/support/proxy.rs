@@ -7,6 +7,14 @@
 //! without forwarding). Requests whose request line contains `deny_matching` get
 //! `403 AccessDenied`. Each connection carries one request (answers say `Connection: close`).
 //!
+//! Deterministic faults come first: a [`LostReply`] rule matches requests by method and a
+//! pattern in the request line (the key, `?uploads`, `partNumber=2&`, …) and, for the n-th
+//! matches it names, forwards the request, lets the server execute it and read its whole
+//! answer, then closes the connection without sending a byte of it: "executed, reply lost".
+//! An [`Answer`] rule answers the n-th matching request with an S3 error instead (how other
+//! S3-compatible stores answer some retries). `latency` delays every request before it is
+//! forwarded (a distant server).
+//!
 //! Bounded: the proxy stops accepting after [`MAX_LIFE`] or when dropped or
 //! [`FaultProxy::vanish`]ed (then its port refuses connections); every socket has timeouts.
 //! [`FaultProxy::set_refusing`] closes its port for a while (connections are refused, as
@@ -44,6 +52,56 @@ pub struct Faults {
     pub hang_for: Duration,
     /// Requests whose request line contains this get `403 AccessDenied`.
     pub deny_matching: Option<String>,
+    /// Requests executed by the server whose answer is then withheld (checked in order;
+    /// the first rule whose match count is listed applies).
+    pub lost_replies: Vec<LostReply>,
+    /// Requests answered with an S3 error instead of being forwarded (checked before the
+    /// lost-reply rules): how other S3-compatible stores answer some retries.
+    pub answers: Vec<Answer>,
+    /// Added to every request before it is forwarded (0: none).
+    pub latency: Duration,
+}
+
+/// Answer matching requests with an S3 error, without forwarding them.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// Which requests, as for [`LostReply`].
+    pub rule: LostReply,
+    /// The status line's status, e.g. `"404 Not Found"`.
+    pub status: &'static str,
+    /// The S3 error code, e.g. `"NoSuchUpload"`.
+    pub code: &'static str,
+}
+
+/// "Forward, let the server execute, then cut the reply" for matching requests.
+#[derive(Clone, Debug)]
+pub struct LostReply {
+    /// The HTTP method (`PUT`, `GET`, `POST`, `DELETE`, `HEAD`).
+    pub method: &'static str,
+    /// A substring of the request line, e.g. `"/lock-0.edn "` or `"?uploads"`.
+    pub pattern: String,
+    /// Which matches (1 = the first) lose their reply; empty: every match.
+    pub nth: Vec<u64>,
+}
+
+impl LostReply {
+    /// The reply of the `nth` request with `method` whose request line contains `pattern`.
+    pub fn nth(method: &'static str, pattern: impl Into<String>, nth: u64) -> Self {
+        LostReply {
+            method,
+            pattern: pattern.into(),
+            nth: vec![nth],
+        }
+    }
+
+    /// The replies of every request with `method` whose line contains `pattern`.
+    pub fn every(method: &'static str, pattern: impl Into<String>) -> Self {
+        LostReply {
+            method,
+            pattern: pattern.into(),
+            nth: Vec::new(),
+        }
+    }
 }
 
 /// Counters of what the proxy did.
@@ -71,6 +129,8 @@ pub struct Stats {
     pub upload_parts: u64,
     /// `ListObjectsV2` requests (one per page).
     pub list_pages: u64,
+    /// Requests executed whose reply was withheld ([`LostReply`]).
+    pub lost_replies: u64,
 }
 
 impl Stats {
@@ -82,6 +142,7 @@ impl Stats {
             + self.drops_mid
             + self.stalls
             + self.hangs
+            + self.lost_replies
     }
 }
 
@@ -98,11 +159,19 @@ struct Counters {
     denied: AtomicU64,
     upload_parts: AtomicU64,
     list_pages: AtomicU64,
+    lost_replies: AtomicU64,
 }
 
 struct Shared {
     upstream: SocketAddr,
     faults: Mutex<Faults>,
+    /// Per lost-reply rule: requests it matched so far.
+    matched: Mutex<Vec<u64>>,
+    /// Per lost-reply rule: replies it withheld so far.
+    cut: Mutex<Vec<u64>>,
+    /// Per answer rule: requests it matched so far, and answered.
+    answer_matched: Mutex<Vec<u64>>,
+    answered: Mutex<Vec<u64>>,
     rng: Mutex<u64>,
     counters: Counters,
     lines: Mutex<Vec<String>>,
@@ -148,9 +217,15 @@ impl FaultProxy {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("proxy address");
+        let rules = faults.lost_replies.len();
+        let answers = faults.answers.len();
         let shared = Arc::new(Shared {
             upstream,
             faults: Mutex::new(faults),
+            matched: Mutex::new(vec![0; rules]),
+            cut: Mutex::new(vec![0; rules]),
+            answer_matched: Mutex::new(vec![0; answers]),
+            answered: Mutex::new(vec![0; answers]),
             rng: Mutex::new(seed ^ 0x9e37_79b9_7f4a_7c15),
             counters: Counters::default(),
             lines: Mutex::new(Vec::new()),
@@ -208,9 +283,36 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Replace the fault shares (for requests read from now on).
+    /// Replace the faults (for requests read from now on); the lost-reply rules' match
+    /// counts start again from 0.
     pub fn set_faults(&self, faults: Faults) {
-        *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        let (rules, answers) = (faults.lost_replies.len(), faults.answers.len());
+        let mut f = self.shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let reset =
+            |m: &Mutex<Vec<u64>>, n| *m.lock().unwrap_or_else(|p| p.into_inner()) = vec![0; n];
+        reset(&self.shared.matched, rules);
+        reset(&self.shared.cut, rules);
+        reset(&self.shared.answer_matched, answers);
+        reset(&self.shared.answered, answers);
+        *f = faults;
+    }
+
+    /// Per answer rule (in order), how many requests it answered so far.
+    pub fn answered_by_rule(&self) -> Vec<u64> {
+        self.shared
+            .answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Per lost-reply rule (in order), how many replies it withheld so far.
+    pub fn lost_by_rule(&self) -> Vec<u64> {
+        self.shared
+            .cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// What the proxy did so far.
@@ -229,6 +331,7 @@ impl FaultProxy {
             denied: g(&c.denied),
             upload_parts: g(&c.upload_parts),
             list_pages: g(&c.list_pages),
+            lost_replies: g(&c.lost_replies),
         }
     }
 
@@ -323,6 +426,48 @@ fn choose(shared: &Shared) -> Fault {
     } else {
         Fault::None
     }
+}
+
+/// Which of `rules` takes `req`: counts the match for every rule that matches and returns
+/// the first one that lists that match number (counting it in `taken`).
+fn take_rule<'a>(
+    req: &Request,
+    rules: impl Iterator<Item = &'a LostReply>,
+    matched: &Mutex<Vec<u64>>,
+    taken: &Mutex<Vec<u64>>,
+) -> Option<usize> {
+    let mut matched = matched.lock().unwrap_or_else(|p| p.into_inner());
+    let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
+    let mut hit = None;
+    for (i, rule) in rules.enumerate() {
+        if req.method != rule.method || !req.line.contains(&rule.pattern) {
+            continue;
+        }
+        matched[i] += 1;
+        if hit.is_none() && (rule.nth.is_empty() || rule.nth.contains(&matched[i])) {
+            taken[i] += 1;
+            hit = Some(i);
+        }
+    }
+    hit
+}
+
+/// Whether a lost-reply rule takes `req`.
+fn loses_reply(req: &Request, shared: &Shared) -> bool {
+    let f = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+    take_rule(req, f.lost_replies.iter(), &shared.matched, &shared.cut).is_some()
+}
+
+/// The S3 error an answer rule gives `req` instead of forwarding it, if one takes it.
+fn answer_for(req: &Request, shared: &Shared) -> Option<(&'static str, &'static str)> {
+    let f = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+    let i = take_rule(
+        req,
+        f.answers.iter().map(|a| &a.rule),
+        &shared.answer_matched,
+        &shared.answered,
+    )?;
+    Some((f.answers[i].status, f.answers[i].code))
 }
 
 struct Request {
@@ -422,6 +567,9 @@ fn signer(req: &Request) -> Signer {
 
 fn forward(req: &Request, shared: &Shared) -> std::io::Result<Vec<u8>> {
     let mut up = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
+    // Head and body go out in two writes: without this, Nagle's algorithm holds the body
+    // until the server's delayed ACK of the head (tens of ms per request).
+    up.set_nodelay(true)?;
     up.set_read_timeout(Some(IO_TIMEOUT))?;
     up.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = format!("{}\r\n", req.line);
@@ -442,6 +590,7 @@ fn forward(req: &Request, shared: &Shared) -> std::io::Result<Vec<u8>> {
 
 fn handle(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
+    conn.set_nodelay(true)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let Some(req) = read_request(&conn)? else {
@@ -479,6 +628,29 @@ fn handle(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             "AccessDenied",
             "Access Denied",
         ))?;
+        return conn.shutdown(Shutdown::Both);
+    }
+    let latency = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .latency;
+    if !latency.is_zero() {
+        std::thread::sleep(latency.min(IO_TIMEOUT));
+    }
+    if let Some((status, code)) = answer_for(&req, shared) {
+        conn.write_all(&error_answer(
+            &req,
+            status,
+            code,
+            "answered by the fault proxy",
+        ))?;
+        return conn.shutdown(Shutdown::Both);
+    }
+    if loses_reply(&req, shared) {
+        // Executed by the server, its whole answer read, then nothing of it sent.
+        forward(&req, shared)?;
+        c.lost_replies.fetch_add(1, Ordering::SeqCst);
         return conn.shutdown(Shutdown::Both);
     }
     match choose(shared) {

@@ -323,7 +323,7 @@
 
 (defn- restore!
   "Restore a backup from a canonical target into `conn`."
-  [conn target backup-id {:keys [database-id batch-size parallel verify-first? progress-fn]
+  [conn target backup-id {:keys [database-id batch-size parallel fetch-ahead verify-first? progress-fn]
                           :or {batch-size default-load-batch verify-first? true}}]
   (let [db (dh/current-db conn)
         started (System/currentTimeMillis)
@@ -338,7 +338,8 @@
       (with-open [h (native/restore-open target (cond-> {:database-id database-id
                                                           :backup-id (str backup-id)
                                                           :verify-first? (boolean verify-first?)}
-                                                   parallel (assoc :parallel (long parallel))))]
+                                                   parallel (assoc :parallel (long parallel))
+                                                   fetch-ahead (assoc :fetch-ahead (long fetch-ahead))))]
         (let [info (native/restore-info h)
               total (:datom-count info)
               load-entities (dh/api-fn 'load-entities)
@@ -384,8 +385,8 @@
   tx ids are identical when everything fits one call (`:batch-size` datoms, default
   1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
 
-  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks read ahead,
-  default 2), `:verify-first?` (check every chunk's checksum before loading anything,
+  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks decoded ahead,
+  default 2), `:fetch-ahead` (chunks read ahead concurrently, default 32), `:verify-first?` (check every chunk's checksum before loading anything,
   default true), `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done …
   :datoms-total …}`)."
   [conn target backup-id & {:as opts}]
@@ -395,6 +396,7 @@
   "Given a connection to an EMPTY Datahike database, an S3 target (as for `backup-to-s3`)
   and a backup id, restore exactly as `restore-from-directory` does (same options and
   result). `:verify-first?` defaults to false here: every chunk's size is checked up front
-  (one HEAD each) and its SHA-256 as it streams, so nothing is downloaded twice."
+  (from one listing of the backup) and its SHA-256 as it streams, so nothing is downloaded
+  twice."
   [conn s3-config backup-id & {:as opts}]
   (restore! conn (s3-target s3-config) backup-id (merge {:verify-first? false} opts)))

@@ -99,3 +99,56 @@
   "Delete `key`."
   [t key]
   (request "DELETE" (object-url t key) nil))
+
+(defn- fault-proxy-binary
+  "The fault proxy program (`examples/fault_proxy.rs`, built by `make test-clj`)."
+  ^java.io.File []
+  (let [f (io/file (or (System/getenv "CARGO_TARGET_DIR") "target") "release" "examples" "fault_proxy")]
+    (when-not (.canExecute f)
+      (throw (ex-info (str "no fault proxy at " f ": run `cargo build --release --example fault_proxy`"
+                           " (make test-clj does)") {})))
+    f))
+
+(defn start-fault-proxy!
+  "Start the fault proxy in front of the test server with `args` (e.g. `[\"--lose\" \"PUT\"
+  \"/lock-0.edn\" \"1\"]`: the first PUT of that key is executed and its reply lost); return
+  `{:endpoint … :process …}`. Stop it with `stop-fault-proxy!`."
+  [args]
+  (let [upstream (str/replace (start!) #"^http://" "")
+        p (.start (doto (ProcessBuilder. ^java.util.List (into [(str (fault-proxy-binary)) upstream] args))
+                    (.redirectError java.lang.ProcessBuilder$Redirect/INHERIT)))
+        rdr (BufferedReader. (InputStreamReader. (.getInputStream p)))
+        line (.readLine rdr)]
+    (when-not (and line (str/starts-with? line "endpoint "))
+      (.destroy p)
+      (throw (ex-info (str "the fault proxy did not start: " line) {})))
+    {:endpoint (subs line (count "endpoint ")) :process p :reader rdr}))
+
+(defn- fault-proxy-command!
+  "Send one command line to a fault proxy; return its answer line."
+  [{:keys [^Process process ^BufferedReader reader]} cmd]
+  (locking process
+    (let [out (.getOutputStream process)]
+      (.write out (.getBytes (str cmd "\n") "UTF-8"))
+      (.flush out))
+    (.readLine reader)))
+
+(defn refuse-connections!
+  "Close the fault proxy's port: connections are refused (as when the server is down)
+  until `accept-connections!`."
+  [proxy]
+  (fault-proxy-command! proxy "refuse"))
+
+(defn accept-connections!
+  "Open the fault proxy's port again (the same port)."
+  [proxy]
+  (fault-proxy-command! proxy "accept"))
+
+(defn stop-fault-proxy!
+  "Stop a fault proxy; return how many replies it withheld."
+  [{:keys [^Process process ^BufferedReader reader]}]
+  (.close (.getOutputStream process))
+  (let [line (.readLine reader)]
+    (when-not (.waitFor process 10 java.util.concurrent.TimeUnit/SECONDS)
+      (.destroyForcibly process))
+    (some-> line (str/replace #"^lost " "") parse-long)))

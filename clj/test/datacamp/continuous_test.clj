@@ -10,7 +10,6 @@
             [datacamp.capture-load :as load]
             [datacamp.continuous :as cont]
             [datacamp.core :as dc]
-            [datacamp.fault-proxy :as fp]
             [datacamp.native :as native]
             [datacamp.s3-server :as s3]
             [datahike.api :as d])
@@ -295,8 +294,10 @@
 
 (deftest an-s3-outage-of-ten-seconds-loses-nothing
   (s3/start!)
-  (let [proxy (fp/start!)
-        t (fp/target proxy (str "outage-" (System/nanoTime)))
+  (let [proxy (s3/start-fault-proxy! [])
+        bucket (str "outage-" (System/nanoTime))
+        _ (s3/create-bucket! bucket)
+        t (assoc (s3/target bucket) :endpoint (:endpoint proxy))
         errors (atom [])
         conn (load/fresh-conn (str "outage-" (UUID/randomUUID)))
         alive (load/replay! conn 3 1 20 [])
@@ -308,9 +309,9 @@
     (try
       (Thread/sleep 2000)
       (let [down-at (System/currentTimeMillis)]
-        (fp/refuse! proxy)
+        (s3/refuse-connections! proxy)
         (Thread/sleep 10000)
-        (fp/accept! proxy)
+        (s3/accept-connections! proxy)
         @writing
         (let [flushed (cont/flush! h 60000)
               _ (deliver stop true)
@@ -333,13 +334,15 @@
           (check-restores b/s3 t "o" @conn [(+ tx0 100) (+ tx0 300)])))
       (finally
         (deliver stop true)
-        (fp/stop! proxy)
+        (s3/stop-fault-proxy! proxy)
         (d/release conn)))))
 
 (deftest past-max-spool-bytes-the-capture-pauses-and-catches-up
   (s3/start!)
-  (let [proxy (fp/start!)
-        t (fp/target proxy (str "spool-" (System/nanoTime)))
+  (let [proxy (s3/start-fault-proxy! [])
+        bucket (str "spool-" (System/nanoTime))
+        _ (s3/create-bucket! bucket)
+        t (assoc (s3/target bucket) :endpoint (:endpoint proxy))
         errors (atom [])
         conn (load/fresh-conn (str "spool-" (UUID/randomUUID)))
         alive (load/replay! conn 4 1 20 [])
@@ -347,7 +350,7 @@
                                       :max-spool-bytes 4096
                                       :on-error #(swap! errors conj %))
         _ (cont/flush! h 30000)
-        _ (fp/refuse! proxy)
+        _ (s3/refuse-connections! proxy)
         ;; the application goes on writing: every transaction returns normally
         alive (load/replay! conn 4 21 200 alive)
         paused (dc/continuous-status h)]
@@ -358,7 +361,7 @@
         (is (str/includes? (str (:gap-reason paused)) "spool is full"))
         (is (<= (long (:pending-bytes paused)) 4096))
         (is (some #(str/includes? (ex-message %) "the spool is full") @errors)))
-      (fp/accept! proxy)
+      (s3/accept-connections! proxy)
       (load/replay! conn 4 201 220 alive)
       (let [flushed (cont/flush! h 60000)
             final (dc/stop-continuous-backup h)]
@@ -369,5 +372,5 @@
           (is (= (:max-tx @conn) (:last-durable-tx final))))
         (check-restores b/s3 t "s" @conn [(+ tx0 30) (+ tx0 150)]))
       (finally
-        (fp/stop! proxy)
+        (s3/stop-fault-proxy! proxy)
         (d/release conn)))))

@@ -243,3 +243,69 @@
     (is (= {:success true :already-complete? true :backup-id (:backup-id b) :database-id "crash"}
            loser))
     (is (true? (:success (backup/verify-backup target (:backup-id b) :database-id "crash" :deep? true))))))
+
+(defn- resume-data
+  "Resume backup `id` of \"crash\" in `target` with `opts`; the result, or the ex-data of
+  the failure."
+  [target id & opts]
+  (try (apply backup/resume-backup (fx/fixture-conn "kitchen-sink") target id :database-id "crash" opts)
+       (catch clojure.lang.ExceptionInfo e (ex-data e))))
+
+(deftest a-lost-reply-to-the-lock-create-does-not-block-resume
+  ;; S3 created lock-0.edn, the reply was lost, the retry met 412: the resumer must see
+  ;; that the lock is its own (it used to fail with :datacamp/conflict and leave the lock).
+  (let [t (fresh-s3-target)
+        _ (child-backup! t "chunk-stored:3")
+        [b] (backup/list-backups t "crash")
+        id (:backup-id b)
+        proxy (s3/start-fault-proxy! ["--lose" "PUT" "/lock-0.edn" "1"])
+        r (try (resume-data (assoc t :endpoint (:endpoint proxy) :max-retries 3 :retry-base-ms 5) id)
+               (finally (is (= 1 (s3/stop-fault-proxy! proxy)) "one reply was withheld")))]
+    (is (true? (:resumed? r)) (pr-str r))
+    (is (empty? (s3/list-keys t (str "crash/" id "/lock-"))) "no lock left behind")
+    (is (true? (:already-complete? (resume-data t id))) "an immediate second resume finds it done")
+    (is (:success (backup/verify-backup t id :database-id "crash" :deep? true)))))
+
+(deftest entries-that-are-not-live-locks-never-block-resume
+  (doseq [break? [false true]]
+    (testing (str "a folder named lock-0.edn, :break-lock? " break?)
+      (let [root (u/temp-dir)
+            _ (child-backup! root "chunk-stored:3")
+            [b] (backup/list-backups {:path (str root)} "crash")
+            folder (io/file (u/backup-dir root "crash" (:backup-id b)) "lock-0.edn" "inside")]
+        (.mkdirs folder)
+        (is (true? (:resumed? (apply resume-data {:path (str root)} (:backup-id b)
+                                     (when break? [:break-lock? true])))))
+        (is (.isDirectory folder) "not ours: left alone"))))
+  (testing "a lease claiming to run until 9999 is honoured one day after it was written"
+    (let [root (u/temp-dir)
+          target {:path (str root)}
+          _ (child-backup! root "chunk-stored:3")
+          [b] (backup/list-backups target "crash")
+          lock (io/file (u/backup-dir root "crash" (:backup-id b)) "lock-0.edn")]
+      (spit lock "{:lock/owner \"someone-else\" :lock/expires-at #inst \"9999-12-31T00:00:00.000-00:00\"}")
+      (let [e (resume-data target (:backup-id b))]
+        (is (= :datacamp/conflict (:datacamp/error e)) "written just now: live for up to a day"))
+      (.setLastModified lock (- (System/currentTimeMillis) (* 25 3600 1000)))
+      (is (true? (:resumed? (resume-data target (:backup-id b)))) "written 25 hours ago: expired")
+      (is (not (.exists lock))))))
+
+(deftest a-backup-killed-writing-its-first-file-is-cleaned-up
+  (let [root (u/temp-dir)
+        target {:path (str root)}
+        {:keys [exit out]} (child-backup! root "mid-write:1")
+        temps (fn [] (filter #(.contains (.getName ^File %) ".tmp-") (file-seq (io/file root))))
+        [^File temp :as found] (temps)]
+    (is (= 137 exit) out)
+    (is (= 1 (count found)) "half of config.edn under its temporary name")
+    (is (.startsWith (.getName temp) "config.edn.tmp-"))
+    (is (empty? (backup/list-backups target "crash")) "no listing shows it")
+    (let [r (backup/cleanup-incomplete target "crash" :older-than-hours 1)]
+      (is (= [0 1] [(:temporaries-removed r) (:leftovers-kept r)]) "younger than the cutoff: kept")
+      (is (.exists temp)))
+    (.setLastModified temp (- (System/currentTimeMillis) (* 2 3600 1000)))
+    (let [r (backup/cleanup-incomplete target "crash" :older-than-hours 1)]
+      (is (= {:removed [] :temporaries-removed 1 :leftovers-kept 0 :uploads-aborted 0 :objects-deleted 0}
+             (select-keys r [:removed :temporaries-removed :leftovers-kept :uploads-aborted :objects-deleted]))))
+    (is (empty? (temps)))
+    (is (not (.exists (.getParentFile temp))) "its folder went with it")))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, ServiceReply};
 
 /// Run one attempt of a request with a time limit; map its error ([`map_sdk_error`]).
 pub(super) async fn attempt<T, E>(
@@ -112,16 +112,18 @@ pub fn map_sdk_error<E>(op: &str, loc: &str, err: SdkError<E, HttpResponse>) -> 
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let mut service = None;
     let (kind, hint, message) = match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             let code = err.code().map(String::from);
             let (kind, hint) = classify(Some(status), code.as_deref());
-            let message = match (code, err.message()) {
+            let message = match (&code, err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m} (HTTP {status})"),
                 (Some(c), None) => format!("{c} (HTTP {status})"),
                 (None, _) => format!("HTTP {status}"),
             };
+            service = Some((status, code));
             (kind, hint, message)
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, None, "timed out".to_owned()),
@@ -176,8 +178,38 @@ where
     };
     let mut e = Error::new(kind, op, message).with_key(loc);
     e.hint = hint;
-    e.source = Some(Box::new(err));
+    e.source = Some(match service {
+        Some((status, code)) => Box::new(ServiceReply {
+            status: Some(status),
+            code,
+            cause: Some(Box::new(err)),
+        }),
+        None => Box::new(err),
+    });
     e
+}
+
+/// Whether `e` is S3's answer that a conditional write's precondition failed: HTTP 412
+/// (`PreconditionFailed`, for `If-None-Match: *` the object exists).
+pub(super) fn is_precondition_failed(e: &Error) -> bool {
+    e.status() == Some(412) || e.code() == Some("PreconditionFailed")
+}
+
+/// Whether `e` is S3's answer that a concurrent conditional write to the same key was in
+/// progress: HTTP 409 `ConditionalRequestConflict` (AWS: retry the request).
+pub(super) fn is_conditional_conflict(e: &Error) -> bool {
+    e.code() == Some("ConditionalRequestConflict")
+        || (e.status() == Some(409) && e.code().is_none())
+}
+
+/// Whether `e` says that the object or upload a request named does not exist (any more):
+/// `NoSuchKey`, `NoSuchUpload`, `NotFound`, or a bare HTTP 404 — but not `NoSuchBucket`.
+pub(super) fn is_gone(e: &Error) -> bool {
+    match e.code() {
+        Some("NoSuchKey" | "NoSuchUpload" | "NotFound") => true,
+        Some(_) => false,
+        None => e.status() == Some(404),
+    }
 }
 
 fn find_source<'a, T: std::error::Error + 'static>(
@@ -222,6 +254,44 @@ mod tests {
             .1
             .unwrap()
             .contains("bucket does not exist"));
+    }
+
+    #[test]
+    fn answers_are_told_apart_by_status_and_code_never_by_text() {
+        let answer = |status, code: Option<&str>| {
+            let mut e = Error::new(ErrorKind::Io, "op", "whatever the message says");
+            e.source = Some(Box::new(ServiceReply {
+                status,
+                code: code.map(String::from),
+                cause: None,
+            }));
+            e
+        };
+        let text_only = |t: &str| Error::new(ErrorKind::NotFound, "op", t);
+        assert!(is_precondition_failed(&answer(
+            Some(412),
+            Some("PreconditionFailed")
+        )));
+        assert!(is_precondition_failed(&answer(Some(412), None)));
+        assert!(!is_precondition_failed(&text_only(
+            "PreconditionFailed (HTTP 412)"
+        )));
+        assert!(is_conditional_conflict(&answer(
+            Some(409),
+            Some("ConditionalRequestConflict")
+        )));
+        assert!(!is_conditional_conflict(&answer(
+            Some(409),
+            Some("BucketAlreadyOwnedByYou")
+        )));
+        assert!(is_gone(&answer(Some(404), Some("NoSuchUpload"))));
+        assert!(is_gone(&answer(Some(404), None)));
+        assert!(!is_gone(&answer(Some(404), Some("NoSuchBucket"))));
+        assert!(!is_gone(&text_only("NoSuchUpload (HTTP 404)")));
+        assert_eq!(
+            answer(Some(404), Some("NoSuchKey")).code(),
+            Some("NoSuchKey")
+        );
     }
 
     #[test]

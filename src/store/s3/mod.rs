@@ -6,11 +6,12 @@
 //!
 //! - **Writes**: one `PutObject` below `:multipart-threshold`; above it a multipart upload
 //!   (parts of `:part-size`, `:upload-concurrency` of them in flight) that is either completed
-//!   or aborted, so an object appears whole or not at all. [`Store::abort_stale_uploads`]
-//!   aborts uploads that a killed process left behind.
+//!   or aborted, so an object appears whole or not at all. [`Store::leftovers`] lists the
+//!   uploads a killed process left behind, [`Store::remove_leftover`] aborts one.
 //! - **Retries**: every request goes through [`crate::store::retry`]; the SDK's own retries are off.
 //!   Each attempt has a time limit (`:timeout-ms`). [`map_sdk_error`] decides what is
-//!   transient.
+//!   transient. Why each retried request is safe when an earlier attempt was executed and
+//!   only its reply was lost: the table in [`crate::store::retry`].
 //! - **Credentials**: `:access-key-id` / `:secret-access-key` (/ `:session-token`) when given,
 //!   else the standard AWS provider chain (environment, `~/.aws` profiles and `AWS_PROFILE`,
 //!   web identity, ECS and EC2 instance roles, `credential_process`). SSO profiles are not
@@ -36,14 +37,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::Value;
 use crate::runtime::block_on;
 use crate::store::retry::retry;
-use crate::store::{ObjectMeta, Store};
+use crate::store::{Leftover, LeftoverKind, ObjectMeta, Store};
 
 mod config;
 mod errors;
 mod multipart;
 
 pub use config::{S3Config, Sse, StaticCredentials, MIN_PART_SIZE};
-use errors::attempt;
+use errors::{attempt, is_conditional_conflict, is_gone, is_precondition_failed};
 pub use errors::{classify, map_sdk_error};
 
 /// Keys per `DeleteObjects` request (S3's limit).
@@ -113,6 +114,15 @@ impl S3Store {
     }
 
     async fn head(&self, object: &str, loc: &str) -> Result<Option<u64>> {
+        Ok(self.head_meta(object, loc).await?.map(|(size, _)| size))
+    }
+
+    /// HEAD an object: its size and ETag (quotes removed), or `None` if there is none.
+    pub(super) async fn head_meta(
+        &self,
+        object: &str,
+        loc: &str,
+    ) -> Result<Option<(u64, Option<String>)>> {
         let op = "read object size";
         let result = retry(&self.cfg.retry, op, loc, || {
             let req = self
@@ -124,7 +134,10 @@ impl S3Store {
         })
         .await;
         match result {
-            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Ok(out) => Ok(Some((
+                out.content_length().unwrap_or(0).max(0) as u64,
+                out.e_tag().map(|t| t.trim_matches('"').to_owned()),
+            ))),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -195,7 +208,14 @@ impl S3Store {
             attempt(op, loc, self.cfg.attempt_timeout, req.send())
         })
         .await?;
-        if let Some(e) = out.errors().first() {
+        // A key that is already gone counts as deleted: a retry after a lost reply meets
+        // the first attempt's deletions (S3 itself reports none; some compatible stores do).
+        let failed: Vec<_> = out
+            .errors()
+            .iter()
+            .filter(|e| !matches!(e.code(), Some("NoSuchKey" | "NotFound")))
+            .collect();
+        if let Some(e) = failed.first() {
             let code = e.code().unwrap_or("unknown");
             let (kind, hint) = classify(None, Some(code));
             let mut err = Error::new(
@@ -203,7 +223,7 @@ impl S3Store {
                 op,
                 format!(
                     "{} of {} objects were not deleted; first: {code}: {}",
-                    out.errors().len(),
+                    failed.len(),
                     keys.len(),
                     e.message().unwrap_or("")
                 ),
@@ -338,15 +358,20 @@ impl Store for S3Store {
         let object = self.checked_key(key)?;
         let loc = self.location(key);
         let op = "delete object";
-        block_on(retry(&self.cfg.retry, op, &loc, || {
+        let result = block_on(retry(&self.cfg.retry, op, &loc, || {
             let req = self
                 .client
                 .delete_object()
                 .bucket(&self.cfg.bucket)
                 .key(&object);
             attempt(op, &loc, self.cfg.attempt_timeout, req.send())
-        }))?
-        .map(|_| ())
+        }))?;
+        match result {
+            Ok(_) => Ok(()),
+            // S3 answers 204 for a missing key; a store that answers 404 means the same.
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn delete_prefix(&self, prefix: &str) -> Result<u64> {
@@ -365,7 +390,9 @@ impl Store for S3Store {
         let loc = self.location(key);
         let body = bytes::Bytes::copy_from_slice(bytes);
         let op = "put object if absent";
+        let mut attempts = 0u32;
         let result = block_on(retry(&self.cfg.retry, op, &loc, || {
+            attempts += 1;
             let req = self
                 .client
                 .put_object()
@@ -374,21 +401,32 @@ impl Store for S3Store {
                 .if_none_match("*")
                 .content_length(body.len() as i64)
                 .body(ByteStream::from(body.clone()));
-            attempt(op, &loc, self.cfg.attempt_timeout, req.send())
+            let sent = attempt(op, &loc, self.cfg.attempt_timeout, req.send());
+            async move {
+                // 409 ConditionalRequestConflict: another conditional write to the key was
+                // in flight; AWS says to retry, and the retry meets its outcome (412 or 200).
+                sent.await.map_err(|mut e| {
+                    if is_conditional_conflict(&e) {
+                        e.kind = ErrorKind::Transient;
+                    }
+                    e
+                })
+            }
         }))?;
         match result {
             Ok(_) => Ok(true),
-            // 412 PreconditionFailed: the object exists (409: a concurrent conditional write won).
-            Err(e)
-                if e.message.contains("PreconditionFailed") || e.message.contains("HTTP 412") =>
-            {
-                Ok(false)
-            }
-            Err(e)
-                if e.message.contains("ConditionalRequestConflict")
-                    || e.message.contains("HTTP 409") =>
-            {
-                Ok(false)
+            // 412: the object exists. On the first attempt it cannot be ours. On a retry an
+            // earlier attempt may have created it and lost its reply: it is ours exactly when
+            // it holds our bytes (callers make them unique, e.g. with an owner id).
+            Err(e) if is_precondition_failed(&e) => {
+                if attempts == 1 {
+                    return Ok(false);
+                }
+                match self.get(key) {
+                    Ok(stored) => Ok(stored == bytes),
+                    Err(g) if g.kind == ErrorKind::NotFound => Ok(false),
+                    Err(g) => Err(g),
+                }
             }
             Err(e) => Err(e),
         }
@@ -402,7 +440,19 @@ impl Store for S3Store {
         format!("s3://{}/{}{key}", self.cfg.bucket, self.cfg.prefix)
     }
 
-    fn abort_stale_uploads(&self, prefix: &str, older_than: SystemTime) -> Result<u64> {
-        block_on(self.abort_stale_async(prefix, older_than))?
+    fn leftovers(&self, prefix: &str) -> Result<Vec<Leftover>> {
+        block_on(self.uploads_async(prefix))?
+    }
+
+    fn remove_leftover(&self, leftover: &Leftover) -> Result<()> {
+        match &leftover.kind {
+            // Uploads are atomic: an S3 store never leaves temporaries.
+            LeftoverKind::Temporary => Ok(()),
+            LeftoverKind::Upload { upload_id } => {
+                let object = self.checked_key(&leftover.key)?;
+                let loc = self.location(&leftover.key);
+                block_on(self.abort_upload(&object, &loc, upload_id))?
+            }
+        }
     }
 }

@@ -1,5 +1,11 @@
-//! Multipart uploads: parts in parallel, then complete, or abort on failure; and the abort
-//! of uploads a killed process left behind.
+//! Multipart uploads: parts in parallel, then complete, or abort on failure; and the
+//! listing of uploads a killed process left behind ([`Store::leftovers`]).
+//!
+//! Lost replies (see the table in [`crate::store::retry`]): a retried create may leave the
+//! first attempt's upload behind, so when the create needed more than one attempt, the other
+//! uploads of the same key are aborted once ours is finished; a retried complete that fails
+//! is checked against the object (size and multipart ETag); a retried abort that finds no
+//! upload succeeded.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -8,18 +14,22 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
-use super::errors::attempt;
+use md5::{Digest, Md5};
+
+use super::errors::{attempt, is_gone};
 use super::{sse_params, S3Store};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::retry::{retry, RetryPolicy};
-use crate::store::Store;
+use crate::store::{Leftover, LeftoverKind, Store};
 
 /// S3's limit on parts per upload.
 const MAX_PARTS: u64 = 10_000;
 impl S3Store {
     pub(super) async fn put_multipart(&self, object: &str, loc: &str, bytes: &[u8]) -> Result<()> {
         let op = "create multipart upload";
+        let mut create_attempts = 0u32;
         let created = retry(&self.cfg.retry, op, loc, || {
+            create_attempts += 1;
             let mut req = self
                 .client
                 .create_multipart_upload()
@@ -42,14 +52,34 @@ impl S3Store {
         let result = self
             .upload_parts_and_complete(object, loc, &upload_id, bytes)
             .await;
-        if let Err(mut err) = result {
-            if let Err(abort) = self.abort_upload(object, loc, &upload_id).await {
-                err.message = format!(
-                    "{}; aborting multipart upload {upload_id} failed too ({}), cleanup-incomplete aborts it later",
-                    err.message, abort.message
-                );
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(mut err) => {
+                if let Err(abort) = self.abort_upload(object, loc, &upload_id).await {
+                    err.message = format!(
+                        "{}; aborting multipart upload {upload_id} failed too ({}), cleanup-incomplete aborts it later",
+                        err.message, abort.message
+                    );
+                }
+                Err(err)
             }
-            return Err(err);
+        };
+        if create_attempts > 1 {
+            // An earlier create may have been executed with its reply lost: its upload id
+            // never reached us. Abort the other uploads of this key (one writer per key: a
+            // backup's chunk keys are its own, and a resume holds the lock). Best effort:
+            // cleanup-incomplete aborts what is left.
+            let _ = self.abort_other_uploads(object, loc, &upload_id).await;
+        }
+        outcome
+    }
+
+    /// Abort every unfinished upload of exactly `object` except `keep`.
+    async fn abort_other_uploads(&self, object: &str, loc: &str, keep: &str) -> Result<()> {
+        for (key, id, _) in self.list_uploads(object, loc).await? {
+            if key == object && id != keep {
+                self.abort_upload(object, loc, &id).await?;
+            }
         }
         Ok(())
     }
@@ -109,6 +139,8 @@ impl S3Store {
                 }
             }
         }
+        let expected_etag = multipart_etag(done.values().map(String::as_str));
+        let part_count = done.len();
         let parts: Vec<CompletedPart> = done
             .into_iter()
             .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
@@ -132,19 +164,29 @@ impl S3Store {
         .await;
         match result {
             Ok(_) => Ok(()),
-            // An attempt whose answer was lost may have completed the upload already: then
-            // the retry finds no such upload, and the object is there with the right size.
-            Err(e) if e.kind == ErrorKind::NotFound && attempts > 1 => {
-                match self.head(object, loc).await? {
-                    Some(size) if size == len => Ok(()),
-                    _ => Err(e),
+            // An attempt whose reply was lost may have completed the upload: AWS answers the
+            // retry with 200 again, other stores with NoSuchUpload or another error. Then the
+            // object is there with our size and the ETag our parts make ("md5-of-md5s-N").
+            Err(e) if attempts > 1 => match self.head_meta(object, loc).await {
+                Ok(Some((size, Some(etag))))
+                    if size == len && etag_matches(&etag, expected_etag.as_deref(), part_count) =>
+                {
+                    // Nothing should be left, but make sure the upload is not.
+                    let _ = self.abort_upload(object, loc, upload_id).await;
+                    Ok(())
                 }
-            }
+                _ => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
 
-    async fn abort_upload(&self, object: &str, loc: &str, upload_id: &str) -> Result<()> {
+    pub(super) async fn abort_upload(
+        &self,
+        object: &str,
+        loc: &str,
+        upload_id: &str,
+    ) -> Result<()> {
         let op = "abort multipart upload";
         let result = retry(&self.cfg.retry, op, loc, || {
             let req = self
@@ -158,39 +200,39 @@ impl S3Store {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == ErrorKind::NotFound && e.message.contains("NoSuchUpload") => Ok(()),
+            // Aborting is idempotent: an upload that is gone (aborted by an attempt whose
+            // reply was lost, or completed) is what the caller wants.
+            Err(e) if is_gone(&e) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    pub(super) async fn abort_stale_async(
+    /// The unfinished uploads whose object key starts with `full` (a full object key
+    /// prefix), as `(object key, upload id, initiated)`.
+    async fn list_uploads(
         &self,
-        prefix: &str,
-        older_than: SystemTime,
-    ) -> Result<u64> {
-        let full = self.object_key(prefix);
-        let loc = self.location(prefix);
+        full: &str,
+        loc: &str,
+    ) -> Result<Vec<(String, String, Option<SystemTime>)>> {
         let op = "list multipart uploads";
-        let mut stale: Vec<(String, String)> = Vec::new();
+        let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
-            let page = retry(&self.cfg.retry, op, &loc, || {
+            let page = retry(&self.cfg.retry, op, loc, || {
                 let req = self
                     .client
                     .list_multipart_uploads()
                     .bucket(&self.cfg.bucket)
-                    .prefix(&full)
+                    .prefix(full)
                     .set_key_marker(key_marker.clone())
                     .set_upload_id_marker(id_marker.clone());
-                attempt(op, &loc, self.cfg.attempt_timeout, req.send())
+                attempt(op, loc, self.cfg.attempt_timeout, req.send())
             })
             .await?;
             for u in page.uploads() {
                 let initiated = u.initiated().and_then(|t| SystemTime::try_from(*t).ok());
-                if let (Some(key), Some(id), Some(t)) = (u.key(), u.upload_id(), initiated) {
-                    if t < older_than {
-                        stale.push((key.to_owned(), id.to_owned()));
-                    }
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push((key.to_owned(), id.to_owned(), initiated));
                 }
             }
             key_marker = page.next_key_marker().map(String::from);
@@ -199,13 +241,52 @@ impl S3Store {
                 break;
             }
         }
-        let mut aborted = 0;
-        for (object, id) in stale {
-            let loc = format!("s3://{}/{object}", self.cfg.bucket);
-            self.abort_upload(&object, &loc, &id).await?;
-            aborted += 1;
+        Ok(out)
+    }
+
+    /// The unfinished multipart uploads under the store key `prefix`, as leftovers.
+    pub(super) async fn uploads_async(&self, prefix: &str) -> Result<Vec<Leftover>> {
+        let uploads = self
+            .list_uploads(&self.object_key(prefix), &self.location(prefix))
+            .await?;
+        Ok(uploads
+            .into_iter()
+            .filter_map(|(object, upload_id, started)| {
+                let key = object.strip_prefix(&self.cfg.prefix)?.to_owned();
+                Some(Leftover {
+                    key,
+                    started,
+                    kind: LeftoverKind::Upload { upload_id },
+                })
+            })
+            .collect())
+    }
+}
+
+/// The ETag S3 gives an object completed from parts with these ETags: the MD5 of the
+/// concatenated binary part MD5s, in hex, then `-` and the part count. `None` when a part
+/// ETag is not a hex MD5 (e.g. SSE-KMS or SSE-C).
+pub fn multipart_etag<'a>(part_etags: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut md5 = Md5::new();
+    let mut n = 0;
+    for etag in part_etags {
+        let raw = hex::decode(etag.trim_matches('"')).ok()?;
+        if raw.len() != 16 {
+            return None;
         }
-        Ok(aborted)
+        md5.update(&raw);
+        n += 1;
+    }
+    Some(format!("{}-{n}", hex::encode(md5.finalize())))
+}
+
+/// Whether an object's ETag is the one our parts make: equal to `expected` when known,
+/// else (part ETags that are not MD5s) at least of the form `…-parts`.
+fn etag_matches(etag: &str, expected: Option<&str>, parts: usize) -> bool {
+    let etag = etag.trim_matches('"');
+    match expected {
+        Some(x) => etag.eq_ignore_ascii_case(x),
+        None => etag.ends_with(&format!("-{parts}")),
     }
 }
 
@@ -248,5 +329,30 @@ impl PartUpload {
             .with_key(&self.loc)
         })?;
         Ok((self.number, etag.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multipart_etag_is_the_md5_of_the_part_md5s() {
+        // Two parts "a" and "b": md5("a") = 0cc175b9…, md5("b") = 92eb5ffe…
+        let a = hex::encode(Md5::digest(b"a"));
+        let b = hex::encode(Md5::digest(b"b"));
+        let mut both = Md5::digest(b"a").to_vec();
+        both.extend_from_slice(&Md5::digest(b"b"));
+        let want = format!("{}-2", hex::encode(Md5::digest(&both)));
+        let quoted = format!("\"{b}\"");
+        assert_eq!(
+            multipart_etag([a.as_str(), quoted.as_str()]).as_deref(),
+            Some(want.as_str())
+        );
+        assert!(etag_matches(&format!("\"{want}\""), Some(&want), 2));
+        assert!(!etag_matches("0123-2", Some(&want), 2));
+        assert_eq!(multipart_etag(["not-hex"]), None);
+        assert!(etag_matches("whatever-3", None, 3));
+        assert!(!etag_matches("whatever-2", None, 3));
     }
 }
