@@ -72,7 +72,7 @@ impl Default for WriterOptions {
             max_spool_bytes: 64 << 20,
             tx_instant: None,
             no_history_attrs: HashSet::new(),
-            max_retry_delay: Duration::from_secs(5),
+            max_retry_delay: Duration::from_secs(2),
         }
     }
 }

@@ -397,8 +397,13 @@
     (native/log-tick (:handle c))
     (when (or (= :gap (:mode @(:st c)))
               (>= (- (now) (long (:status-at @(:st c) 0))) 100))
-      (let [status (native/log-status (:handle c))]
+      (let [status (native/log-status (:handle c))
+            {:keys [mode expected marks]} @(:st c)]
         (swap! (:st c) assoc :status-at (now))
+        ;; the writer dropped what it could not keep (its spool is full): catch up later
+        (when (and (= :live mode) (empty? marks)
+                   (or (:spool-full? status) (< (long (:captured-through status)) (long expected))))
+          (enter-gap! c "the spool is full"))
         (when (and (= :gap (:mode @(:st c))) (not (:spool-full? status))
                    (not (.get ^AtomicBoolean (:stopping c))))
           (when (catch-up! c (dh/current-db (:conn c)) (:gap-reason @(:st c)))
@@ -463,21 +468,24 @@
 
 (defn flush!
   "Wait (at most `timeout-ms`) until the capture thread processed every report seen so far
-  (two full turns after the queue was empty, a catch-up included) and everything pushed is
+  (two full turns after the queue was empty), caught up any gap, and everything pushed is
   durable; return the status."
   [^Capture c timeout-ms]
   (let [deadline (+ (now) (long timeout-ms))
-        turns #(long (:turns @(:st c) 0))]
+        turns #(long (:turns @(:st c) 0))
+        settle (fn []
+                 (while (and (pos? (.size ^ArrayBlockingQueue (:queue c))) (< (now) deadline))
+                   (Thread/sleep 2))
+                 (let [t0 (turns)]
+                   (while (and (< (turns) (+ t0 2)) (< (now) deadline))
+                     (Thread/sleep 2))))]
     (loop []
-      (when (and (pos? (.size ^ArrayBlockingQueue (:queue c))) (< (now) deadline))
-        (Thread/sleep 2)
-        (recur)))
-    (let [t0 (turns)]
-      (loop []
-        (when (and (< (turns) (+ t0 2)) (< (now) deadline))
-          (Thread/sleep 2)
-          (recur))))
-    (native/log-flush (:handle c) (max 0 (- deadline (now))))
+      (settle)
+      (if (and (= :gap (:mode @(:st c))) (< (now) deadline))
+        (do (Thread/sleep 10) (recur))
+        (let [st (native/log-flush (:handle c) (max 0 (- deadline (now))))]
+          (when (and (or (:spool-full? st) (= :gap (:mode @(:st c)))) (< (now) deadline))
+            (recur)))))
     (status c)))
 
 (defn stop

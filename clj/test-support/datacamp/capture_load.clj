@@ -72,7 +72,7 @@
     (cond
       (or (< op 30) (< (count alive) 3))
       (let [friend (someone)]
-        [[(cond-> {:p/id id :p/name (str "name " i) :p/age (.nextInt rnd 90)
+        [[(cond-> {:p/id id :p/name (str "name " i) :p/age (long (.nextInt rnd 90))
                    :p/tags #{(pick rnd [:a :b :c :d])}}
             friend (assoc :p/friend [[:p/id friend]])
             (< (.nextInt rnd 3) 1) (assoc :p/address {:a/street (str "street " i)})
@@ -81,12 +81,12 @@
 
       (< op 50)
       [[[:db/add [:p/id (someone)] :p/name (str "renamed " i)]
-        [:db/add [:p/id (someone)] :p/age (.nextInt rnd 90)]] nil alive]
+        [:db/add [:p/id (someone)] :p/age (long (.nextInt rnd 90))]] nil alive]
 
       (< op 58)
       (let [p (someone)]
         ;; an upsert that re-asserts the unchanged id (and maybe the name): phantoms later
-        [[{:p/id p :p/age (+ 100 (.nextInt rnd 10))}] nil alive])
+        [[{:p/id p :p/age (long (+ 100 (.nextInt rnd 10)))}] nil alive])
 
       (< op 68)
       (let [p (someone) t (pick rnd [:a :b :c :d :e])]

@@ -231,7 +231,8 @@
     (is (= :new-chain (:kind (:started-as s1))))
     (is (= [:continue :continue :continue] (map (comp :kind :started-as) [s2 s3 s4])))
     (is (= 1 (count (:catch-ups s2))) "the transactions written while stopped were caught up")
-    (is (= [(+ tx0 30) (+ tx0 45)] ((juxt :after :through) (first (:catch-ups s2)))))
+    (is (= [(+ tx0 31) (+ tx0 46)] ((juxt :after :through) (first (:catch-ups s2))))
+        "workload transaction i is tx0 + 1 + i (the schema is the first)")
     (is (empty? (:catch-ups s3)))
     (is (false? (:running? s4)) "with-open stopped it")
     (is (= (:max-tx source) (:last-durable-tx s4)))
@@ -305,7 +306,7 @@
                                       :on-error #(swap! errors conj %))
         stop (promise)
         samples (sample-status h stop)
-        writing (writer! conn 3 21 420 alive 30)]
+        writing (writer! conn 3 21 620 alive 30)]
     (try
       (Thread/sleep 2000)
       (let [down-at (System/currentTimeMillis)]
@@ -317,7 +318,7 @@
               _ (deliver stop true)
               ss @samples
               during (filter #(< down-at (:at %) (+ down-at 10000)) ss)
-              after (filter #(> (:at %) (+ down-at 16000)) ss)
+              after (filter #(> (:at %) (+ down-at 14000)) ss)
               final (dc/stop-continuous-backup h)]
           (testing "the status showed the outage"
             (is (some #(false? (:target-reachable? %)) during))
@@ -326,7 +327,7 @@
             (is (< 7000 (apply max (map :lag-ms during))) "the lag grew while the target was down")
             (is (some #(= :datacamp/transient (:datacamp/error (ex-data %))) @errors) ":on-error heard of it"))
           (testing "the lag recovered"
-            (is (seq after))
+            (is (seq after) (pr-str (map (fn [x] [(- (:at x) down-at) (:lag-ms x)]) ss)))
             (is (every? #(< (long (:lag-ms %)) 2000) after) (pr-str (map :lag-ms after)))
             (is (zero? (long (:lag-ms flushed)))))
           (is (= (:max-tx @conn) (:last-durable-tx final)))
@@ -351,8 +352,16 @@
                                       :on-error #(swap! errors conj %))
         _ (cont/flush! h 30000)
         _ (s3/refuse-connections! proxy)
-        ;; the application goes on writing: every transaction returns normally
-        alive (load/replay! conn 4 21 200 alive)
+        ;; the application goes on writing (every transaction returns normally) until the
+        ;; spool is full, and 30 transactions more
+        [n alive] (loop [i 21 a alive]
+                    (if (or (:spool-full? (dc/continuous-status h)) (> i 3000))
+                      [i a]
+                      (let [[_ a] (load/transact-one! conn 4 i a)]
+                        (Thread/sleep 5)
+                        (recur (inc i) a))))
+        alive (load/replay! conn 4 n (+ n 30) alive)
+        _ (Thread/sleep 300)
         paused (dc/continuous-status h)]
     (try
       (testing "the status and :on-error report the full spool"
@@ -362,7 +371,7 @@
         (is (<= (long (:pending-bytes paused)) 4096))
         (is (some #(str/includes? (ex-message %) "the spool is full") @errors)))
       (s3/accept-connections! proxy)
-      (load/replay! conn 4 201 220 alive)
+      (load/replay! conn 4 (+ n 31) (+ n 50) alive)
       (let [flushed (cont/flush! h 60000)
             final (dc/stop-continuous-backup h)]
         (testing "the capture recovered by catching up from the database"
