@@ -9,7 +9,7 @@ CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
 NATIVE_DIR := target/native-resources/native/linux-x86_64
 JAVA_TEST_OUT := target/java-test
 
-.PHONY: jar-classes setup native fault-proxy test test-rust test-java test-clj demo bench bench-smoke clean lint
+.PHONY: jar-classes setup native fault-proxy test test-rust test-java test-clj demo bench bench-smoke bench-continuous clean lint
 
 setup:
 	@bin/setup
@@ -62,6 +62,13 @@ BENCH_LEIN := $(LEIN) with-profile $(if $(LEIN_PROFILE),$(LEIN_PROFILE)$(comma))
 bench: native
 	$(BENCH_LEIN) run -m datacamp.bench $(if $(BENCH_20M),--20m) $(BENCH_ARGS)
 	$(CARGO) run --release --example s3_restore_bench -- --write BENCHMARKS.md $(S3_RESTORE_BENCH_ARGS)
+
+# Continuous backup (clj/bench/datacamp/bench/continuous.clj, about 8 minutes): transaction
+# throughput with the capture off and on, lag commit -> durable at 200 tx/s for 60 s
+# (directory and loopback S3), memory; writes its section of BENCHMARKS.md.
+# BENCH_CONTINUOUS_ARGS passes options (e.g. --runs 5, --no-s3, --smoke).
+bench-continuous: native
+	$(BENCH_LEIN) run -m datacamp.bench.continuous $(BENCH_CONTINUOUS_ARGS)
 
 # A tiny run of every benchmark measurement (20k datoms + a small fixture): no timing
 # targets, fails if a run errors or a backup does not verify. Part of `make test`.

@@ -24,7 +24,7 @@
   (:require [datacamp.datahike :as dh]
             [datacamp.native :as native])
   (:import [datacamp.jni DatacampException DatomBatch NativeHandle]
-           [java.util ArrayList LinkedHashSet]
+           [java.util ArrayList HashMap LinkedHashMap LinkedHashSet]
            [java.util.concurrent ArrayBlockingQueue TimeUnit]
            [java.util.concurrent.atomic AtomicBoolean]))
 
@@ -41,6 +41,19 @@
 
 (defn- ea [d] [(nth d 0) (nth d 1)])
 
+(def ^:private tx0-id
+  "The first transaction id (2^29): ids from here on are transaction ids."
+  536870912)
+
+(defn- fresh-entity?
+  "Whether entity `e` can have no datom in the report's `:db-before`: it was allocated by
+  this transaction (above `:db-before`'s `:max-eid`, below the tx ids) or is the
+  transaction itself."
+  [e tx before-max-eid]
+  (let [e (long e)]
+    (or (= e (long tx))
+        (and (< (long before-max-eid) e) (< e (long tx0-id))))))
+
 (defn tx-delta
   "Given `datoms` (`datahike.api/datoms`) and a TxReport, return the transaction's history
   delta as `[e a v tx added]` vectors: for each [e a] its `:tx-data` touches (and each of
@@ -49,21 +62,39 @@
   (assertions). Unlike `:tx-data` it has the implicit retraction of a replaced card-one
   value (a `:db/noHistory` one too) and no re-assertion of an unchanged value
   (DATAHIKE.md, \"Transaction reports and d/listen\"). Order: [e a] pairs by first
-  appearance, retractions before assertions within a pair."
+  appearance, retractions before assertions within a pair, each in EAVT order.
+
+  Lookups: an entity this transaction created (and the transaction entity) has no datom
+  in `:db-before`, so its current values come from one lookup of the entity in
+  `:db-after`; other entities are looked up per [e a] in both dbs."
   [datoms report]
   (let [{:keys [db-before db-after tx-data]} report
         tx (tx-id report)
+        before-max-eid (:max-eid db-before)
         pairs (LinkedHashSet.)
-        out (ArrayList.)]
+        fresh (HashMap.)
+        out (ArrayList.)
+        ;; a fresh entity's current values in db-after: attribute -> values, EAVT order
+        scan (fn [e]
+               (or (.get fresh e)
+                   (let [m (LinkedHashMap.)]
+                     (doseq [d (datoms db-after :eavt e)]
+                       (let [a (nth d 1)
+                             ^ArrayList vs (or (.get m a) (let [l (ArrayList.)] (.put m a l) l))]
+                         (.add vs (nth d 2))))
+                     (.put fresh e m)
+                     m)))]
     (doseq [d tx-data] (.add pairs (ea d)))
-    (doseq [d (datoms db-after :eavt tx)] (.add pairs (ea d)))
+    (doseq [a (.keySet ^LinkedHashMap (scan tx))] (.add pairs [tx a]))
     (doseq [[e a] pairs]
-      (let [before (mapv #(nth % 2) (datoms db-before :eavt e a))
-            after (mapv #(nth % 2) (datoms db-after :eavt e a))]
-        (when-not (= before after)
-          (let [b (set before) f (set after)]
-            (doseq [v before :when (not (contains? f v))] (.add out [e a v tx false]))
-            (doseq [v after :when (not (contains? b v))] (.add out [e a v tx true]))))))
+      (if (fresh-entity? e tx before-max-eid)
+        (doseq [v (.get ^LinkedHashMap (scan e) a)] (.add out [e a v tx true]))
+        (let [before (mapv #(nth % 2) (datoms db-before :eavt e a))
+              after (mapv #(nth % 2) (datoms db-after :eavt e a))]
+          (when-not (= before after)
+            (let [b (set before) f (set after)]
+              (doseq [v before :when (not (contains? f v))] (.add out [e a v tx false]))
+              (doseq [v after :when (not (contains? b v))] (.add out [e a v tx true])))))))
     (vec out)))
 
 (defn restore-order
@@ -88,8 +119,11 @@
                       :else 2))
         k (fn [[e a v]]
             (max (if (new? e) (long e) -1)
-                 (if (and (ref? a) (new? v)) (long v) -1)))]
-    (sort-by (fn [d] (let [c (class d)] [c (if (= 2 c) (k d) 0)])) delta)))
+                 (if (and (ref? a) (new? v)) (long v) -1)))
+        ;; one long per datom: class, then key + 1 (ids of entities stay below 2^32)
+        sort-key (fn [d] (let [c (long (class d))]
+                           (+ (bit-shift-left c 33) (if (= 2 c) (inc (long (k d))) 0))))]
+    (map second (sort-by first (map (fn [d] [(sort-key d) d]) delta)))))
 
 ;; ------------------------------------------------------------------ options
 

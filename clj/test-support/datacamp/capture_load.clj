@@ -42,7 +42,7 @@
 (defn instant-of
   "The :db/txInstant of workload transaction `i`."
   ^Date [i]
-  (Date. (+ epoch (* 10 (long i)))))
+  (Date. (long (+ (long epoch) (* 10 (long i))))))
 
 (defn fresh-conn
   "A connection to a new, empty stand-in database named `name` holding the schema (as
