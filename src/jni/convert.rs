@@ -48,8 +48,45 @@ pub fn backup_result(r: &BackupResult) -> Value {
     ])
 }
 
+/// A log of continuous backup as `list-backups` shows it: `{:backup-id … :type :log
+/// :parent … :base … :after-tx … :max-tx … :tx-range … :instant-range … :segment-count …
+/// :datom-count … :size-bytes … :closed? … :problems […]}`.
+fn log_summary(s: &BackupSummary, log: &crate::log::read::StoredLog) -> Value {
+    let h = &log.head;
+    let pair = |r: Option<(i64, i64)>, inst: bool| {
+        r.map_or(Value::Nil, |(a, b)| {
+            let one = |x| if inst { Value::Inst(x) } else { Value::Long(x) };
+            Value::Vector(vec![one(a), one(b)])
+        })
+    };
+    let tx_range = (!log.segments.is_empty()).then_some((h.after_tx + 1, log.through));
+    kw_map([
+        ("backup-id", Value::str(&s.backup_id)),
+        ("type", Value::kw("log")),
+        ("created-at", Value::Inst(s.created_at_ms)),
+        ("updated-at", Value::Inst(s.updated_at_ms)),
+        ("completed?", Value::Bool(true)),
+        ("history?", Value::Bool(h.history)),
+        ("parent", Value::str(&h.parent)),
+        ("base", Value::str(&h.base)),
+        ("after-tx", Value::Long(h.after_tx)),
+        ("max-tx", Value::Long(log.through)),
+        ("tx-range", pair(tx_range, false)),
+        ("instant-range", pair(log.instant_range(), true)),
+        ("segment-count", Value::Long(log.segments.len() as i64)),
+        ("datom-count", Value::Long(log.datom_count() as i64)),
+        ("size-bytes", Value::Long(log.segment_bytes() as i64)),
+        ("closed?", Value::Bool(log.closed.is_some())),
+        ("reason", Value::str(&h.reason)),
+        ("problems", strings(&log.problems)),
+    ])
+}
+
 /// One backup as `list-backups` shows it.
 pub fn summary(s: &BackupSummary) -> Value {
+    if let Some(log) = &s.log {
+        return log_summary(s, log);
+    }
     let m = s.manifest.as_ref();
     let cp = s.checkpoint.as_ref();
     let mut entries = vec![

@@ -579,3 +579,42 @@ fn a_new_chain_writes_both_logs_until_the_old_one_retires() {
     assert_eq!(shared, newer);
     let _ = full;
 }
+
+#[test]
+fn logs_list_with_their_chain_and_cleanup_leaves_them_alone() {
+    let (mem, arc) = testing::store();
+    let full = testing::backup(
+        &arc,
+        testing::options("db", 1 << 20, 2),
+        &testing::history(2),
+    );
+    let s = Session::open(arc.clone(), session_options("db", TX0 + 2)).unwrap();
+    let log = s.log_id();
+    for t in 3..=5 {
+        let (m, ds) = tx(t, 1);
+        s.writer().append_tx(&m, &ds).unwrap();
+    }
+    s.writer().flush(Duration::from_secs(5)).unwrap();
+    // While the capture runs (its lock is in `.continuous/`), and after it stopped.
+    for running in [true, false] {
+        if !running {
+            s.close(Duration::from_secs(5), "stopped").unwrap();
+        }
+        let listed = crate::ops::list::list(arc.as_ref(), "db").unwrap();
+        assert_eq!(
+            listed.len(),
+            2,
+            "the backup and the log, never the lock folder"
+        );
+        let l = listed.iter().find(|x| x.backup_id == log).unwrap();
+        assert!(l.completed);
+        let stored = l.log.as_ref().unwrap();
+        assert_eq!(stored.head.parent, full.manifest.backup_id);
+        assert_eq!(stored.through, TX0 + 5);
+        assert_eq!(stored.closed.is_some(), !running);
+        let cleaned =
+            crate::ops::cleanup::cleanup_incomplete(arc.as_ref(), "db", Duration::ZERO).unwrap();
+        assert!(cleaned.removed.is_empty(), "{cleaned:?}");
+        assert_eq!(read::read(&mem, "db", &log).unwrap().through, TX0 + 5);
+    }
+}

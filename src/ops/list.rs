@@ -1,8 +1,10 @@
-//! `list-backups`: every backup of a database, complete or not, newest first.
+//! `list-backups`: every backup of a database, complete or not, newest first, and the logs
+//! of continuous backup ([`crate::log`]) with their chains.
 //!
 //! Reads only the store, never the database; understands backups written by the original
 //! Clojure datacamp as well as ours. An unreadable manifest or checkpoint makes a backup
-//! list as incomplete; it never makes the listing fail.
+//! list as incomplete; it never makes the listing fail. A log lists as complete: what it
+//! holds is its contiguous run of segments (its problems, if any, are listed with it).
 
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
@@ -31,6 +33,9 @@ pub struct BackupSummary {
     pub updated_at_ms: i64,
     /// Bytes stored under the backup's folder.
     pub stored_bytes: u64,
+    /// For a log of continuous backup: the log as stored (then `manifest` and
+    /// `checkpoint` are `None`).
+    pub log: Option<Box<crate::log::read::StoredLog>>,
 }
 
 fn millis(o: &ObjectMeta) -> i64 {
@@ -70,6 +75,20 @@ pub(crate) fn summarize(
         let key = layout::backup_file(db, id, name);
         objects.iter().any(|o| o.key == key)
     };
+    if has(layout::LOG_HEAD) {
+        if let Ok(log) = crate::log::read::read_listed(store, db, id, objects) {
+            return Ok(BackupSummary {
+                backup_id: id.to_owned(),
+                completed: true,
+                manifest: None,
+                checkpoint: None,
+                created_at_ms: log.head.created_at_ms,
+                updated_at_ms: log.updated_at_ms.max(log.head.created_at_ms),
+                stored_bytes: log.stored_bytes,
+                log: Some(Box::new(log)),
+            });
+        }
+    }
     // An unreadable manifest or checkpoint makes the backup incomplete, not the listing fail.
     let manifest = if has(layout::MANIFEST) {
         read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
@@ -102,6 +121,7 @@ pub(crate) fn summarize(
         created_at_ms,
         updated_at_ms,
         stored_bytes: objects.iter().map(|o| o.size).sum(),
+        log: None,
     })
 }
 
