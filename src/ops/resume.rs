@@ -66,10 +66,11 @@ pub fn status(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<B
 /// The options a resumed backup must share with the interrupted one, as `config.edn`
 /// records them: one sentence per difference.
 fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
-    const KEYS: [&str; 9] = [
+    const KEYS: [&str; 10] = [
         "database/id",
         "backup/history?",
         "backup/chunk-size",
+        "backup/compression",
         "backup/compression-level",
         "backup/skip-tx0?",
         "schema/ref-attrs",
