@@ -18,6 +18,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use crate::clock::now_ms;
+use crate::codec::tagged::ValueScratch;
 use crate::codec::wire::Batch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
@@ -25,7 +26,7 @@ use crate::model::{kw_map, Attr, Datom, Value};
 use crate::options::Opts;
 use crate::pipeline::chunk::{self, ChunkEncoder, Codec, EncodedChunk};
 use crate::pipeline::feed::Feed;
-use crate::pipeline::order::{OrderSpec, RestoreOrder};
+use crate::pipeline::order::{OrderSpec, RestoreIter, RestoreOrder};
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::lock::ResumeLock;
@@ -396,9 +397,9 @@ impl BackupSession {
     fn write_all(&mut self) -> Result<BackupResult> {
         let order = self.feed.finish()?;
         let skipped = order.skipped();
-        let datoms = order.finish()?;
+        let mut datoms = order.finish()?;
         failpoint::hit("before-first-chunk");
-        let chunks = self.write_chunks(datoms)?;
+        let chunks = self.write_chunks(&mut datoms)?;
         let uncompressed = chunks.iter().map(|c| c.uncompressed_bytes).sum();
         self.write_checkpoint(Phase::Committing, &chunks, None)?;
         failpoint::hit("before-manifest");
@@ -453,7 +454,7 @@ impl BackupSession {
     /// Encode on this thread; compress, hash and store on `parallel` workers. At most
     /// `parallel` chunks are being compressed while one more is being encoded. After each
     /// chunk is durable, the checkpoint is rewritten (serialised by the progress lock).
-    fn write_chunks(&self, datoms: impl Iterator<Item = Result<Datom>>) -> Result<Vec<ChunkMeta>> {
+    fn write_chunks(&self, datoms: &mut RestoreIter) -> Result<Vec<ChunkMeta>> {
         let progress = Mutex::new(self.prior.clone());
         let produced = Mutex::new(Vec::<u64>::new());
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -490,11 +491,18 @@ impl BackupSession {
                         .send(c)
                         .map_err(|_| Error::internal("write chunks", "all chunk writers stopped"))
                 };
-                for d in datoms {
-                    if failed.load(Ordering::SeqCst) {
+                // Each value is decoded once, into reused room, straight from the sort's
+                // record bytes to the Fressian writer.
+                let mut scratch = ValueScratch::default();
+                let mut n = 0u64;
+                while let Some(d) = datoms.next_ref()? {
+                    n += 1;
+                    if n % 4096 == 0 && failed.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    if let Some(c) = enc.push(&d?)? {
+                    let mut input = d.value;
+                    let v = scratch.decode(&mut input)?;
+                    if let Some(c) = enc.push_parts(d.e, d.a, v, d.tx, d.added)? {
                         send(c)?;
                     }
                 }

@@ -91,33 +91,48 @@ impl ChunkEncoder {
         self.header.len() + LIST_PREFIX_MAX + self.writer.len()
     }
 
-    fn write(&mut self, d: &Datom) -> Result<()> {
-        self.writer
-            .write_datom(d.e, &d.a, &d.v, d.tx, d.added)
-            .map_err(|e| e.in_op(format!("encode datom {}", describe(d))))
+    fn write(&mut self, e: i64, a: &Attr, v: &Value, tx: i64, added: bool) -> Result<()> {
+        self.writer.write_datom(e, a, v, tx, added).map_err(|err| {
+            err.in_op(format!(
+                "encode datom {}",
+                describe_parts(e, a, v, tx, added)
+            ))
+        })
     }
 
     /// Add a datom; return the chunk it completed, if adding it closed one.
     pub fn push(&mut self, d: &Datom) -> Result<Option<EncodedChunk>> {
+        self.push_parts(d.e, &d.a, &d.v, d.tx, d.added)
+    }
+
+    /// As [`ChunkEncoder::push`], for a datom given by its parts (no [`Datom`] needed).
+    pub fn push_parts(
+        &mut self,
+        e: i64,
+        a: &Attr,
+        v: &Value,
+        tx: i64,
+        added: bool,
+    ) -> Result<Option<EncodedChunk>> {
         let mark = self.writer.mark();
-        self.write(d)?;
+        self.write(e, a, v, tx, added)?;
         if self.count > 0 && self.encoded_len() > self.limit {
             self.writer.rollback(mark);
             let done = self.cut()?;
-            self.write(d)?;
-            self.note(d);
+            self.write(e, a, v, tx, added)?;
+            self.note(e, tx);
             return Ok(Some(done));
         }
-        self.note(d);
+        self.note(e, tx);
         Ok(None)
     }
 
-    fn note(&mut self, d: &Datom) {
+    fn note(&mut self, e: i64, tx: i64) {
         self.count += 1;
-        self.max_eid = self.max_eid.max(d.e);
+        self.max_eid = self.max_eid.max(e);
         self.tx_range = Some(match self.tx_range {
-            Some((lo, hi)) => (lo.min(d.tx), hi.max(d.tx)),
-            None => (d.tx, d.tx),
+            Some((lo, hi)) => (lo.min(tx), hi.max(tx)),
+            None => (tx, tx),
         });
     }
 
@@ -154,7 +169,12 @@ impl ChunkEncoder {
 
 /// A short description of a datom for error messages (long values are abbreviated).
 pub fn describe(d: &Datom) -> String {
-    let mut v = format!("{:?}", d.v);
+    describe_parts(d.e, &d.a, &d.v, d.tx, d.added)
+}
+
+/// As [`describe`], for a datom given by its parts.
+pub fn describe_parts(e: i64, a: &Attr, v: &Value, tx: i64, added: bool) -> String {
+    let mut v = format!("{v:?}");
     if v.len() > 80 {
         let mut end = 77;
         while !v.is_char_boundary(end) {
@@ -163,7 +183,7 @@ pub fn describe(d: &Datom) -> String {
         v.truncate(end);
         v.push_str("...");
     }
-    format!("[{} {} {} {} {}]", d.e, d.a, v, d.tx, d.added)
+    format!("[{e} {a} {v} {tx} {added}]")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@
   (let [rs (sort-by :seconds (vec (repeatedly runs #(child args heap-opts opts))))]
     (assoc (nth rs (quot (count rs) 2)) :all-seconds (mapv :seconds rs))))
 
-(defn- delete-tree [^File f]
+(defn delete-tree [^File f]
   (when (.isDirectory f) (run! delete-tree (.listFiles f)))
   (.delete f))
 
