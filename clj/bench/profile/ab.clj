@@ -1,7 +1,7 @@
 ;; Interleaved A/B of native libraries (BENCHMARKS.md, "How changes are measured"):
 ;;   lein with-profile +debian,+bench run -m clojure.main clj/bench/profile/ab.clj \
 ;;     ROUNDS DATOMS MEASURE CODEC LIB-A LIB-B …
-;; Runs MEASURE (:backup-stages, :backup, :restore-of) on the synthetic database of DATOMS
+;; Runs MEASURE (backup-stages, backup, restore) on the synthetic database of DATOMS
 ;; once per library per round, alternating, each in a fresh JVM (-Xmx192m), and prints
 ;; wall and CPU seconds per run and the minimum per library.
 (require '[datacamp.bench :as bench] '[clojure.string :as str] '[clojure.java.io :as io])
@@ -11,12 +11,22 @@
       codec (keyword codec)
       _ ((requiring-resolve 'datacamp.bench.run/materialize!) (:datoms ds) 42)
       _ ((requiring-resolve 'datacamp.bench.run/materialize!) (min 300000 (:datoms ds)) 7)
-      results (atom {})]
+      results (atom {})
+      ;; :restore reads one backup, made first with the first library.
+      made (when (= measure "restore")
+             (let [dir "target/bench-ab/restore-source"]
+               (bench/delete-tree (io/file dir))
+               (assoc (bench/child (merge {:measure :backup :ds ds :dir dir :parallel 2} (bench/codec-opts codec))
+                                   ["-Xmx192m"] {:native-lib (first libs) :jvm-opts []})
+                      :dir dir)))]
   (dotimes [round rounds]
     (doseq [lib libs]
       (let [dir (str "target/bench-ab/" (.getName (io/file lib)))
-            args (merge {:measure (keyword measure) :ds ds :dir dir :parallel 2}
-                        (bench/codec-opts codec))
+            args (if made
+                   {:measure :restore :dir (:dir made) :database-id (:database-id made)
+                    :backup-id (str (:backup-id made)) :parallel 2}
+                   (merge {:measure (keyword measure) :ds ds :dir dir :parallel 2}
+                          (bench/codec-opts codec)))
             r (bench/child args ["-Xmx192m"] {:native-lib lib :jvm-opts []})
             line (if (= measure "backup-stages")
                    (format "push %.2f s (CPU %.2f) finish %.2f s (CPU %.2f) total %.2f s CPU %.2f"

@@ -10,6 +10,9 @@
   during the measured interval (from /proc/stat, to tell a loaded machine).
 
   Measurements (`:measure`):
+  Synthetic datasets (`:ds {:kind :synthetic :datoms n}`) are read from their materialised
+  file (`materialize!`), or from the generator with `:source :generator`.
+
   - `:walk`             walk the datoms as DatomWalker does (e a v tx added), no output: the limit
   - `:backup`           `datacamp.core/backup-datoms` to `:dir`, then verify-backup :deep? true
   - `:backup-s3`        the same to the S3 target `:target` (the loopback test server); also
