@@ -497,7 +497,7 @@ impl BackupSession {
                 let mut n = 0u64;
                 while let Some(d) = datoms.next_ref()? {
                     n += 1;
-                    if n % 4096 == 0 && failed.load(Ordering::Relaxed) {
+                    if n.is_multiple_of(4096) && failed.load(Ordering::Relaxed) {
                         return Ok(());
                     }
                     let mut input = d.value;

@@ -422,7 +422,7 @@
 
 (defn- parse-args [args]
   (loop [[a & more :as args] args opts {:sizes [1000000 5000000] :large? true :runs 1 :parallel 2 :s3-parallels [1 2 4]
-                                        :codecs [:gzip :zstd]
+                                        :codecs [:gzip :zstd :zstd-6]
                                         :out "BENCHMARKS.md" :work "target/bench" :jvm-opts []}]
     (if-not (seq args)
       opts
