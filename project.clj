@@ -20,6 +20,7 @@
              ;; clj/bench and data.fressian for the pure-JVM baseline. AOT only so that each
              ;; measurement's fresh JVM starts fast (classes go to target/jvm/…+bench).
              :bench {:source-paths ["clj/bench"]
+                     :java-source-paths ["clj/bench/java"]
                      :dependencies [[org.clojure/data.fressian "1.0.0"]]
                      :aot [datacamp.bench.run]}
              ;; Offline build from Debian's Clojure packages (the Makefile uses it): no Clojars needed.

@@ -552,6 +552,126 @@ pub(crate) fn decode_leaf(tag: u8, input: &mut &[u8]) -> Result<Value> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Checking and reusing (#14): the backup moves values as bytes, decoding them only once
+// ---------------------------------------------------------------------------------------
+
+/// Given input positioned after a tag byte, check the payload exactly as
+/// [`decode_payload`] would (lengths, UTF-8, nesting, known tags) without building the
+/// value, and advance `input` past it. Errors as [`decode_payload`].
+pub(crate) fn skip_payload(tag: u8, input: &mut &[u8]) -> Result<()> {
+    // Per open collection, the elements still to come (a map's entries count twice).
+    let mut stack: Vec<u64> = Vec::new();
+    let mut tag = tag;
+    loop {
+        match tag {
+            TAG_VECTOR | TAG_LIST | TAG_SET | TAG_MAP => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(corrupt(format!(
+                        "value nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                let n = u64::from(read_u32(input)?) * if tag == TAG_MAP { 2 } else { 1 };
+                if n > 0 {
+                    stack.push(n);
+                    tag = read_u8(input)?;
+                    continue;
+                }
+            }
+            TAG_NIL | TAG_TRUE | TAG_FALSE => {}
+            TAG_LONG | TAG_DOUBLE | TAG_INST => {
+                take(input, 8)?;
+            }
+            TAG_FLOAT => {
+                take(input, 4)?;
+            }
+            TAG_CHAR => {
+                take(input, 2)?;
+            }
+            TAG_UUID => {
+                take(input, 16)?;
+            }
+            TAG_STRING => {
+                utf8(read_len_bytes(input)?, "string")?;
+            }
+            TAG_KEYWORD | TAG_SYMBOL => {
+                let ns_len = read_i32(input)?;
+                match ns_len {
+                    -1 => {}
+                    n if n < 0 => return Err(corrupt(format!("negative namespace length {n}"))),
+                    n => {
+                        utf8(take(input, n as usize)?, "namespace")?;
+                    }
+                }
+                utf8(read_len_bytes(input)?, "name")?;
+            }
+            TAG_BIGINT | TAG_BYTES => {
+                read_len_bytes(input)?;
+            }
+            TAG_BIGDEC => {
+                take(input, 4)?;
+                read_len_bytes(input)?;
+            }
+            TAG_RATIO => {
+                read_len_bytes(input)?;
+                read_len_bytes(input)?;
+            }
+            other => return Err(corrupt(format!("unknown value tag {other}"))),
+        }
+        // One element done: close the collections it completes.
+        loop {
+            match stack.last_mut() {
+                None => return Ok(()),
+                Some(left) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    stack.pop();
+                }
+            }
+        }
+        tag = read_u8(input)?;
+    }
+}
+
+/// Reusable room for decoding values one after another without allocating for each
+/// string: [`ValueScratch::decode`] keeps the last string's buffer.
+#[derive(Debug)]
+pub struct ValueScratch {
+    string: Value,
+    other: Value,
+}
+
+impl Default for ValueScratch {
+    fn default() -> Self {
+        ValueScratch {
+            string: Value::String(String::new()),
+            other: Value::Nil,
+        }
+    }
+}
+
+impl ValueScratch {
+    /// Given input positioned at a tagged value, decode it (as [`decode_value`]) into this
+    /// scratch, advance `input` past it and return the value, valid until the next call.
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<&Value> {
+        let tag = read_u8(input)?;
+        if tag == TAG_STRING {
+            let text = utf8(read_len_bytes(input)?, "string")?;
+            let Value::String(s) = &mut self.string else {
+                unreachable!("the string slot only ever holds a string")
+            };
+            s.clear();
+            s.push_str(text);
+            Ok(&self.string)
+        } else {
+            self.other = decode_payload(tag, input)?;
+            Ok(&self.other)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Attributes
 // ---------------------------------------------------------------------------------------
 
@@ -748,6 +868,46 @@ mod tests {
     }
 
     #[test]
+    fn scratch_reuses_its_string_and_switches_kinds() {
+        let mut scratch = ValueScratch::default();
+        let mut all = Vec::new();
+        for v in samples() {
+            all.extend_from_slice(&enc(&v));
+        }
+        let mut input = all.as_slice();
+        for v in samples() {
+            let mut skipped = input;
+            let tag = read_u8(&mut skipped).unwrap();
+            skip_payload(tag, &mut skipped).unwrap();
+            assert_eq!(scratch.decode(&mut input).unwrap(), &v);
+            assert_eq!(input.len(), skipped.len());
+        }
+        assert!(input.is_empty());
+        let long = enc(&Value::str(&"x".repeat(1000)));
+        scratch.decode(&mut long.as_slice()).unwrap();
+        let Value::String(s) = &scratch.string else {
+            unreachable!()
+        };
+        let (cap, ptr) = (s.capacity(), s.as_ptr());
+        assert_eq!(
+            scratch
+                .decode(&mut enc(&Value::Long(3)).as_slice())
+                .unwrap(),
+            &Value::Long(3)
+        );
+        assert_eq!(
+            scratch
+                .decode(&mut enc(&Value::str("short")).as_slice())
+                .unwrap(),
+            &Value::str("short")
+        );
+        let Value::String(s) = &scratch.string else {
+            unreachable!()
+        };
+        assert_eq!((s.capacity(), s.as_ptr()), (cap, ptr), "the buffer is kept");
+    }
+
+    #[test]
     fn samples_round_trip() {
         for v in samples() {
             assert_eq!(dec(&enc(&v)).unwrap(), v);
@@ -858,6 +1018,35 @@ mod tests {
             let bytes = enc(&v);
             let back = dec(&bytes).unwrap();
             prop_assert_eq!(enc(&back), bytes);
+        }
+
+        #[test]
+        fn skip_and_scratch_agree_with_decode(v in arb_value(), junk in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let mut bytes = enc(&v);
+            bytes.extend_from_slice(&junk);
+            let mut skipped = &bytes[1..];
+            skip_payload(bytes[0], &mut skipped).unwrap();
+            let mut decoded = bytes.as_slice();
+            let back = decode_value(&mut decoded).unwrap();
+            prop_assert_eq!(skipped.len(), decoded.len());
+            prop_assert_eq!(skipped.len(), junk.len());
+            let mut scratch = ValueScratch::default();
+            let mut again = bytes.as_slice();
+            let got = scratch.decode(&mut again).unwrap();
+            prop_assert_eq!(enc(got), enc(&back));
+            prop_assert_eq!(again.len(), junk.len());
+        }
+
+        #[test]
+        fn skip_accepts_exactly_what_decode_accepts(bytes in proptest::collection::vec(any::<u8>(), 1..64)) {
+            let mut decoded = bytes.as_slice();
+            let d = decode_value(&mut decoded);
+            let mut skipped = &bytes[1..];
+            let s = skip_payload(bytes[0], &mut skipped);
+            prop_assert_eq!(d.is_ok(), s.is_ok(), "{:?} vs {:?}", d, s);
+            if d.is_ok() {
+                prop_assert_eq!(decoded.len(), skipped.len());
+            }
         }
 
         #[test]

@@ -267,7 +267,27 @@ impl Batch {
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     cur: Batch,
-    attr_ids: HashMap<Attr, i32>,
+    attr_ids: HashMap<Attr, i32, foldhash::fast::FixedState>,
+    /// The attribute of the previous push and its id: consecutive datoms mostly share the
+    /// attribute, and decoded datoms share its strings (see [`same_attr`]).
+    last: Option<(Attr, i32)>,
+}
+
+/// Whether `x` and `y` are the same attribute, told cheaply when they share their strings
+/// (names decoded through one cache do) and by comparing the strings otherwise.
+fn same_attr(x: &Attr, y: &Attr) -> bool {
+    match (x, y) {
+        (Attr::Keyword(a), Attr::Keyword(b)) => {
+            let ns = match (&a.ns, &b.ns) {
+                (Some(p), Some(q)) => std::sync::Arc::ptr_eq(p, q) || p == q,
+                (None, None) => true,
+                _ => false,
+            };
+            ns && (std::sync::Arc::ptr_eq(&a.name, &b.name) || a.name == b.name)
+        }
+        (Attr::Id(a), Attr::Id(b)) => a == b,
+        _ => false,
+    }
 }
 
 impl BatchBuilder {
@@ -286,8 +306,12 @@ impl BatchBuilder {
         // 1. The attribute id; a new attribute is written to `new_attrs` but entered into
         //    the table only once the value has been encoded too.
         let attrs_start = b.new_attrs.len();
-        let (a, is_new) = match self.attr_ids.get(&d.a) {
-            Some(&id) => (id, false),
+        let known = match &self.last {
+            Some((attr, id)) if same_attr(attr, &d.a) => Some(*id),
+            _ => self.attr_ids.get(&d.a).copied(),
+        };
+        let (a, is_new) = match known {
+            Some(id) => (id, false),
             None => {
                 let id = i32::try_from(self.attr_ids.len()).map_err(|_| {
                     Error::new(
@@ -326,6 +350,9 @@ impl BatchBuilder {
         if is_new {
             self.attr_ids.insert(d.a.clone(), a);
         }
+        if !matches!(&self.last, Some((_, id)) if *id == a) {
+            self.last = Some((d.a.clone(), a));
+        }
         b.e.push(d.e);
         b.a.push(a);
         b.tx.push(d.tx);
@@ -355,7 +382,18 @@ impl BatchBuilder {
     /// Return the current batch and start an empty one; the attribute table is kept, so
     /// the next batch's `new_attrs` holds only attributes not seen before.
     pub fn flush(&mut self) -> Batch {
-        std::mem::take(&mut self.cur)
+        // The next batch starts with room for as many datoms and bytes as this one held.
+        let next = Batch {
+            e: Vec::with_capacity(self.cur.e.len()),
+            a: Vec::with_capacity(self.cur.a.len()),
+            tx: Vec::with_capacity(self.cur.tx.len()),
+            added: Vec::with_capacity(self.cur.added.len()),
+            vtag: Vec::with_capacity(self.cur.vtag.len()),
+            vnum: Vec::with_capacity(self.cur.vnum.len()),
+            vbytes: Vec::with_capacity(self.cur.vbytes.len()),
+            new_attrs: Vec::new(),
+        };
+        std::mem::replace(&mut self.cur, next)
     }
 }
 

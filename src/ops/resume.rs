@@ -66,10 +66,11 @@ pub fn status(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<B
 /// The options a resumed backup must share with the interrupted one, as `config.edn`
 /// records them: one sentence per difference.
 fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
-    const KEYS: [&str; 9] = [
+    const KEYS: [&str; 10] = [
         "database/id",
         "backup/history?",
         "backup/chunk-size",
+        "backup/compression",
         "backup/compression-level",
         "backup/skip-tx0?",
         "schema/ref-attrs",
@@ -234,6 +235,54 @@ mod tests {
             .unwrap();
         assert_eq!(again.kind, ErrorKind::AlreadyComplete, "{again}");
         assert_eq!(status(&mem, "db", "nope").unwrap(), BackupStatus::Missing);
+    }
+
+    #[test]
+    fn a_zstd_backup_resumes_with_zstd_and_refuses_gzip() {
+        let (mem, store) = testing::store();
+        let datoms = history(30);
+        let zstd = |mut o: BackupOptions| {
+            o.compression = crate::pipeline::chunk::Codec::Zstd;
+            o.compression_level = 3;
+            o
+        };
+        let r = testing::backup(&store, zstd(testing::options("db", 600, 30)), &datoms);
+        let id = r.manifest.backup_id.clone();
+        let key = |c: &crate::repo::manifest::ChunkMeta| layout::backup_file("db", &id, &c.key);
+        let before: Vec<Vec<u8>> = r
+            .manifest
+            .chunks
+            .iter()
+            .map(|c| mem.get(&key(c)).unwrap())
+            .collect();
+        mem.delete(&layout::backup_file("db", &id, layout::MANIFEST))
+            .unwrap();
+        mem.delete(&layout::backup_file("db", &id, layout::COMPLETE_MARKER))
+            .unwrap();
+        for c in r.manifest.chunks.iter().filter(|c| c.id >= 2) {
+            mem.delete(&key(c)).unwrap();
+        }
+        // Resuming with the default (gzip) is another option: refused, naming it.
+        let err = BackupSession::open(store.clone(), resume_opts(&id))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(
+            err.message
+                .contains(":backup/compression was :zstd and is now nil"),
+            "{err}"
+        );
+        let resumed = testing::backup(&store, zstd(resume_opts(&id)), &datoms);
+        assert_eq!(resumed.manifest.compression, "zstd");
+        assert_eq!(resumed.manifest.chunks, r.manifest.chunks);
+        for (c, b) in r.manifest.chunks.iter().zip(&before) {
+            assert_eq!(
+                &mem.get(&key(c)).unwrap(),
+                b,
+                "chunk {} byte-identical",
+                c.id
+            );
+        }
     }
 
     #[test]

@@ -98,33 +98,48 @@ impl ChunkEncoder {
         self.count
     }
 
-    fn write(&mut self, d: &Datom) -> Result<()> {
-        self.writer
-            .write_datom(d.e, &d.a, &d.v, d.tx, d.added)
-            .map_err(|e| e.in_op(format!("encode datom {}", describe(d))))
+    fn write(&mut self, e: i64, a: &Attr, v: &Value, tx: i64, added: bool) -> Result<()> {
+        self.writer.write_datom(e, a, v, tx, added).map_err(|err| {
+            err.in_op(format!(
+                "encode datom {}",
+                describe_parts(e, a, v, tx, added)
+            ))
+        })
     }
 
     /// Add a datom; return the chunk it completed, if adding it closed one.
     pub fn push(&mut self, d: &Datom) -> Result<Option<EncodedChunk>> {
+        self.push_parts(d.e, &d.a, &d.v, d.tx, d.added)
+    }
+
+    /// As [`ChunkEncoder::push`], for a datom given by its parts (no [`Datom`] needed).
+    pub fn push_parts(
+        &mut self,
+        e: i64,
+        a: &Attr,
+        v: &Value,
+        tx: i64,
+        added: bool,
+    ) -> Result<Option<EncodedChunk>> {
         let mark = self.writer.mark();
-        self.write(d)?;
+        self.write(e, a, v, tx, added)?;
         if self.count > 0 && self.encoded_len() > self.limit {
             self.writer.rollback(mark);
             let done = self.cut()?;
-            self.write(d)?;
-            self.note(d);
+            self.write(e, a, v, tx, added)?;
+            self.note(e, tx);
             return Ok(Some(done));
         }
-        self.note(d);
+        self.note(e, tx);
         Ok(None)
     }
 
-    fn note(&mut self, d: &Datom) {
+    fn note(&mut self, e: i64, tx: i64) {
         self.count += 1;
-        self.max_eid = self.max_eid.max(d.e);
+        self.max_eid = self.max_eid.max(e);
         self.tx_range = Some(match self.tx_range {
-            Some((lo, hi)) => (lo.min(d.tx), hi.max(d.tx)),
-            None => (d.tx, d.tx),
+            Some((lo, hi)) => (lo.min(tx), hi.max(tx)),
+            None => (tx, tx),
         });
     }
 
@@ -167,7 +182,12 @@ impl ChunkEncoder {
 
 /// A short description of a datom for error messages (long values are abbreviated).
 pub fn describe(d: &Datom) -> String {
-    let mut v = format!("{:?}", d.v);
+    describe_parts(d.e, &d.a, &d.v, d.tx, d.added)
+}
+
+/// As [`describe`], for a datom given by its parts.
+pub fn describe_parts(e: i64, a: &Attr, v: &Value, tx: i64, added: bool) -> String {
+    let mut v = format!("{v:?}");
     if v.len() > 80 {
         let mut end = 77;
         while !v.is_char_boundary(end) {
@@ -176,7 +196,116 @@ pub fn describe(d: &Datom) -> String {
         v.truncate(end);
         v.push_str("...");
     }
-    format!("[{} {} {} {} {}]", d.e, d.a, v, d.tx, d.added)
+    format!("[{e} {a} {v} {tx} {added}]")
+}
+
+// ---------------------------------------------------------------------------------------
+// Codecs (#14): gzip, the default and the original datacamp's format, and zstd, opt-in.
+// `compress` and `decompress` dispatch; `gzip`/`gunzip` below are the gzip halves.
+// ---------------------------------------------------------------------------------------
+
+/// Every chunk compression this version writes and reads, by its manifest name
+/// (`:format/compression`): the one list that options and manifest validation consult.
+pub const COMPRESSIONS: &[&str] = &["gzip", "zstd"];
+
+/// A chunk compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// Gzip (RFC 1952), levels 0–9: the default, readable by the original datacamp.
+    Gzip,
+    /// Zstandard (RFC 8878), levels 1–19: opt-in, faster and smaller; only this
+    /// implementation (from this version on) reads it.
+    Zstd,
+}
+
+impl Codec {
+    /// Given a manifest name (one of [`COMPRESSIONS`]), return the codec.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name {
+            "gzip" => Some(Codec::Gzip),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The manifest name (`:format/compression`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The chunk file extension after `.fressian.`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gz",
+            Codec::Zstd => "zst",
+        }
+    }
+
+    /// The default level (gzip 6, as the original; zstd 3, zstd's own default).
+    pub fn default_level(self) -> u32 {
+        match self {
+            Codec::Gzip => 6,
+            Codec::Zstd => 3,
+        }
+    }
+
+    /// The accepted levels, inclusive.
+    pub fn levels(self) -> (u32, u32) {
+        match self {
+            Codec::Gzip => (0, 9),
+            Codec::Zstd => (1, 19),
+        }
+    }
+}
+
+/// The first bytes of a zstd frame (RFC 8878 §3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// The first bytes of a gzip member (RFC 1952 §2.3.1).
+const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
+
+/// Compress a chunk's Fressian `bytes` with `codec` at `level` (within [`Codec::levels`]).
+pub fn compress(bytes: &[u8], codec: Codec, level: u32) -> Result<Vec<u8>> {
+    match codec {
+        Codec::Gzip => gzip(bytes, level),
+        Codec::Zstd => {
+            // With the frame's content checksum (XXH64), as the `zstd` tool writes it.
+            let mut c = zstd::bulk::Compressor::new(level as i32)
+                .and_then(|mut c| {
+                    c.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+                    Ok(c)
+                })
+                .map_err(|e| Error::internal("compress chunk", e.to_string()))?;
+            c.compress(bytes)
+                .map_err(|e| Error::internal("compress chunk", e.to_string()))
+        }
+    }
+}
+
+/// Decompress a stored chunk, gzip or zstd as its first bytes say; `Corrupt` if they are
+/// neither, or not a complete stream.
+pub fn decompress(stored: &[u8]) -> Result<Vec<u8>> {
+    if stored.starts_with(&ZSTD_MAGIC) {
+        unzstd(stored)
+    } else if stored.starts_with(&GZIP_MAGIC) {
+        gunzip(stored)
+    } else {
+        Err(Error::corrupt(
+            "decompress chunk",
+            "neither gzip nor zstd (unknown leading bytes)",
+        ))
+    }
+}
+
+/// Decompress a zstd stream (one or more frames); `Corrupt` if it is not complete.
+pub fn unzstd(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    zstd::stream::read::Decoder::with_buffer(bytes)
+        .and_then(|mut d| d.read_to_end(&mut out))
+        .map_err(|e| Error::corrupt("decompress chunk", format!("zstd: {e}")))?;
+    Ok(out)
 }
 
 /// Gzip `bytes` at `level` (0–9).
@@ -213,12 +342,12 @@ pub struct DecodedChunk {
     pub datoms: Vec<Datom>,
 }
 
-/// Given the stored (gzip) bytes of a chunk, decode it.
+/// Given the stored (gzip or zstd) bytes of a chunk, decode it.
 ///
-/// `Corrupt` errors name what is wrong: not gzip, not Fressian, not a datom chunk, or a
-/// datom that is not `[e a v tx added]`.
+/// `Corrupt` errors name what is wrong: neither gzip nor zstd, not Fressian, not a datom
+/// chunk, or a datom that is not `[e a v tx added]`.
 pub fn decode_chunk(stored: &[u8]) -> Result<DecodedChunk> {
-    let raw = gunzip(stored)?;
+    let raw = decompress(stored)?;
     decode_chunk_fressian(&raw)
 }
 
@@ -359,5 +488,68 @@ mod encoder_tests {
         let err = decode_chunk(&not_a_chunk).unwrap_err();
         assert!(err.message.contains("not a datom chunk"), "{err}");
         assert_eq!(sha256_hex(b"abc").len(), 64);
+    }
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+    use crate::model::Name;
+
+    fn chunk_bytes() -> Vec<u8> {
+        let mut enc = ChunkEncoder::new(1 << 20).unwrap();
+        for e in 1..=500 {
+            let d = Datom {
+                e,
+                a: Attr::Keyword(Name::parse("person/bio")),
+                v: Value::String(format!("bio number {} of many, repeated", e % 17)),
+                tx: 536_870_913 + e % 3,
+                added: e % 5 != 0,
+            };
+            assert!(enc.push(&d).unwrap().is_none());
+        }
+        enc.finish().unwrap().unwrap().fressian
+    }
+
+    #[test]
+    fn every_codec_round_trips_and_is_told_by_its_leading_bytes() {
+        let raw = chunk_bytes();
+        let want = decode_chunk_fressian(&raw).unwrap();
+        assert_eq!(want.datoms.len(), 500);
+        for name in COMPRESSIONS {
+            let codec = Codec::from_name(name).unwrap();
+            assert_eq!(codec.name(), *name);
+            let (lo, hi) = codec.levels();
+            for level in [lo, codec.default_level(), hi] {
+                let stored = compress(&raw, codec, level).unwrap();
+                assert!(stored.len() < raw.len() || level == 0, "{name} {level}");
+                assert_eq!(decompress(&stored).unwrap(), raw, "{name} {level}");
+                assert_eq!(decode_chunk(&stored).unwrap(), want, "{name} {level}");
+            }
+        }
+        assert_eq!(Codec::from_name("lz4"), None);
+    }
+
+    #[test]
+    fn damaged_streams_are_corrupt() {
+        let raw = chunk_bytes();
+        for codec in [Codec::Gzip, Codec::Zstd] {
+            let stored = compress(&raw, codec, codec.default_level()).unwrap();
+            let cut = &stored[..stored.len() - 7];
+            let err = decompress(cut).unwrap_err();
+            assert_eq!(
+                err.kind,
+                crate::error::ErrorKind::Corrupt,
+                "{codec:?}: {err}"
+            );
+            let mut flipped = stored.clone();
+            let mid = flipped.len() / 2;
+            flipped[mid] ^= 0x55;
+            assert!(decode_chunk(&flipped).is_err(), "{codec:?}");
+        }
+        let err = decompress(b"plain bytes").unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::Corrupt);
+        assert!(err.message.contains("neither gzip nor zstd"), "{err}");
+        assert!(decompress(&[]).is_err());
     }
 }

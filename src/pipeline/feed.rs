@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! JVM walk ──push_batch──► bounded channel (FEED_DEPTH batches) ──► "datacamp-feed":
-//!   wire::decode_batch ──► RestoreOrder::push (sort buffer, spilled runs)
+//!   check each datom's columns ──► RestoreOrder::push_tagged (records as bytes: sort
+//!   buffer, spilled runs)
 //! ```
 //! The channel is the backpressure: while the thread is behind, `push_batch` blocks. An
 //! error (or panic) of the thread ends it; the next `push_batch` or [`Feed::finish`]
@@ -14,6 +15,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
 
+use crate::codec::tagged::{
+    skip_payload, TAG_CHAR, TAG_DOUBLE, TAG_FALSE, TAG_FLOAT, TAG_INST, TAG_LONG, TAG_NIL, TAG_TRUE,
+};
 use crate::codec::wire::{self, Batch};
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom};
@@ -22,20 +26,102 @@ use crate::pipeline::order::RestoreOrder;
 /// Batches that may wait in the channel (each up to the JVM's batch size, 8,192 datoms).
 pub const FEED_DEPTH: usize = 2;
 
-/// What receives the datoms: the order, the attribute table, a reusable datom buffer.
+/// What receives the datoms: the order, the batches' attribute table and, per batch
+/// attribute id, the order's id of the same attribute.
 struct Sink {
     order: RestoreOrder,
     attrs: Vec<Attr>,
-    scratch: Vec<Datom>,
+    ids: Vec<u32>,
 }
 
 impl Sink {
+    /// Check each datom of the batch as [`wire::decode_batch`] does and push it into the
+    /// order as bytes: a scalar's tagged value is built from `vnum`, any other value's
+    /// payload is taken from `vbytes` as it is (checked, never decoded).
     fn push_batch(&mut self, batch: &Batch) -> Result<()> {
+        let corrupt = |m: String| Error::corrupt("decode batch", m);
         wire::decode_attrs(&batch.new_attrs, &mut self.attrs)?;
-        self.scratch.clear();
-        wire::decode_batch(&batch.columns(), &self.attrs, &mut self.scratch)?;
-        for d in self.scratch.drain(..) {
-            self.order.push(d)?;
+        for a in &self.attrs[self.ids.len()..] {
+            self.ids.push(self.order.intern(a));
+        }
+        let cols = batch.columns();
+        let n = cols.e.len();
+        for (name, len) in [
+            ("a", cols.a.len()),
+            ("tx", cols.tx.len()),
+            ("added", cols.added.len()),
+            ("vtag", cols.vtag.len()),
+            ("vnum", cols.vnum.len()),
+        ] {
+            if len != n {
+                return Err(corrupt(format!(
+                    "column {name} has {len} elements, column e has {n}"
+                )));
+            }
+        }
+        let mut vbytes = cols.vbytes;
+        let mut head = [0u8; 9];
+        for i in 0..n {
+            let a = cols.a[i];
+            let aid = usize::try_from(a)
+                .ok()
+                .and_then(|ix| self.ids.get(ix))
+                .copied()
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "datom {i}: attribute id {a} outside the table of {} attributes",
+                        self.ids.len()
+                    ))
+                })?;
+            let added = match cols.added[i] {
+                0 => false,
+                1 => true,
+                b => return Err(corrupt(format!("datom {i}: added is {b}, not 0 or 1"))),
+            };
+            let tag = cols.vtag[i] as u8;
+            let num = cols.vnum[i];
+            head[0] = tag;
+            let (head_len, tail): (usize, &[u8]) = match tag {
+                TAG_NIL | TAG_TRUE | TAG_FALSE => (1, &[]),
+                TAG_LONG | TAG_INST | TAG_DOUBLE => {
+                    head[1..9].copy_from_slice(&num.to_le_bytes());
+                    (9, &[])
+                }
+                TAG_FLOAT => {
+                    if num != i64::from(num as i32) && num != i64::from(num as u32) {
+                        return Err(corrupt(format!(
+                            "datom {i}: FLOAT payload {num} is not a 32-bit pattern"
+                        )));
+                    }
+                    head[1..5].copy_from_slice(&(num as u32).to_le_bytes());
+                    (5, &[])
+                }
+                TAG_CHAR => match u16::try_from(num) {
+                    Ok(c) => {
+                        head[1..3].copy_from_slice(&c.to_le_bytes());
+                        (3, &[])
+                    }
+                    Err(_) => {
+                        return Err(corrupt(format!(
+                            "datom {i}: CHAR payload {num} is not a UTF-16 code unit"
+                        )))
+                    }
+                },
+                _ => {
+                    let before = vbytes;
+                    skip_payload(tag, &mut vbytes)
+                        .map_err(|e| corrupt(format!("datom {i}: {}", e.message)))?;
+                    (1, &before[..before.len() - vbytes.len()])
+                }
+            };
+            self.order
+                .push_tagged(cols.e[i], aid, cols.tx[i], added, &head[..head_len], tail)?;
+        }
+        if !vbytes.is_empty() {
+            return Err(corrupt(format!(
+                "{} bytes of vbytes left after the last datom",
+                vbytes.len()
+            )));
         }
         Ok(())
     }
@@ -65,7 +151,7 @@ impl Feed {
             state: State::Here(Box::new(Sink {
                 order,
                 attrs: Vec::new(),
-                scratch: Vec::new(),
+                ids: Vec::new(),
             })),
         }
     }

@@ -19,14 +19,18 @@
 //!
 //! # How, and the memory bound
 //!
-//! Phase 1 ([`RestoreOrder::push`]) feeds records keyed `(tx, class, seq)` into an
-//! [`ExternalSorter`] and notes, per id, the smallest tx mentioning it. Phase 2 (the
-//! [`RestoreIter`]) reads the merged stream: classes 0 and 1 pass straight through; a tx's
-//! assertions are collected, keyed (the table is final now), sorted by `(key, seq)` in
-//! memory, or — once they exceed the buffer budget — in a nested [`ExternalSorter`].
+//! Phase 1 ([`RestoreOrder::push`], [`RestoreOrder::push_tagged`]) feeds compact byte
+//! records ([`crate::codec::record::RecordView`]: e, added, is-ref, the attribute's id in
+//! this order's table, the tagged value) keyed `(tx, class, seq)` into a [`RecordSorter`],
+//! and notes, per id, the smallest tx mentioning it. Phase 2 (the [`RestoreIter`]) reads
+//! the merged stream: classes 0 and 1 pass straight through; a tx's assertions are
+//! collected, keyed (the table is final now), sorted by `(key, seq)` in memory, or — once
+//! they exceed the buffer budget — in a nested [`RecordSorter`]. Records stay bytes from
+//! the push to [`RestoreIter::next_ref`]: no datom is built on the way (the iterator also
+//! yields [`Datom`]s, decoded, for callers that want them).
 //!
-//! Memory, with B = `sort_buffer_bytes` (as estimated by `mem_size`; real allocator use
-//! runs ~20% above):
+//! Memory, with B = `sort_buffer_bytes` (records' bytes plus 24 bytes per record; a
+//! buffer's allocations, grown by doubling, may hold up to twice what it counts):
 //! - the first-tx table, O(distinct ids), never freed before the iterator: 4 bytes per slot
 //!   in two dense arrays (ids from 0, tx ids from [`TX0`]), each grown only while it stays
 //!   under max(2^20, 4 × the ids it holds) slots — so for Datahike's sequential ids about
@@ -36,16 +40,19 @@
 //!   plus, for a tx whose assertions exceed B, a nested sort (2 × B); plus 64 KiB per
 //!   merged run (≤ 64 runs open).
 //!
-//! Measured: 3 M datoms, B = 32 MiB, one tx of 900 k datoms: peak RSS 85 MB while pushing,
-//! 116 MB overall.
+//! Measured with the object records this order used before the byte records (#14): 3 M
+//! datoms, B = 32 MiB, one tx of 900 k datoms: peak RSS 85 MB while pushing, 116 MB overall.
+//! A byte record takes 14 bytes plus the tagged value (plus its 24-byte slot), about half
+//! of what an object record was counted as, so a buffer holds about twice the datoms.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::codec::record::{decode_datom, encode_datom};
+use crate::codec::record::{put_record_header, RecordView};
+use crate::codec::tagged::{decode_value, encode_value, TAG_LONG};
 use crate::error::{Error, Result};
-use crate::model::{Attr, Datom, Name, Value, TX0};
-use crate::pipeline::sort::{ExternalSorter, SortRecord, SortedIter};
+use crate::model::{Attr, Datom, TX0};
+use crate::pipeline::sort::{RecordBuf, RecordSorter, SortedRecords};
 
 /// What the restore order needs to know about the database's schema.
 #[derive(Clone, Debug, Default)]
@@ -63,149 +70,38 @@ const CLASS_TX_INSTANT: u8 = 0;
 const CLASS_RETRACTION: u8 = 1;
 const CLASS_ASSERTION: u8 = 2;
 
-/// Rough bookkeeping cost of one heap allocation.
-const ALLOC_OVERHEAD: usize = 16;
+/// The largest `seq` a key can hold (2^62 - 1 datoms).
+const SEQ_MAX: u64 = (1 << 62) - 1;
 
-fn bytes_heap(cap: usize) -> usize {
-    if cap == 0 {
-        0
-    } else {
-        cap + ALLOC_OVERHEAD
-    }
+/// Order-preserving map of an i64 onto u64.
+fn ordered(x: i64) -> u64 {
+    (x as u64) ^ (1 << 63)
 }
 
-fn name_heap(n: &Name) -> usize {
-    n.ns.as_ref().map_or(0, |ns| bytes_heap(ns.len())) + bytes_heap(n.name.len())
+fn unordered(x: u64) -> i64 {
+    (x ^ (1 << 63)) as i64
 }
 
-/// Return the approximate heap bytes a value owns (not counting its own shallow size).
-fn value_heap(v: &Value) -> usize {
-    match v {
-        Value::Nil
-        | Value::Bool(_)
-        | Value::Long(_)
-        | Value::Double(_)
-        | Value::Float(_)
-        | Value::Char(_)
-        | Value::Inst(_)
-        | Value::Uuid(_) => 0,
-        Value::String(s) => bytes_heap(s.capacity()),
-        Value::Keyword(n) | Value::Symbol(n) => name_heap(n),
-        Value::BigInt(b) | Value::Bytes(b) => bytes_heap(b.capacity()),
-        Value::BigDec { unscaled, .. } => bytes_heap(unscaled.capacity()),
-        Value::Ratio { num, den } => bytes_heap(num.capacity()) + bytes_heap(den.capacity()),
-        Value::Vector(items) | Value::List(items) | Value::Set(items) => {
-            bytes_heap(items.capacity() * std::mem::size_of::<Value>())
-                + items.iter().map(value_heap).sum::<usize>()
-        }
-        Value::Map(entries) => {
-            bytes_heap(entries.capacity() * std::mem::size_of::<(Value, Value)>())
-                + entries
-                    .iter()
-                    .map(|(k, v)| value_heap(k) + value_heap(v))
-                    .sum::<usize>()
-        }
-    }
+/// Phase-1 key: `(tx, class, seq)`.
+fn tx_key(tx: i64, class: u8, seq: u64) -> u128 {
+    (u128::from(ordered(tx)) << 64) | (u128::from(class) << 62) | u128::from(seq & SEQ_MAX)
 }
 
-/// Return the approximate heap bytes a datom owns.
-fn datom_heap(d: &Datom) -> usize {
-    let a = match &d.a {
-        Attr::Keyword(n) => name_heap(n),
-        Attr::Id(_) => 0,
-    };
-    a + value_heap(&d.v)
+fn key_tx(key: u128) -> i64 {
+    unordered((key >> 64) as u64)
 }
 
-/// Phase-1 record: sorted by `(tx, class, seq)`.
-struct TxRecord {
-    seq: u64,
-    class: u8,
-    /// `a` is a ref attribute and `v` a `Long`.
-    is_ref: bool,
-    d: Datom,
+fn key_class(key: u128) -> u8 {
+    ((key >> 62) & 3) as u8
 }
 
-impl SortRecord for TxRecord {
-    type Key = (i64, u8, u64);
-
-    fn key(&self) -> Self::Key {
-        (self.d.tx, self.class, self.seq)
-    }
-
-    fn mem_size(&self) -> usize {
-        std::mem::size_of::<Self>() + datom_heap(&self.d)
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        out.push(self.class);
-        out.push(u8::from(self.is_ref));
-        encode_datom(&self.d, out)
-    }
-
-    fn decode(input: &mut &[u8]) -> Result<Self> {
-        let (seq, rest) = input
-            .split_first_chunk::<8>()
-            .ok_or_else(|| Error::corrupt("read restore-order run", "truncated record"))?;
-        let [class, is_ref, rest @ ..] = rest else {
-            return Err(Error::corrupt("read restore-order run", "truncated record"));
-        };
-        if *class > CLASS_ASSERTION || *is_ref > 1 {
-            return Err(Error::corrupt(
-                "read restore-order run",
-                format!("bad record header: class {class}, is_ref {is_ref}"),
-            ));
-        }
-        let mut rest = rest;
-        let d = decode_datom(&mut rest)?;
-        *input = rest;
-        Ok(TxRecord {
-            seq: u64::from_le_bytes(*seq),
-            class: *class,
-            is_ref: *is_ref == 1,
-            d,
-        })
-    }
+fn key_seq(key: u128) -> u64 {
+    (key as u64) & SEQ_MAX
 }
 
-/// Phase-2 record of one tx's assertions: sorted by `(key, seq)`.
-struct KeyedRecord {
-    key: i64,
-    seq: u64,
-    d: Datom,
-}
-
-impl SortRecord for KeyedRecord {
-    type Key = (i64, u64);
-
-    fn key(&self) -> Self::Key {
-        (self.key, self.seq)
-    }
-
-    fn mem_size(&self) -> usize {
-        std::mem::size_of::<Self>() + datom_heap(&self.d)
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
-        out.extend_from_slice(&self.key.to_le_bytes());
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        encode_datom(&self.d, out)
-    }
-
-    fn decode(input: &mut &[u8]) -> Result<Self> {
-        let truncated = || Error::corrupt("read restore-order group run", "truncated record");
-        let (key, rest) = input.split_first_chunk::<8>().ok_or_else(truncated)?;
-        let (seq, rest) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
-        let mut rest = rest;
-        let d = decode_datom(&mut rest)?;
-        *input = rest;
-        Ok(KeyedRecord {
-            key: i64::from_le_bytes(*key),
-            seq: u64::from_le_bytes(*seq),
-            d,
-        })
-    }
+/// Phase-2 key of an assertion: `(key, seq)`.
+fn group_key(key: i64, seq: u64) -> u128 {
+    (u128::from(ordered(key)) << 64) | u128::from(seq)
 }
 
 /// Slots that a dense range may always grow to (4 MiB).
@@ -330,16 +226,28 @@ impl FirstTx {
 
 /// Puts a history database's datoms into restore order (see the module doc).
 ///
-/// Use: [`RestoreOrder::new`], [`RestoreOrder::push`] every datom in input order, then
-/// [`RestoreOrder::finish`] and iterate.
+/// Use: [`RestoreOrder::new`], push every datom in input order ([`RestoreOrder::push`], or
+/// [`RestoreOrder::intern`] + [`RestoreOrder::push_tagged`] for values that are bytes
+/// already), then [`RestoreOrder::finish`] and iterate.
 pub struct RestoreOrder {
     spec: OrderSpec,
     tmp_dir: PathBuf,
     buffer: usize,
-    sorter: ExternalSorter<TxRecord>,
+    sorter: RecordSorter,
     first: FirstTx,
+    attrs: Attrs,
     pushed: u64,
     skipped: u64,
+    scratch: Vec<u8>,
+}
+
+/// The attributes of an order, by id, and what the order needs to know of each.
+#[derive(Debug, Default)]
+struct Attrs {
+    table: Vec<Attr>,
+    ids: HashMap<Attr, u32>,
+    is_ref: Vec<bool>,
+    is_tx_instant: Vec<bool>,
 }
 
 impl std::fmt::Debug for RestoreOrder {
@@ -371,46 +279,109 @@ impl RestoreOrder {
             spec,
             tmp_dir: tmp_dir.to_path_buf(),
             buffer: sort_buffer_bytes,
-            sorter: ExternalSorter::new(tmp_dir, sort_buffer_bytes),
+            sorter: RecordSorter::new(tmp_dir, sort_buffer_bytes),
             first: FirstTx::new(),
+            attrs: Attrs::default(),
             pushed: 0,
             skipped: 0,
+            scratch: Vec::new(),
         })
+    }
+
+    /// Given an attribute, return its id in this order's table (added on first use).
+    pub fn intern(&mut self, a: &Attr) -> u32 {
+        if let Some(&id) = self.attrs.ids.get(a) {
+            return id;
+        }
+        let id = self.attrs.table.len() as u32;
+        self.attrs.ids.insert(a.clone(), id);
+        self.attrs.table.push(a.clone());
+        self.attrs.is_ref.push(self.spec.ref_attrs.contains(a));
+        self.attrs
+            .is_tx_instant
+            .push(self.spec.tx_instant.as_ref() == Some(a));
+        id
     }
 
     /// Given the next datom of the input, take it (its `seq` is the number of datoms
     /// pushed before it). Datoms of [`TX0`] are dropped when `skip_tx0`, but still count
     /// for which ids are new in which tx.
     ///
-    /// Errors: those of [`ExternalSorter::push`] (I/O while spilling); after an error the
-    /// order is failed and must be dropped.
+    /// Errors: the value cannot be encoded ([`crate::error::ErrorKind::Unsupported`]);
+    /// those of [`RecordSorter::push_with`] (I/O while spilling), after which the order is
+    /// failed and must be dropped.
     pub fn push(&mut self, d: Datom) -> Result<()> {
+        let aid = self.intern(&d.a);
+        let mut value = std::mem::take(&mut self.scratch);
+        value.clear();
+        let r = encode_value(&d.v, &mut value)
+            .and_then(|()| self.push_tagged(d.e, aid, d.tx, d.added, &value, &[]));
+        self.scratch = value;
+        r
+    }
+
+    /// As [`RestoreOrder::push`], for a datom whose attribute is `aid` (from
+    /// [`RestoreOrder::intern`]) and whose tagged value is `head` followed by `tail` (the tag
+    /// byte first; split in two so that a value's tag and payload can come from different
+    /// buffers). The value bytes are taken as they are: the caller has checked them.
+    ///
+    /// Errors: `aid` not interned ([`crate::error::ErrorKind::Internal`]), an empty value,
+    /// and those of [`RestoreOrder::push`].
+    pub fn push_tagged(
+        &mut self,
+        e: i64,
+        aid: u32,
+        tx: i64,
+        added: bool,
+        head: &[u8],
+        tail: &[u8],
+    ) -> Result<()> {
+        let ix = aid as usize;
+        let (Some(&is_ref), Some(&is_tx_instant)) =
+            (self.attrs.is_ref.get(ix), self.attrs.is_tx_instant.get(ix))
+        else {
+            return Err(Error::internal(
+                "restore order",
+                format!("attribute id {aid} was not interned"),
+            ));
+        };
+        let Some(&tag) = head.first() else {
+            return Err(Error::internal("restore order", "empty value"));
+        };
+        let ref_id = if is_ref && tag == TAG_LONG {
+            let mut b = [0u8; 8];
+            let mut bytes = head[1..].iter().chain(tail);
+            for x in &mut b {
+                *x = *bytes
+                    .next()
+                    .ok_or_else(|| Error::internal("restore order", "truncated LONG value"))?;
+            }
+            Some(i64::from_le_bytes(b))
+        } else {
+            None
+        };
         let seq = self.pushed;
         self.pushed += 1;
-        let ref_id = match d.v {
-            Value::Long(v) if self.spec.ref_attrs.contains(&d.a) => Some(v),
-            _ => None,
-        };
-        self.first.note(d.e, d.tx);
+        self.first.note(e, tx);
         if let Some(v) = ref_id {
-            self.first.note(v, d.tx);
+            self.first.note(v, tx);
         }
-        if self.spec.skip_tx0 && d.tx == TX0 {
+        if self.spec.skip_tx0 && tx == TX0 {
             self.skipped += 1;
             return Ok(());
         }
-        let class = if !d.added {
+        let class = if !added {
             CLASS_RETRACTION
-        } else if d.e == d.tx && self.spec.tx_instant.as_ref() == Some(&d.a) {
+        } else if e == tx && is_tx_instant {
             CLASS_TX_INSTANT
         } else {
             CLASS_ASSERTION
         };
-        self.sorter.push(TxRecord {
-            seq,
-            class,
-            is_ref: ref_id.is_some(),
-            d,
+        self.sorter.push_with(tx_key(tx, class, seq), |out| {
+            put_record_header(out, e, added, is_ref, aid);
+            out.extend_from_slice(head);
+            out.extend_from_slice(tail);
+            Ok(())
         })
     }
 
@@ -435,16 +406,20 @@ impl RestoreOrder {
     }
 
     /// Finish pushing and return the datoms (all pushed minus the skipped) in restore
-    /// order. Errors: those of [`ExternalSorter::finish`].
+    /// order. Errors: those of [`RecordSorter::finish`].
     pub fn finish(self) -> Result<RestoreIter> {
         let src = self.sorter.finish()?;
         Ok(RestoreIter {
             src,
             first: self.first,
+            attrs: self.attrs.table,
             tmp_dir: self.tmp_dir,
             buffer: self.buffer,
-            pending: None,
+            pending: Vec::new(),
+            pending_key: None,
             group: Group::None,
+            group_tx: 0,
+            spare: RecordBuf::new(),
             nested_sorts: 0,
             done: false,
         })
@@ -454,21 +429,70 @@ impl RestoreOrder {
 /// The sorted assertions of the current tx.
 enum Group {
     None,
-    Mem(std::vec::IntoIter<KeyedRecord>),
-    Sorted(SortedIter<KeyedRecord>),
+    Mem { buf: RecordBuf, pos: usize },
+    Sorted(SortedRecords),
 }
 
-/// The datoms of a [`RestoreOrder`] in restore order.
+/// Where the current record of a [`RestoreIter`] is.
+#[derive(Clone, Copy)]
+enum Loc {
+    /// The merged stream's current record (classes 0 and 1).
+    Src,
+    /// The record held back from the stream (the first of a tx after a group).
+    Pending(u128),
+    /// Record `i` of the in-memory group.
+    Mem(usize),
+    /// The nested sort's current record.
+    Sorted,
+}
+
+/// One datom of a [`RestoreIter`], read in place: valid until the next call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DatomRef<'a> {
+    /// Entity id.
+    pub e: i64,
+    /// Attribute.
+    pub a: &'a Attr,
+    /// The value, tagged ([`crate::codec::tagged`]).
+    pub value: &'a [u8],
+    /// Transaction id.
+    pub tx: i64,
+    /// Assertion or retraction.
+    pub added: bool,
+}
+
+impl DatomRef<'_> {
+    /// Decode the datom.
+    pub fn to_datom(&self) -> Result<Datom> {
+        let mut input = self.value;
+        let v = decode_value(&mut input)?;
+        Ok(Datom {
+            e: self.e,
+            a: self.a.clone(),
+            v,
+            tx: self.tx,
+            added: self.added,
+        })
+    }
+}
+
+/// The datoms of a [`RestoreOrder`] in restore order: [`RestoreIter::next_ref`] reads them
+/// in place; as an [`Iterator`] it yields decoded [`Datom`]s.
 ///
 /// Yields `Err` once if a run cannot be read, written or decoded, then ends. Holds the
 /// temporary run files, deleted when it is dropped.
 pub struct RestoreIter {
-    src: SortedIter<TxRecord>,
+    src: SortedRecords,
     first: FirstTx,
+    attrs: Vec<Attr>,
     tmp_dir: PathBuf,
     buffer: usize,
-    pending: Option<TxRecord>,
+    pending: Vec<u8>,
+    pending_key: Option<u128>,
     group: Group,
+    group_tx: i64,
+    /// The allocation of the last in-memory group, for the next.
+    spare: RecordBuf,
     nested_sorts: u64,
     done: bool,
 }
@@ -483,107 +507,217 @@ impl std::fmt::Debug for RestoreIter {
     }
 }
 
+/// The key of an assertion (see the module doc); the table must be final.
+fn key_of(first: &FirstTx, tx: i64, r: &RecordView) -> i64 {
+    let mut key: Option<i64> = None;
+    if r.e != tx && first.get(r.e) == Some(tx) {
+        key = Some(r.e);
+    }
+    if let Some(v) = r.ref_target() {
+        if v != tx && first.get(v) == Some(tx) {
+            key = Some(key.map_or(v, |k| k.max(v)));
+        }
+    }
+    key.unwrap_or(-1)
+}
+
+/// Where a tx's assertions gather: in memory until they outgrow the buffer, then in a
+/// nested sort.
+struct GroupBuilder<'a> {
+    first: &'a FirstTx,
+    tx: i64,
+    buffer: usize,
+    tmp_dir: &'a Path,
+    mem: RecordBuf,
+    nested: Option<RecordSorter>,
+}
+
+impl GroupBuilder<'_> {
+    fn add(&mut self, key: u128, bytes: &[u8]) -> Result<()> {
+        let view = RecordView::read(bytes)?;
+        let k = group_key(key_of(self.first, self.tx, &view), key_seq(key));
+        let write = |out: &mut Vec<u8>| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        };
+        match &mut self.nested {
+            Some(s) => s.push_with(k, write),
+            None => {
+                self.mem.push_with(k, write)?;
+                if self.mem.mem() > self.buffer {
+                    let mut s = RecordSorter::new(self.tmp_dir, self.buffer);
+                    for i in 0..self.mem.len() {
+                        let (k, b) = self.mem.get(i);
+                        s.push_with(k, |out| {
+                            out.extend_from_slice(b);
+                            Ok(())
+                        })?;
+                    }
+                    self.mem.clear();
+                    self.nested = Some(s);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl RestoreIter {
     /// Return how many tx groups so far outgrew the buffer and were sorted externally.
     pub fn nested_sorts(&self) -> u64 {
         self.nested_sorts
     }
 
-    /// Return the key of an assertion (see the module doc); the table must be final.
-    fn key_of(&self, r: &TxRecord) -> i64 {
-        let tx = r.d.tx;
-        let mut key: Option<i64> = None;
-        if r.d.e != tx && self.first.get(r.d.e) == Some(tx) {
-            key = Some(r.d.e);
-        }
-        if r.is_ref {
-            if let Value::Long(v) = r.d.v {
-                if v != tx && self.first.get(v) == Some(tx) {
-                    key = Some(key.map_or(v, |k| k.max(v)));
-                }
-            }
-        }
-        key.unwrap_or(-1)
+    /// The attribute table the records' ids index.
+    pub fn attrs(&self) -> &[Attr] {
+        &self.attrs
     }
 
-    /// Collect the assertions of `first`'s tx (it is the tx's first) into `self.group`.
-    fn build_group(&mut self, first: TxRecord) -> Result<()> {
-        let tx = first.d.tx;
-        let mut buf: Vec<KeyedRecord> = Vec::new();
-        let mut mem = 0usize;
-        let mut nested: Option<ExternalSorter<KeyedRecord>> = None;
-        let mut next = Some(first);
-        while let Some(r) = next.take() {
-            let rec = KeyedRecord {
-                key: self.key_of(&r),
-                seq: r.seq,
-                d: r.d,
-            };
-            match &mut nested {
-                Some(s) => s.push(rec)?,
-                None => {
-                    mem = mem.saturating_add(rec.mem_size());
-                    buf.push(rec);
-                    if mem > self.buffer {
-                        let mut s = ExternalSorter::new(&self.tmp_dir, self.buffer);
-                        for rec in std::mem::take(&mut buf) {
-                            s.push(rec)?;
-                        }
-                        self.nested_sorts += 1;
-                        nested = Some(s);
-                    }
-                }
-            }
-            match self.src.next() {
-                None => {}
-                Some(Err(e)) => return Err(e),
-                Some(Ok(r)) if r.d.tx == tx => {
-                    if r.class != CLASS_ASSERTION {
-                        return Err(Error::internal(
-                            "restore order",
-                            "assertion followed by a lower class in the same tx",
-                        ));
-                    }
-                    next = Some(r);
-                }
-                Some(Ok(r)) => self.pending = Some(r),
-            }
+    /// The next datom, read in place (valid until the next call), or `None` at the end.
+    ///
+    /// Errors: a run cannot be read, written or decoded; the iterator then ends.
+    pub fn next_ref(&mut self) -> Result<Option<DatomRef<'_>>> {
+        if self.done {
+            return Ok(None);
         }
-        self.group = match nested {
-            Some(s) => Group::Sorted(s.finish()?),
-            None => {
-                buf.sort_by_key(|r| (r.key, r.seq));
-                Group::Mem(buf.into_iter())
+        let loc = match self.advance() {
+            Ok(Some(loc)) => loc,
+            Ok(None) => {
+                self.done = true;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.done = true;
+                return Err(e);
             }
         };
-        Ok(())
+        let (tx, bytes) = match loc {
+            Loc::Src => {
+                let (key, bytes) = self.src.current();
+                (key_tx(key), bytes)
+            }
+            Loc::Pending(key) => (key_tx(key), self.pending.as_slice()),
+            Loc::Mem(i) => match &self.group {
+                Group::Mem { buf, .. } => (self.group_tx, buf.get(i).1),
+                _ => return Err(Error::internal("restore order", "no group in memory")),
+            },
+            Loc::Sorted => match &self.group {
+                Group::Sorted(s) => (self.group_tx, s.current().1),
+                _ => return Err(Error::internal("restore order", "no sorted group")),
+            },
+        };
+        let view = match RecordView::read(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        let Some(a) = self.attrs.get(view.aid as usize) else {
+            self.done = true;
+            return Err(Error::corrupt(
+                "read restore-order record",
+                format!("attribute id {} outside the table", view.aid),
+            ));
+        };
+        Ok(Some(DatomRef {
+            e: view.e,
+            a,
+            value: view.value,
+            tx,
+            added: view.added,
+        }))
     }
 
-    fn next_inner(&mut self) -> Result<Option<Datom>> {
+    /// Move to the next datom; return where it is.
+    fn advance(&mut self) -> Result<Option<Loc>> {
         loop {
             match &mut self.group {
                 Group::None => {}
-                Group::Mem(it) => match it.next() {
-                    Some(r) => return Ok(Some(r.d)),
-                    None => self.group = Group::None,
-                },
-                Group::Sorted(it) => match it.next() {
-                    Some(r) => return r.map(|r| Some(r.d)),
-                    None => self.group = Group::None,
-                },
+                Group::Mem { buf, pos } => {
+                    if *pos < buf.len() {
+                        *pos += 1;
+                        return Ok(Some(Loc::Mem(*pos - 1)));
+                    }
+                    if let Group::Mem { mut buf, .. } =
+                        std::mem::replace(&mut self.group, Group::None)
+                    {
+                        buf.clear();
+                        self.spare = buf;
+                    }
+                }
+                Group::Sorted(s) => {
+                    if s.advance()? {
+                        return Ok(Some(Loc::Sorted));
+                    }
+                    self.group = Group::None;
+                }
             }
-            let r = match self.pending.take() {
-                Some(r) => r,
-                None => match self.src.next() {
-                    None => return Ok(None),
-                    Some(r) => r?,
-                },
+            let (key, held) = match self.pending_key.take() {
+                Some(key) => (key, true),
+                None => {
+                    if !self.src.advance()? {
+                        return Ok(None);
+                    }
+                    (self.src.current().0, false)
+                }
             };
-            if r.class != CLASS_ASSERTION {
-                return Ok(Some(r.d));
+            if key_class(key) != CLASS_ASSERTION {
+                return Ok(Some(if held { Loc::Pending(key) } else { Loc::Src }));
             }
-            self.build_group(r)?;
+            self.build_group(key, held)?;
         }
+    }
+
+    /// Collect the assertions of the tx whose first assertion has `key` (held back in
+    /// `pending`, or the stream's current record) into `self.group`.
+    fn build_group(&mut self, key: u128, held: bool) -> Result<()> {
+        let tx = key_tx(key);
+        let mut g = GroupBuilder {
+            first: &self.first,
+            tx,
+            buffer: self.buffer,
+            tmp_dir: &self.tmp_dir,
+            mem: std::mem::take(&mut self.spare),
+            nested: None,
+        };
+        if held {
+            g.add(key, &self.pending)?;
+        } else {
+            let (key, bytes) = self.src.current();
+            g.add(key, bytes)?;
+        }
+        while self.src.advance()? {
+            let (k, bytes) = self.src.current();
+            if key_tx(k) != tx {
+                self.pending.clear();
+                self.pending.extend_from_slice(bytes);
+                self.pending_key = Some(k);
+                break;
+            }
+            if key_class(k) != CLASS_ASSERTION {
+                return Err(Error::internal(
+                    "restore order",
+                    "assertion followed by a lower class in the same tx",
+                ));
+            }
+            g.add(k, bytes)?;
+        }
+        let GroupBuilder { mem, nested, .. } = g;
+        self.group_tx = tx;
+        self.group = match nested {
+            Some(s) => {
+                self.nested_sorts += 1;
+                self.spare = mem;
+                Group::Sorted(s.finish()?)
+            }
+            None => {
+                let mut mem = mem;
+                mem.sort();
+                Group::Mem { buf: mem, pos: 0 }
+            }
+        };
+        Ok(())
     }
 }
 
@@ -591,19 +725,16 @@ impl Iterator for RestoreIter {
     type Item = Result<Datom>;
 
     fn next(&mut self) -> Option<Result<Datom>> {
-        if self.done {
-            return None;
-        }
-        match self.next_inner() {
-            Ok(Some(d)) => Some(Ok(d)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
+        match self.next_ref() {
+            Ok(Some(d)) => match d.to_datom() {
+                Ok(d) => Some(Ok(d)),
+                Err(e) => {
+                    self.done = true;
+                    Some(Err(e))
+                }
+            },
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -613,6 +744,7 @@ impl std::iter::FusedIterator for RestoreIter {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Name, Value};
     use proptest::prelude::*;
 
     const T1: i64 = TX0 + 1;

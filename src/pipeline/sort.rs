@@ -186,17 +186,7 @@ impl<R: SortRecord> ExternalSorter<R> {
 
     fn temp_dir(&mut self) -> Result<&Path> {
         if self.dir.is_none() {
-            let dir = tempfile::Builder::new()
-                .prefix("datacamp-sort-")
-                .tempdir_in(&self.parent)
-                .map_err(|e| {
-                    Error::io(
-                        "create sort directory",
-                        self.parent.display().to_string(),
-                        e,
-                    )
-                })?;
-            self.dir = Some(dir);
+            self.dir = Some(create_sort_dir(&self.parent)?);
         }
         match &self.dir {
             Some(d) => Ok(d.path()),
@@ -285,6 +275,15 @@ impl<R: SortRecord> Drop for ExternalSorter<R> {
             let _ = handle.join();
         }
     }
+}
+
+/// Create the temporary directory that holds a sorter's run files, inside `parent`: the
+/// one place both sorters create it.
+fn create_sort_dir(parent: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("datacamp-sort-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("create sort directory", parent.display().to_string(), e))
 }
 
 fn failed_earlier() -> Error {
@@ -602,6 +601,566 @@ impl<R: SortRecord> Iterator for SortedIter<R> {
 
 impl<R: SortRecord> std::iter::FusedIterator for SortedIter<R> {}
 
+// ---------------------------------------------------------------------------------------
+// Byte records (#14): records that are bytes already, sorted by a u128 key. One arena per
+// buffer instead of one object (and its allocations) per record; spilling copies bytes,
+// merging hands out slices of a reused buffer per run.
+// ---------------------------------------------------------------------------------------
+
+/// Where one record of a [`RecordBuf`] lives.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: u128,
+    off: u32,
+    len: u32,
+}
+
+/// What a record costs in a buffer besides its bytes.
+const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+/// Records in one arena, and where each is.
+#[derive(Debug, Default)]
+pub struct RecordBuf {
+    arena: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+impl RecordBuf {
+    /// Return an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bytes the buffer is counted as: its records' bytes plus their slots.
+    pub fn mem(&self) -> usize {
+        self.arena.len() + self.slots.len() * SLOT_BYTES
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the buffer holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Forget the records, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.slots.clear();
+    }
+
+    /// Append a record whose bytes `write` appends to the arena. On error nothing is added.
+    pub fn push_with(
+        &mut self,
+        key: u128,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let start = self.arena.len();
+        if let Err(e) = write(&mut self.arena) {
+            self.arena.truncate(start);
+            return Err(e);
+        }
+        let (off, len) = match (
+            u32::try_from(start),
+            u32::try_from(self.arena.len() - start),
+        ) {
+            (Ok(off), Ok(len)) => (off, len),
+            _ => {
+                self.arena.truncate(start);
+                return Err(Error::new(
+                    crate::error::ErrorKind::Unsupported,
+                    "sort records",
+                    "a sort buffer holds at most 4 GiB",
+                ));
+            }
+        };
+        self.slots.push(Slot { key, off, len });
+        Ok(())
+    }
+
+    /// Sort by key; equal keys keep their push order.
+    pub fn sort(&mut self) {
+        self.slots.sort_unstable_by_key(|s| (s.key, s.off));
+    }
+
+    /// Record `i` (in the current order): its key and bytes.
+    pub fn get(&self, i: usize) -> (u128, &[u8]) {
+        let s = self.slots[i];
+        (
+            s.key,
+            &self.arena[s.off as usize..s.off as usize + s.len as usize],
+        )
+    }
+
+    fn last_bytes(&self) -> &[u8] {
+        match self.slots.last() {
+            Some(s) => &self.arena[s.off as usize..],
+            None => &[],
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(s) = self.slots.pop() {
+            self.arena.truncate(s.off as usize);
+        }
+    }
+}
+
+type RecordSpill = (Result<Run>, RecordBuf);
+
+/// Sorts byte records by a `u128` key with a bounded memory budget, spilling sorted runs
+/// to disk: [`ExternalSorter`]'s design (budget, one spill in flight on a background
+/// thread, stable k-way merge with passes of at most the fan-in, the last buffer merged
+/// from memory) for records that are bytes already.
+///
+/// Run file format: per record, a `u32` little-endian length, the key (16 bytes, LE), the
+/// bytes.
+pub struct RecordSorter {
+    parent: PathBuf,
+    budget: usize,
+    fan_in: usize,
+    buf: RecordBuf,
+    spare: Option<RecordBuf>,
+    dir: Option<tempfile::TempDir>,
+    runs: Vec<Run>,
+    next_run: u64,
+    in_flight: Option<JoinHandle<RecordSpill>>,
+    pushed: u64,
+    failed: bool,
+}
+
+impl std::fmt::Debug for RecordSorter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordSorter")
+            .field("parent", &self.parent)
+            .field("budget", &self.budget)
+            .field("buffered", &self.buf.mem())
+            .field("runs", &self.runs.len())
+            .field("pushed", &self.pushed)
+            .finish()
+    }
+}
+
+impl RecordSorter {
+    /// Given the directory to hold the run files (a temporary directory is created inside
+    /// it on the first spill) and the buffer budget in bytes (records' bytes plus 24 per
+    /// record), return an empty sorter. A budget of 0 spills every record as a run of its
+    /// own (only useful in tests).
+    pub fn new(dir: &Path, buffer_bytes: usize) -> Self {
+        RecordSorter {
+            parent: dir.to_path_buf(),
+            budget: buffer_bytes,
+            fan_in: DEFAULT_FAN_IN,
+            buf: RecordBuf::new(),
+            spare: None,
+            dir: None,
+            runs: Vec::new(),
+            next_run: 0,
+            in_flight: None,
+            pushed: 0,
+            failed: false,
+        }
+    }
+
+    /// Return the sorter with the number of runs merged at once set to `fan_in` (at least 2).
+    pub fn with_fan_in(mut self, fan_in: usize) -> Self {
+        self.fan_in = fan_in.max(2);
+        self
+    }
+
+    /// Return the number of records pushed so far.
+    pub fn len(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Return whether no record was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.pushed == 0
+    }
+
+    /// Return the number of runs spilled (or being spilled) so far.
+    pub fn spilled_runs(&self) -> u64 {
+        self.next_run
+    }
+
+    /// Add a record with `key` whose bytes `write` appends to the given buffer. If it takes
+    /// the buffer over the budget, the buffer (without it) is first handed to the
+    /// background spill. A failing `write` adds nothing and leaves the sorter usable.
+    ///
+    /// Errors: `write`'s own; [`crate::error::ErrorKind::Io`] (with the path) from this or
+    /// the previous spill, after which the sorter is failed.
+    pub fn push_with(
+        &mut self,
+        key: u128,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if self.failed {
+            return Err(failed_earlier());
+        }
+        self.buf.push_with(key, write)?;
+        if self.buf.len() > 1 && self.buf.mem() > self.budget {
+            // The new record moves to the next buffer.
+            let rec = self.buf.last_bytes().to_vec();
+            self.buf.pop();
+            if let Err(e) = self.spill_buffer() {
+                self.failed = true;
+                return Err(e);
+            }
+            self.buf.push_with(key, |out| {
+                out.extend_from_slice(&rec);
+                Ok(())
+            })?;
+        }
+        self.pushed += 1;
+        Ok(())
+    }
+
+    fn wait_spill(&mut self) -> Result<()> {
+        if let Some(handle) = self.in_flight.take() {
+            let (run, spare) = handle
+                .join()
+                .map_err(|_| Error::internal("spill sort run", "the spill thread panicked"))?;
+            self.runs.push(run?);
+            self.spare = Some(spare);
+        }
+        Ok(())
+    }
+
+    fn run_path(&mut self) -> Result<PathBuf> {
+        if self.dir.is_none() {
+            self.dir = Some(create_sort_dir(&self.parent)?);
+        }
+        let dir = match &self.dir {
+            Some(d) => d.path(),
+            None => return Err(Error::internal("create sort directory", "no directory")),
+        };
+        let path = dir.join(format!("run-{:06}.bin", self.next_run));
+        self.next_run += 1;
+        Ok(path)
+    }
+
+    fn spill_buffer(&mut self) -> Result<()> {
+        self.wait_spill()?;
+        let path = self.run_path()?;
+        let next = self.spare.take().unwrap_or_default();
+        let buf = std::mem::replace(&mut self.buf, next);
+        let handle = std::thread::Builder::new()
+            .name("datacamp-spill".into())
+            .spawn(move || spill_records(buf, path))
+            .map_err(|e| Error::io("start spill thread", "datacamp-spill", e))?;
+        self.in_flight = Some(handle);
+        Ok(())
+    }
+
+    /// Finish pushing and return the records in key order (see [`ExternalSorter::finish`]).
+    ///
+    /// Errors: I/O and corruption errors of spills and merge passes.
+    pub fn finish(mut self) -> Result<SortedRecords> {
+        if self.failed {
+            return Err(failed_earlier());
+        }
+        self.wait_spill()?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.sort();
+        let mem_slots = usize::from(!buf.is_empty());
+        while self.runs.len() + mem_slots > self.fan_in {
+            let runs = std::mem::take(&mut self.runs);
+            let mut merged = Vec::with_capacity(runs.len() / self.fan_in + 1);
+            let mut iter = runs.into_iter().peekable();
+            while iter.peek().is_some() {
+                let group: Vec<Run> = iter.by_ref().take(self.fan_in).collect();
+                if group.len() == 1 {
+                    merged.extend(group);
+                    continue;
+                }
+                let path = self.run_path()?;
+                let mut sources = Vec::with_capacity(group.len());
+                for run in group {
+                    sources.push(RecSource::File(RecReader::open(run)?));
+                }
+                let mut m = SortedRecords::merge(sources, None)?;
+                let mut w = RecWriter::create(path)?;
+                while m.advance()? {
+                    let (key, bytes) = m.current();
+                    w.push(key, bytes)?;
+                }
+                merged.push(w.finish()?);
+            }
+            self.runs = merged;
+        }
+        let mut sources = Vec::with_capacity(self.runs.len() + 1);
+        for run in std::mem::take(&mut self.runs) {
+            sources.push(RecSource::File(RecReader::open(run)?));
+        }
+        if !buf.is_empty() {
+            sources.push(RecSource::Mem { buf, pos: None });
+        }
+        SortedRecords::merge(sources, self.dir.take())
+    }
+}
+
+impl Drop for RecordSorter {
+    fn drop(&mut self) {
+        if let Some(handle) = self.in_flight.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Sort `buf`, write it to `path`, and give back the emptied buffer for reuse.
+fn spill_records(mut buf: RecordBuf, path: PathBuf) -> RecordSpill {
+    buf.sort();
+    let result = (|| {
+        let mut w = RecWriter::create(path)?;
+        for i in 0..buf.len() {
+            let (key, bytes) = buf.get(i);
+            w.push(key, bytes)?;
+        }
+        w.finish()
+    })();
+    buf.clear();
+    (result, buf)
+}
+
+/// Writes byte records into a run file through a block buffer.
+struct RecWriter {
+    file: File,
+    path: PathBuf,
+    block: Vec<u8>,
+    count: u64,
+    max_len: u32,
+}
+
+impl RecWriter {
+    fn create(path: PathBuf) -> Result<Self> {
+        let file = File::create(&path)
+            .map_err(|e| Error::io("create sort run", path.display().to_string(), e))?;
+        Ok(RecWriter {
+            file,
+            path,
+            block: Vec::with_capacity(WRITE_BLOCK + 4096),
+            count: 0,
+            max_len: 0,
+        })
+    }
+
+    fn push(&mut self, key: u128, bytes: &[u8]) -> Result<()> {
+        let len = u32::try_from(bytes.len()).map_err(|_| {
+            Error::new(
+                crate::error::ErrorKind::Unsupported,
+                "write sort run",
+                format!("record of {} bytes exceeds u32::MAX", bytes.len()),
+            )
+        })?;
+        self.block.extend_from_slice(&len.to_le_bytes());
+        self.block.extend_from_slice(&key.to_le_bytes());
+        self.block.extend_from_slice(bytes);
+        self.max_len = self.max_len.max(len);
+        self.count += 1;
+        if self.block.len() >= WRITE_BLOCK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .write_all(&self.block)
+            .map_err(|e| Error::io("write sort run", self.path.display().to_string(), e))?;
+        self.block.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Run> {
+        self.flush()?;
+        Ok(Run {
+            path: self.path,
+            count: self.count,
+            max_len: self.max_len,
+        })
+    }
+}
+
+/// Reads the byte records of one run file back, one at a time into a reused buffer.
+struct RecReader {
+    reader: BufReader<File>,
+    path: PathBuf,
+    remaining: u64,
+    max_len: u32,
+    key: u128,
+    cur: Vec<u8>,
+}
+
+impl RecReader {
+    fn open(run: Run) -> Result<Self> {
+        let file = File::open(&run.path)
+            .map_err(|e| Error::io("open sort run", run.path.display().to_string(), e))?;
+        Ok(RecReader {
+            reader: BufReader::with_capacity(READ_BUFFER, file),
+            path: run.path,
+            remaining: run.count,
+            max_len: run.max_len,
+            key: 0,
+            cur: Vec::new(),
+        })
+    }
+
+    fn corrupt(&self, message: impl Into<String>) -> Error {
+        Error::corrupt("read sort run", message).with_key(self.path.display().to_string())
+    }
+
+    fn read_into(&mut self, n: usize, into_cur: bool) -> Result<[u8; 20]> {
+        let mut head = [0u8; 20];
+        let r = if into_cur {
+            self.cur.clear();
+            self.cur.resize(n, 0);
+            self.reader.read_exact(&mut self.cur)
+        } else {
+            self.reader.read_exact(&mut head[..n])
+        };
+        r.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.corrupt("run file ends inside a record")
+            } else {
+                Error::io("read sort run", self.path.display().to_string(), e)
+            }
+        })?;
+        Ok(head)
+    }
+
+    /// Read the next record; `false` at the end of the run.
+    fn advance(&mut self) -> Result<bool> {
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            let n = self
+                .reader
+                .read(&mut probe)
+                .map_err(|e| Error::io("read sort run", self.path.display().to_string(), e))?;
+            if n != 0 {
+                return Err(self.corrupt("bytes after the last record"));
+            }
+            return Ok(false);
+        }
+        let head = self.read_into(20, false)?;
+        let (len, key) = head.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().unwrap_or_default());
+        if len > self.max_len {
+            return Err(self.corrupt(format!(
+                "record length {len} exceeds the longest written ({})",
+                self.max_len
+            )));
+        }
+        self.key = u128::from_le_bytes(key.try_into().unwrap_or_default());
+        self.read_into(len as usize, true)?;
+        self.remaining -= 1;
+        Ok(true)
+    }
+}
+
+impl Drop for RecReader {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A sorted source of byte records for the merge.
+enum RecSource {
+    File(RecReader),
+    Mem { buf: RecordBuf, pos: Option<usize> },
+}
+
+impl RecSource {
+    fn advance(&mut self) -> Result<bool> {
+        match self {
+            RecSource::File(r) => r.advance(),
+            RecSource::Mem { buf, pos } => {
+                let next = pos.map_or(0, |p| p + 1);
+                *pos = Some(next);
+                Ok(next < buf.len())
+            }
+        }
+    }
+
+    fn current(&self) -> (u128, &[u8]) {
+        match self {
+            RecSource::File(r) => (r.key, &r.cur),
+            RecSource::Mem { buf, pos } => buf.get(pos.unwrap_or(0)),
+        }
+    }
+}
+
+/// The records of a [`RecordSorter`] in key order, read one at a time: [`SortedRecords::advance`],
+/// then [`SortedRecords::current`]. Holds the run files' temporary directory, deleted when
+/// it is dropped.
+pub struct SortedRecords {
+    sources: Vec<RecSource>,
+    /// The sources' current keys, smallest (then lowest source) first.
+    heap: BinaryHeap<std::cmp::Reverse<(u128, usize)>>,
+    /// The source of the current record; it advances first on the next call.
+    current: Option<usize>,
+    started: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for SortedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SortedRecords")
+            .field("sources", &self.sources.len())
+            .finish()
+    }
+}
+
+impl SortedRecords {
+    fn merge(sources: Vec<RecSource>, dir: Option<tempfile::TempDir>) -> Result<Self> {
+        Ok(SortedRecords {
+            heap: BinaryHeap::with_capacity(sources.len()),
+            sources,
+            current: None,
+            started: false,
+            _dir: dir,
+        })
+    }
+
+    /// Move to the next record; `false` when there is none.
+    ///
+    /// Errors: I/O or corruption of a run file.
+    pub fn advance(&mut self) -> Result<bool> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                if self.sources[i].advance()? {
+                    let key = self.sources[i].current().0;
+                    self.heap.push(std::cmp::Reverse((key, i)));
+                }
+            }
+        } else if let Some(i) = self.current.take() {
+            if self.sources[i].advance()? {
+                let key = self.sources[i].current().0;
+                self.heap.push(std::cmp::Reverse((key, i)));
+            }
+        }
+        match self.heap.pop() {
+            Some(std::cmp::Reverse((_, i))) => {
+                self.current = Some(i);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The current record's key and bytes (after [`SortedRecords::advance`] returned
+    /// `true`; empty before).
+    pub fn current(&self) -> (u128, &[u8]) {
+        match self.current {
+            Some(i) => self.sources[i].current(),
+            None => (0, &[]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,5 +1412,160 @@ mod tests {
         let (out, runs) = sort_ext(input.clone(), 8 * 1000, DEFAULT_FAN_IN);
         assert_eq!(runs, 199);
         assert_eq!(out, std_sorted(input));
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Sort `(key, payload)` records with `budget` and `fan_in`; return them in output
+    /// order and the number of runs spilled.
+    fn sort_records(
+        input: &[(u128, Vec<u8>)],
+        budget: usize,
+        fan_in: usize,
+    ) -> (Vec<(u128, Vec<u8>)>, u64) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = RecordSorter::new(tmp.path(), budget).with_fan_in(fan_in);
+        for (k, b) in input {
+            s.push_with(*k, |out| {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(s.len(), input.len() as u64);
+        let runs = s.spilled_runs();
+        let mut it = s.finish().unwrap();
+        let mut out = Vec::new();
+        while it.advance().unwrap() {
+            let (k, b) = it.current();
+            out.push((k, b.to_vec()));
+        }
+        assert!(!it.advance().unwrap(), "stays at the end");
+        drop(it);
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "run files removed"
+        );
+        (out, runs)
+    }
+
+    fn stable_sorted(input: &[(u128, Vec<u8>)]) -> Vec<(u128, Vec<u8>)> {
+        let mut want = input.to_vec();
+        want.sort_by_key(|(k, _)| *k);
+        want
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert_eq!(sort_records(&[], 0, 2), (vec![], 0));
+        let one = vec![(7u128, b"x".to_vec())];
+        assert_eq!(sort_records(&one, 0, 2).0, one);
+    }
+
+    #[test]
+    fn budgets_runs_passes_and_stability() {
+        // Duplicate keys with distinct payloads in push order: the output keeps that order.
+        let input: Vec<(u128, Vec<u8>)> = (0..500u32)
+            .map(|i| {
+                (
+                    u128::from((i * 7919) % 37) << 70,
+                    i.to_le_bytes().repeat(1 + (i % 5) as usize),
+                )
+            })
+            .collect();
+        let want = stable_sorted(&input);
+        for (budget, fan_in) in [(0, 2), (0, 3), (1, 64), (200, 2), (2000, 4), (1 << 30, 64)] {
+            let (got, runs) = sort_records(&input, budget, fan_in);
+            assert_eq!(got, want, "budget {budget} fan-in {fan_in}");
+            if budget == 1 << 30 {
+                assert_eq!(runs, 0, "fits in memory");
+            } else {
+                assert!(runs > 1, "budget {budget}: {runs} runs");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_write_adds_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = RecordSorter::new(tmp.path(), 1 << 20);
+        s.push_with(2, |out| {
+            out.extend_from_slice(b"ok");
+            Ok(())
+        })
+        .unwrap();
+        let err = s
+            .push_with(1, |out| {
+                out.extend_from_slice(b"half");
+                Err(Error::invalid("test", "no"))
+            })
+            .unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument);
+        let mut it = s.finish().unwrap();
+        assert!(it.advance().unwrap());
+        assert_eq!(it.current(), (2, &b"ok"[..]));
+        assert!(!it.advance().unwrap());
+    }
+
+    #[test]
+    fn damaged_run_files_are_corrupt() {
+        for damage in ["truncate", "append"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut s = RecordSorter::new(tmp.path(), 0);
+            for k in 0..3u128 {
+                s.push_with(k, |out| {
+                    out.extend_from_slice(b"record");
+                    Ok(())
+                })
+                .unwrap();
+            }
+            let mut s = s;
+            s.wait_spill().unwrap();
+            let run = s.runs[0].path.clone();
+            let mut bytes = std::fs::read(&run).unwrap();
+            if damage == "truncate" {
+                bytes.truncate(bytes.len() - 2);
+            } else {
+                bytes.push(0);
+            }
+            std::fs::write(&run, bytes).unwrap();
+            let mut it = s.finish().unwrap();
+            let err = loop {
+                match it.advance() {
+                    Ok(true) => continue,
+                    Ok(false) => panic!("{damage}: the damage went unnoticed"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(
+                err.kind,
+                crate::error::ErrorKind::Corrupt,
+                "{damage}: {err}"
+            );
+            assert!(err.key.is_some(), "{damage}: names the run file");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn matches_a_stable_sort(
+            keys in proptest::collection::vec(0u128..50, 0..300),
+            budget in 0usize..3000,
+            fan_in in 2usize..6,
+        ) {
+            let input: Vec<(u128, Vec<u8>)> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, (i as u32).to_le_bytes().to_vec()))
+                .collect();
+            let (got, _) = sort_records(&input, budget, fan_in);
+            prop_assert_eq!(got, stable_sorted(&input));
+        }
     }
 }

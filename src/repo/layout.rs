@@ -81,9 +81,15 @@ pub fn backup_file(database_id: &str, backup_id: &str, name: &str) -> String {
     format!("{database_id}/{backup_id}/{name}")
 }
 
-/// A chunk's path relative to its backup folder (what `:chunk/key` holds).
+/// A chunk's path relative to its backup folder (what `:chunk/key` holds), gzip.
 pub fn chunk_relative(chunk_id: u64) -> String {
-    format!("chunks/datoms-{chunk_id}.fressian.gz")
+    chunk_relative_ext(chunk_id, "gz")
+}
+
+/// A chunk's path relative to its backup folder for a compression's file extension
+/// (`gz`, `zst`).
+pub fn chunk_relative_ext(chunk_id: u64, extension: &str) -> String {
+    format!("chunks/datoms-{chunk_id}.fressian.{extension}")
 }
 
 /// A chunk's key relative to the target root.

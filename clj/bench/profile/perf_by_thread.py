@@ -25,6 +25,8 @@ import sys
 def category(sym, dso):
     if 'datacamp.jni' in sym:
         return 'JVM: DatomWalker/DatomBatch/ValueDecoder'
+    if 'MaterializedSource' in sym:
+        return 'source walk (bench: materialised)'
     if 'datacamp.bench' in sym or 'bench.gen' in sym or 'gen$' in sym:
         return 'generator (bench)'
     if 'clojure.' in sym:
@@ -32,8 +34,11 @@ def category(sym, dso):
     if 'java.util' in sym or 'java.lang' in sym:
         return 'java.* (mostly the generator)'
     if 'libdatacamp' in dso:
-        for k in ['zlib_rs', 'sha2', 'fressian', 'wire', 'order', 'sort', 'chunk', 'restore',
-                  'alloc', 'hash', 'str::', 'drop_in_place', 'clone']:
+        if 'ZSTD' in sym or 'HUF_' in sym or 'FSE_' in sym or 'XXH' in sym:
+            return 'rust: zstd (C)'
+        for k in ['zlib_rs', 'sha2', 'fressian', 'wire', 'feed', 'record', 'tagged', 'order',
+                  'sort', 'chunk', 'restore', 'alloc', 'hash', 'str::', 'drop_in_place', 'clone',
+                  'memcpy']:
             if k in sym:
                 return 'rust: ' + k
         return 'rust: other (' + sym[:60] + ')'

@@ -171,6 +171,36 @@
         (is (= :datacamp/invalid-argument (:datacamp/error (ex-data-of f))))))
     (is (bk/nothing-stored? b t) "nothing was written")))
 
+(defbackend-test zstd-backups-hold-the-same-datoms-and-verify [b]
+  ;; :compression :zstd (opt-in): the same Fressian chunks as gzip, compressed with zstd,
+  ;; named .fressian.zst, recorded in the manifest; verify and the native decoder read them.
+  (let [t (bk/fresh-target b)
+        conn (fx/fixture-conn "kitchen-sink")
+        [gz gz-backup] (backup-and-read b conn t "ks-gz" :chunk-size 20000)
+        z (bk/backup b conn t :database-id "ks-z" :chunk-size 20000 :compression :zstd)
+        k (partial bk/backup-key "ks-z" (:backup-id z))
+        manifest (edn/read-string (bk/read-string-at b t (k "manifest.edn")))
+        config (edn/read-string (bk/read-string-at b t (k "config.edn")))
+        chunk-bytes (mapv #(bk/read-bytes b t (k (:chunk/key %))) (:chunks manifest))]
+    (is (true? (:success z)))
+    (is (= :zstd (:format/compression manifest)))
+    (is (= :gzip (:format/compression (:manifest gz-backup))))
+    (is (= :zstd (:backup/compression config)) "recorded for a resume")
+    (is (nil? (:backup/compression (:config gz-backup))))
+    (is (< 1 (count chunk-bytes)))
+    (is (= (map :chunk/datom-count (:chunks (:manifest gz-backup))) (map :chunk/datom-count (:chunks manifest))))
+    (doseq [[i meta ^bytes bs] (map vector (range) (:chunks manifest) chunk-bytes)]
+      (is (= (str "chunks/datoms-" i ".fressian.zst") (:chunk/key meta)))
+      (is (= [0x28 0xB5 0x2F 0xFD] (map #(bit-and 0xff %) (take 4 bs))) "a zstd frame")
+      (is (= (:chunk/checksum meta) (sha256-hex bs))))
+    (is (= (map u/norm (mapcat :datoms (:chunks gz-backup)))
+           (map u/norm (mapcat #(:datoms (datacamp.native/decode-chunk %)) chunk-bytes)))
+        "datom by datom what the gzip backup holds (read there with data.fressian)")
+    (is (:success (backup/verify-backup t (:backup-id z) :database-id "ks-z" :deep? true)))
+    (is (= :datacamp/invalid-argument
+           (:datacamp/error (ex-data-of #(bk/backup b conn t :database-id "x" :compression :zstd
+                                                    :compression-level 20)))))))
+
 (defbackend-test unencodable-values-fail-naming-the-datom [b]
   (let [cfg {:store {:backend :mem :id "dc-unencodable"} :schema-flexibility :read}
         target (bk/fresh-target b)]

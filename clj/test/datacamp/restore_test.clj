@@ -52,6 +52,17 @@
         (is (= (inc (:max-tx fixture)) (:max-tx @conn)) "load-entities takes one extra tx")
         (d/release conn)))))
 
+(defbackend-test zstd-backups-restore-exactly [backend]
+  (doseq [name ["kitchen-sink" "schema-on-read"]]
+    (testing name
+      (let [[fixture conn r b] (round-trip backend name [:compression :zstd :chunk-size 4096] [])]
+        (is (true? (:success r)))
+        (is (< 1 (:chunks-processed r)) "several zstd chunks")
+        (is (= (:datom-count b) (:datoms-restored r)))
+        (is (true? (= (mapv (comp u/typed u/datom-vec) (:history fixture)) (history conn)))
+            "the restored history equals the source's, datom by datom, types included")
+        (d/release conn)))))
+
 (defbackend-test many-calls-remap-tx-ids-monotonically [backend]
   (let [[fixture conn r] (round-trip backend "kitchen-sink" [:chunk-size 256] [:batch-size 700])
         src (mapv u/datom-vec (:history fixture))

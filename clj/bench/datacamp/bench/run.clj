@@ -10,6 +10,9 @@
   during the measured interval (from /proc/stat, to tell a loaded machine).
 
   Measurements (`:measure`):
+  Synthetic datasets (`:ds {:kind :synthetic :datoms n}`) are read from their materialised
+  file (`materialize!`), or from the generator with `:source :generator`.
+
   - `:walk`             walk the datoms as DatomWalker does (e a v tx added), no output: the limit
   - `:backup`           `datacamp.core/backup-datoms` to `:dir`, then verify-backup :deep? true
   - `:backup-s3`        the same to the S3 target `:target` (the loopback test server); also
@@ -28,6 +31,7 @@
             [datacamp.datahike :as dh]
             [datacamp.native :as native])
   (:import [clojure.lang RT]
+           [datacamp.bench MaterializedSource]
            [datacamp.jni DatomWalker NativeHandle ValueDecoder]
            [java.io File]
            [java.lang.management GarbageCollectorMXBean ManagementFactory MemoryPoolMXBean MemoryType]))
@@ -110,19 +114,50 @@
     (with-open [in (io/input-stream f)]
       (fress/read in))))
 
+(defn source-file
+  "The file a materialised synthetic database lives in (written by `materialize!`)."
+  ^File [datoms seed]
+  (io/file (project-dir) "target" "bench" "sources" (str "synthetic-" datoms "-" seed ".dcsrc")))
+
+(defn materialize!
+  "Write the synthetic database of `datoms` and `seed` into its source file unless it is
+  there already; return the file."
+  ^File [datoms seed]
+  (let [f (source-file datoms seed)]
+    (when-not (.exists f)
+      (io/make-parents f)
+      (MaterializedSource/write (gen/datoms (gen/spec datoms seed)) f))
+    f))
+
+(def ^:private warm-up-datoms
+  "The size of the database walked first to JIT-compile the source (another seed)."
+  300000)
+
 (defn dataset
-  "Given a dataset spec, return `{:datoms-fn (fn [] seqable) :facts … :warm-up (fn [])}`.
-  Synthetic datasets are generated lazily on every call of `:datoms-fn`; a fixture's
-  history is read once (it lives in the heap)."
-  [{:keys [kind datoms seed name]}]
+  "Given a dataset spec, return `{:datoms-fn (fn [] seqable) :facts … :warm-up-fn (fn [])}`.
+  Synthetic datasets come from their materialised file (`:source :materialized`, the
+  default: memory-mapped, outside the heap, walked as fast as Datahike's index) or from
+  the generator (`:source :generator`, generated lazily on every call of `:datoms-fn`); a
+  fixture's history is read once (it lives in the heap)."
+  [{:keys [kind datoms seed name source]}]
   (case kind
     :synthetic
-    (let [spec (gen/spec datoms (or seed 42))]
-      {:datoms-fn #(gen/datoms spec)
-       :facts (gen/facts spec)
-       ;; JIT-compile the generator (it stands in for Datahike's index walk, warm in a
-       ;; real application) on another database, the same for every measurement.
-       :warm-up-fn #(gen/datoms (gen/spec (min 300000 (long datoms)) 7))})
+    (let [seed (or seed 42)
+          spec (gen/spec datoms seed)
+          warm-n (min warm-up-datoms (long datoms))]
+      (if (= source :generator)
+        {:datoms-fn #(gen/datoms spec)
+         :facts (gen/facts spec)
+         ;; JIT-compile the generator on another database, the same for every measurement.
+         :warm-up-fn #(gen/datoms (gen/spec warm-n 7))}
+        (let [src (MaterializedSource/open (materialize! datoms seed))
+              warm (MaterializedSource/open (materialize! warm-n 7))]
+          {:datoms-fn #(.seq src)
+           :facts (gen/facts spec)
+           :source-bytes (.bytes src)
+           ;; JIT-compile the walk on another database; map the measured one's pages in
+           ;; (Datahike's index is resident in a running application).
+           :warm-up-fn (fn [] (.preload src) (.seq warm))})))
     :fixture
     (let [m (read-fixture name)
           history (:history m)
@@ -152,9 +187,11 @@
 
 (defn- db-id [ds] (str "bench-" (if (= :fixture (:kind ds)) (:name ds) (:datoms ds))))
 
-(defn- native-opts [{:keys [ds parallel chunk-size]} facts]
+(defn- native-opts [{:keys [ds parallel chunk-size compression compression-level]} facts]
   (core/backup-options (cond-> {:parallel (or parallel 2)}
-                         chunk-size (assoc :chunk-size chunk-size))
+                         chunk-size (assoc :chunk-size chunk-size)
+                         compression (assoc :compression compression)
+                         compression-level (assoc :compression-level compression-level))
                        (db-id ds) facts))
 
 (defn- read-manifest [dir db backup-id]
@@ -168,17 +205,17 @@
 (defmulti measure :measure)
 
 (defmethod measure :walk [{:keys [ds]}]
-  (let [{:keys [datoms-fn warm-up-fn]} (dataset ds)]
+  (let [{:keys [datoms-fn warm-up-fn source-bytes]} (dataset ds)]
     (walk (warm-up-fn))
     (let [[r t] (timed (walk (datoms-fn)))]
-      (merge r t))))
+      (merge r t {:source-bytes source-bytes}))))
 
 (defn- measured-backup
   "Back `ds` up to `target` (timed, with the CPU `server-pid` used meanwhile when given),
   then verify it with :deep? true (untimed); return the result, timings, memory and
   verification, plus the manifest options used."
   [{:keys [ds server-pid] :as args} target]
-  (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
+  (let [{:keys [datoms-fn warm-up-fn facts source-bytes]} (dataset ds)
         opts (native-opts args facts)]
     (walk (warm-up-fn))
     (native/ensure-loaded!)
@@ -189,7 +226,7 @@
           verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true)]
       (merge (select-keys r [:backup-id :database-id :path :s3-path :datom-count :chunk-count
                              :total-size-bytes :uncompressed-bytes :duration-ms])
-             t mem
+             t mem {:source-bytes source-bytes}
              (when server-cpu
                ;; the server is another process on this machine: not counted as "others"
                {:server-cpu-seconds server-cpu
@@ -230,10 +267,10 @@
     (last (repeatedly (or repeat 1) once))))
 
 (defmethod measure :baseline-backup [{:keys [ds dir chunk-counts parallel]}]
-  (let [{:keys [datoms-fn warm-up-fn]} (dataset ds)]
+  (let [{:keys [datoms-fn warm-up-fn source-bytes]} (dataset ds)]
     (walk (warm-up-fn))
     (let [[r t] (timed (baseline/backup datoms-fn chunk-counts (io/file dir) (or parallel 2)))]
-      (merge (dissoc r :chunks) t
+      (merge (dissoc r :chunks) t {:source-bytes source-bytes}
              {:chunk-count (count (:chunks r))
               :chunk-datom-counts (mapv :datom-count (:chunks r))}))))
 
