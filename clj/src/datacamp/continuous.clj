@@ -62,39 +62,43 @@
   (assertions). Unlike `:tx-data` it has the implicit retraction of a replaced card-one
   value (a `:db/noHistory` one too) and no re-assertion of an unchanged value
   (DATAHIKE.md, \"Transaction reports and d/listen\"). Order: [e a] pairs by first
-  appearance, retractions before assertions within a pair, each in EAVT order.
+  appearance in `:tx-data`, retractions before assertions within a pair.
 
-  Lookups: an entity this transaction created (and the transaction entity) has no datom
-  in `:db-before`, so its current values come from one lookup of the entity in
-  `:db-after`; other entities are looked up per [e a] in both dbs."
-  [datoms report]
+  Lookups: an entity the transaction created (and the transaction entity) has no value in
+  `:db-before`; when `:tx-data` only asserts values of such an [e a] — one value of a
+  card-one attribute, any of a card-many one — those values are its current ones, taken
+  from `:tx-data` without a lookup (in `:tx-data` order). Any other [e a] is looked up in
+  both dbs (values in EAVT order). The transaction entity's datoms are looked up only when
+  `:tx-data` lacks its `:db/txInstant`."
+  [datoms report tx-instant-attr]
   (let [{:keys [db-before db-after tx-data]} report
         tx (tx-id report)
         before-max-eid (:max-eid db-before)
-        pairs (LinkedHashSet.)
-        fresh (HashMap.)
+        schema (:schema db-after)
+        pairs (LinkedHashMap.)
         out (ArrayList.)
-        ;; a fresh entity's current values in db-after: attribute -> values, EAVT order
-        scan (fn [e]
-               (or (.get fresh e)
-                   (let [m (LinkedHashMap.)]
-                     (doseq [d (datoms db-after :eavt e)]
-                       (let [a (nth d 1)
-                             ^ArrayList vs (or (.get m a) (let [l (ArrayList.)] (.put m a l) l))]
-                         (.add vs (nth d 2))))
-                     (.put fresh e m)
-                     m)))]
-    (doseq [d tx-data] (.add pairs (ea d)))
-    (doseq [a (.keySet ^LinkedHashMap (scan tx))] (.add pairs [tx a]))
-    (doseq [[e a] pairs]
-      (if (fresh-entity? e tx before-max-eid)
-        (doseq [v (.get ^LinkedHashMap (scan e) a)] (.add out [e a v tx true]))
-        (let [before (mapv #(nth % 2) (datoms db-before :eavt e a))
-              after (mapv #(nth % 2) (datoms db-after :eavt e a))]
-          (when-not (= before after)
-            (let [b (set before) f (set after)]
-              (doseq [v before :when (not (contains? f v))] (.add out [e a v tx false]))
-              (doseq [v after :when (not (contains? b v))] (.add out [e a v tx true])))))))
+        add-datom (fn [d] (let [k (ea d)
+                                ^ArrayList l (or (.get pairs k) (let [l (ArrayList.)] (.put pairs k l) l))]
+                            (.add l d)))]
+    (doseq [d tx-data] (add-datom d))
+    (when-not (.containsKey pairs [tx tx-instant-attr])
+      (doseq [d (datoms db-after :eavt tx)]
+        (when-not (.containsKey pairs (ea d)) (add-datom d))))
+    (doseq [[[e a] ^ArrayList ds] pairs]
+      (let [simple? (and (fresh-entity? e tx before-max-eid)
+                         (every? #(nth % 4) ds)
+                         (or (= 1 (.size ds))
+                             (= :db.cardinality/many (:db/cardinality (get schema a)))))]
+        (if simple?
+          (doseq [v (distinct (map #(nth % 2) ds))] (.add out [e a v tx true]))
+          (let [before (if (fresh-entity? e tx before-max-eid)
+                         []
+                         (mapv #(nth % 2) (datoms db-before :eavt e a)))
+                after (mapv #(nth % 2) (datoms db-after :eavt e a))]
+            (when-not (= before after)
+              (let [b (set before) f (set after)]
+                (doseq [v before :when (not (contains? f v))] (.add out [e a v tx false]))
+                (doseq [v after :when (not (contains? b v))] (.add out [e a v tx true]))))))))
     (vec out)))
 
 (defn restore-order
@@ -280,7 +284,8 @@
   [^Capture c report committed]
   (let [{:keys [db-before db-after tx-meta]} report
         tx (tx-id report)
-        delta (restore-order ((:datoms c) report) tx (dh/tx-instant-attr db-after) (ref-pred c db-after)
+        tx-instant (dh/tx-instant-attr db-after)
+        delta (restore-order ((:datoms c) report tx-instant) tx tx-instant (ref-pred c db-after)
                              (:max-eid db-before) (:max-eid db-after))
         ^DatomBatch b (:batch c)]
     (doseq [[e a v t added] delta]
@@ -591,7 +596,7 @@
             threads (atom {})
             c (->Capture conn db-id opts handle queue dropped (AtomicBoolean. false) listener-key
                          st (DatomBatch. (int (:batch-size opts))) hooks
-                         (fn [report] (tx-delta datoms-fn report)) info threads)
+                         (fn [report tx-instant] (tx-delta datoms-fn report tx-instant)) info threads)
             capture-thread (Thread. ^Runnable (fn [] (run-capture c db0))
                                     (str "datacamp-capture-" db-id))
             hook (Thread. ^Runnable (fn [] (try (stop c (:shutdown-timeout-ms opts))
