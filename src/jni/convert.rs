@@ -79,6 +79,9 @@ pub fn summary(s: &BackupSummary) -> Value {
         entries.push(("history?", Value::Bool(m.history)));
         entries.push(("format", Value::kw(m.order.format_name())));
     }
+    if !s.problems.is_empty() {
+        entries.push(("problems", strings(&s.problems)));
+    }
     if !s.completed {
         let progress = kw_map([
             ("phase", cp.map_or(Value::Nil, |c| Value::kw(phase_name(c)))),
@@ -136,12 +139,14 @@ pub fn verify_report(r: &VerifyReport) -> Value {
     kw_map(entries)
 }
 
-/// `{:removed [ids] :kept-incomplete [ids] :objects-deleted n :uploads-aborted n}`.
+/// `{:removed [ids] :kept-incomplete [ids] :damaged [ids] :objects-deleted n
+/// :uploads-aborted n}`.
 pub fn cleanup_report(r: &CleanupReport) -> Value {
     kw_map([
         ("database-id", Value::str(&r.database_id)),
         ("removed", strings(&r.removed)),
         ("kept-incomplete", strings(&r.kept_incomplete)),
+        ("damaged", strings(&r.damaged)),
         ("objects-deleted", Value::Long(r.objects_deleted as i64)),
         ("uploads-aborted", Value::Long(r.uploads_aborted as i64)),
     ])

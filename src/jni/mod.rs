@@ -350,7 +350,7 @@ pub extern "system" fn Java_datacamp_jni_Native_decodeChunk(
         let bytes = env
             .convert_byte_array(&stored)
             .map_err(|e| jni_error("decode chunk", e))?;
-        let decoded = chunk::decode_chunk(&bytes)?;
+        let decoded = chunk::decode_chunk(&bytes, &chunk::ChunkLimits::NONE)?;
         let mut builder = BatchBuilder::new();
         for d in &decoded.datoms {
             builder.push(d)?;

@@ -18,6 +18,9 @@ pub struct CleanupReport {
     pub removed: Vec<String>,
     /// Incomplete backups kept (active more recently than the cutoff).
     pub kept_incomplete: Vec<String>,
+    /// Backups that finished (they have a `complete.marker`) but whose manifest is damaged:
+    /// never removed, whatever their age (see [`super::list::REPAIRABLE`]).
+    pub damaged: Vec<String>,
     /// Objects deleted.
     pub objects_deleted: u64,
     /// Unfinished multipart uploads aborted (S3).
@@ -27,7 +30,8 @@ pub struct CleanupReport {
 /// Remove the incomplete backups of `database_id` whose last activity is older than
 /// `older_than` before now, and abort the unfinished uploads under the database's prefix
 /// started before that cutoff ([`Store::abort_stale_uploads`]). Complete backups are never
-/// touched.
+/// touched, and neither is any backup with a `complete.marker` whose manifest is damaged:
+/// it is reported in [`CleanupReport::damaged`].
 pub fn cleanup_incomplete(
     store: &dyn Store,
     database_id: &str,
@@ -40,6 +44,10 @@ pub fn cleanup_incomplete(
     };
     for b in list(store, database_id)? {
         if b.completed {
+            continue;
+        }
+        if b.marked_complete {
+            report.damaged.push(b.backup_id);
             continue;
         }
         if b.updated_at_ms < cutoff_ms {

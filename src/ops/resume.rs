@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use crate::clock::now_ms;
 use crate::codec::edn;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::Value;
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::lock::ResumeLock;
-use crate::repo::manifest::ChunkMeta;
+use crate::repo::manifest::{ChunkMeta, Manifest};
 use crate::repo::meta::read_edn_opt;
 use crate::store::Store;
 
@@ -82,8 +82,11 @@ fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
         .map(|k| {
             format!(
                 ":{k} was {} and is now {}",
-                recorded.get(k).map_or("nil".into(), edn::write),
-                now.get(k).map_or("nil".into(), edn::write)
+                recorded
+                    .get(k)
+                    .map_or("nil".into(), |v| clip(&edn::write(v)).into_owned()),
+                now.get(k)
+                    .map_or("nil".into(), |v| clip(&edn::write(v)).into_owned())
             )
         })
         .collect()
@@ -97,10 +100,29 @@ fn already_complete(backup_id: &str) -> Error {
     )
 }
 
+/// Whether the backup is complete: its marker exists and its manifest is valid. A marker
+/// with a damaged manifest is `Corrupt` (the backup finished; resuming cannot repair it).
 fn is_complete(store: &dyn Store, db: &str, backup_id: &str) -> Result<bool> {
     let marker = layout::backup_file(db, backup_id, layout::COMPLETE_MARKER);
-    Ok(store.size(&marker)?.is_some()
-        && read_edn_opt(store, &layout::backup_file(db, backup_id, layout::MANIFEST))?.is_some())
+    if store.size(&marker)?.is_none() {
+        return Ok(false);
+    }
+    let key = layout::backup_file(db, backup_id, layout::MANIFEST);
+    let valid = read_edn_opt(store, &key).and_then(|v| match v {
+        None => Err(Error::corrupt("resume backup", "manifest.edn is missing")),
+        Some(v) => Manifest::from_value(&v)?.check(db, backup_id),
+    });
+    valid.map(|()| true).map_err(|e| {
+        Error::corrupt(
+            "resume backup",
+            format!(
+                "backup {backup_id} finished (it has a complete.marker) but its manifest is damaged: {}",
+                e.message
+            ),
+        )
+        .with_key(store.location(&key))
+        .with_hint(super::list::REPAIRABLE)
+    })
 }
 
 /// Continue the interrupted backup `opts.backup_id`: the same options and snapshot as
@@ -125,6 +147,13 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
             format!("no backup {backup_id} of {db} to resume"),
         )
     })?;
+    if recorded.get("backup/id").and_then(Value::as_str) != Some(backup_id.as_str()) {
+        return Err(Error::corrupt(
+            op,
+            format!("config.edn of backup {backup_id} does not name this backup"),
+        )
+        .with_key(store.location(&key(layout::CONFIG))));
+    }
     if is_complete(store.as_ref(), &db, &backup_id)? {
         return Err(already_complete(&backup_id));
     }

@@ -4,6 +4,12 @@
 //! running chunk, and a datom that would push the chunk past the limit is rolled back
 //! (bytes and Fressian caches) and starts the next chunk. [`decode_chunk`] reads chunks of
 //! both implementations.
+//!
+//! Decoding trusts nothing it reads: decompression stops at [`ChunkLimits`] (the manifest's
+//! uncompressed size, at most [`MAX_UNCOMPRESSED_BYTES`]), the datoms list is refused
+//! beyond the manifest's datom count before it is read, the Fressian reader bounds nesting
+//! and cache expansion, and all of it runs on a thread with a known stack
+//! ([`DECODE_STACK_BYTES`]) rather than on the caller's, whose size nobody knows.
 
 use std::io::{Read, Write};
 
@@ -14,13 +20,55 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::fressian::{self, Reader, Writer};
 use crate::error::{Error, Result};
-use crate::model::{Attr, Datom, Value};
+use crate::model::{Datom, Name, Value};
 
 /// The chunk format version written into every chunk.
 pub const CHUNK_FORMAT_VERSION: &str = "1.0.0";
 
 /// Bytes reserved for the `:datoms` list's length prefix (a list code and an int).
 const LIST_PREFIX_MAX: usize = 9;
+
+/// The most encoded (uncompressed) bytes one chunk may hold, written or read: a backup
+/// refuses to write a larger chunk (one datom that large), and decompression never goes
+/// beyond it, whatever a manifest says.
+pub const MAX_UNCOMPRESSED_BYTES: u64 = 1 << 30;
+
+/// The most uncompressed bytes a chunk may decompress to when its manifest entry does not
+/// say (the original implementation's manifests record no `:chunk/uncompressed-bytes`; its
+/// chunks are far smaller).
+pub const UNKNOWN_UNCOMPRESSED_BYTES: u64 = 256 << 20;
+
+/// The most stored (compressed) bytes of one chunk: gzip of [`MAX_UNCOMPRESSED_BYTES`] at
+/// level 0 (stored blocks) plus its framing.
+pub const MAX_STORED_BYTES: u64 = MAX_UNCOMPRESSED_BYTES + (MAX_UNCOMPRESSED_BYTES >> 10);
+
+/// The stack of the thread a chunk is decoded on: the Fressian reader's deepest recursion
+/// ([`fressian::MAX_DEPTH`] levels) takes a fraction of it.
+pub const DECODE_STACK_BYTES: usize = 4 << 20;
+
+/// What decoding one chunk may produce, from its manifest entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// The exact uncompressed size when the manifest records it (ours do), else `None`.
+    pub uncompressed_bytes: Option<u64>,
+    /// The most datoms (the manifest's count when it records one).
+    pub max_datoms: Option<u64>,
+}
+
+impl ChunkLimits {
+    /// No expectations beyond the hard caps.
+    pub const NONE: ChunkLimits = ChunkLimits {
+        uncompressed_bytes: None,
+        max_datoms: None,
+    };
+
+    /// The most bytes decompression may produce.
+    pub fn max_uncompressed(&self) -> u64 {
+        self.uncompressed_bytes
+            .unwrap_or(UNKNOWN_UNCOMPRESSED_BYTES)
+            .min(MAX_UNCOMPRESSED_BYTES)
+    }
+}
 
 /// One encoded (not yet compressed) chunk and what the manifest says about it.
 #[derive(Debug)]
@@ -123,6 +171,17 @@ impl ChunkEncoder {
 
     fn cut(&mut self) -> Result<EncodedChunk> {
         let body = self.writer.take_output();
+        let size = self.header.len() + LIST_PREFIX_MAX + body.len();
+        if size as u64 > MAX_UNCOMPRESSED_BYTES {
+            return Err(Error::new(
+                crate::error::ErrorKind::Unsupported,
+                "encode chunk",
+                format!(
+                    "chunk {} would hold {size} encoded bytes, more than the {MAX_UNCOMPRESSED_BYTES} a chunk may hold (a datom that large cannot be restored)",
+                    self.next_id
+                ),
+            ));
+        }
         let mut bytes = Vec::with_capacity(self.header.len() + LIST_PREFIX_MAX + body.len());
         bytes.extend_from_slice(&self.header);
         fressian::list_header(self.count as usize, &mut bytes);
@@ -177,12 +236,25 @@ pub fn gzip(bytes: &[u8], level: u32) -> Result<Vec<u8>> {
         .map_err(|e| Error::internal("compress chunk", e.to_string()))
 }
 
-/// Gunzip `bytes`; `Corrupt` if they are not a complete gzip stream.
-pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() * 4);
+/// Gunzip `bytes`, producing at most `max` bytes; `Corrupt` if they are not a complete
+/// gzip stream or decompress to more (a decompression bomb stops at `max + 1` bytes).
+pub fn gunzip(bytes: &[u8], max: u64) -> Result<Vec<u8>> {
+    let op = "decompress chunk";
+    let guess = (bytes.len() as u64)
+        .saturating_mul(4)
+        .min(max)
+        .min(64 << 20);
+    let mut out = Vec::with_capacity(guess as usize);
     GzDecoder::new(bytes)
+        .take(max.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| Error::corrupt("decompress chunk", e.to_string()))?;
+        .map_err(|e| Error::corrupt(op, crate::error::clip(&e.to_string()).into_owned()))?;
+    if out.len() as u64 > max {
+        return Err(Error::corrupt(
+            op,
+            format!("it decompresses to more than {max} bytes"),
+        ));
+    }
     Ok(out)
 }
 
@@ -200,69 +272,135 @@ pub struct DecodedChunk {
     pub datoms: Vec<Datom>,
 }
 
-/// Given the stored (gzip) bytes of a chunk, decode it.
+/// Given the stored (gzip) bytes of a chunk and what its manifest entry allows, decode it.
 ///
-/// `Corrupt` errors name what is wrong: not gzip, not Fressian, not a datom chunk, or a
-/// datom that is not `[e a v tx added]`.
-pub fn decode_chunk(stored: &[u8]) -> Result<DecodedChunk> {
-    let raw = gunzip(stored)?;
-    decode_chunk_fressian(&raw)
+/// `Corrupt` errors name what is wrong: not gzip, more (or other) uncompressed bytes than
+/// the manifest says, not Fressian, not a datom chunk, more datoms than the manifest says,
+/// or a datom that is not `[e a v tx added]`. Runs on a thread of its own with a known
+/// stack ([`DECODE_STACK_BYTES`]).
+pub fn decode_chunk(stored: &[u8], limits: &ChunkLimits) -> Result<DecodedChunk> {
+    on_decode_stack(|| {
+        let raw = gunzip(stored, limits.max_uncompressed())?;
+        if let Some(n) = limits.uncompressed_bytes {
+            if raw.len() as u64 != n {
+                return Err(Error::corrupt(
+                    "decompress chunk",
+                    format!(
+                        "it decompresses to {} bytes, the manifest says {n}",
+                        raw.len()
+                    ),
+                ));
+            }
+        }
+        decode_fressian(&raw, limits.max_datoms)
+    })
 }
 
-/// Decode the Fressian bytes of a chunk (already decompressed).
-pub fn decode_chunk_fressian(raw: &[u8]) -> Result<DecodedChunk> {
+/// Decode the Fressian bytes of a chunk (already decompressed), on a thread with a known
+/// stack; at most `max_datoms` datoms.
+pub fn decode_chunk_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
+    on_decode_stack(|| decode_fressian(raw, max_datoms))
+}
+
+/// Run `f` on a new thread with a [`DECODE_STACK_BYTES`] stack and return its result.
+fn on_decode_stack<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("datacamp-decode".into())
+            .stack_size(DECODE_STACK_BYTES)
+            .spawn_scoped(scope, f)
+            .map_err(|e| {
+                Error::new(
+                    crate::error::ErrorKind::Io,
+                    "decode chunk",
+                    format!("cannot start a decoding thread: {e}"),
+                )
+            })?;
+        handle
+            .join()
+            .unwrap_or_else(|p| Err(Error::from_panic("decode chunk", p.as_ref())))
+    })
+}
+
+fn decode_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
     let op = "decode chunk";
-    let value = Reader::new(raw).read_value()?;
-    if value.get("format/type") != Some(&Value::kw("datom-chunk")) {
+    let mut r = Reader::new(raw);
+    let mut entries = r.begin_map().map_err(|e| e.in_op(op))?;
+    let (mut id, mut kind, mut datoms) = (None, None, None);
+    while r.next_item(&mut entries)? {
+        let key = r.read_value()?;
+        if !r.next_item(&mut entries)? {
+            return Err(Error::corrupt(
+                op,
+                "the chunk map has a key without a value",
+            ));
+        }
+        let is = |name: &str| matches!(&key, Value::Keyword(n) if *n == Name::parse(name));
+        if is("datoms") {
+            if datoms.is_some() {
+                return Err(Error::corrupt(op, "the chunk has two :datoms lists"));
+            }
+            datoms = Some(read_datoms(&mut r, max_datoms)?);
+        } else if is("chunk/id") {
+            id = Some(r.read_value()?);
+        } else if is("format/type") {
+            kind = Some(r.read_value()?);
+        } else {
+            r.read_value()?;
+        }
+    }
+    if kind != Some(Value::kw("datom-chunk")) {
         return Err(Error::corrupt(
             op,
             "not a datom chunk (:format/type is not :datom-chunk)",
         ));
     }
-    let id = value
-        .get("chunk/id")
-        .and_then(Value::as_long)
-        .ok_or_else(|| Error::corrupt(op, "missing :chunk/id"))?;
-    let Some(Value::Vector(items)) = take(value, "datoms") else {
-        return Err(Error::corrupt(
-            op,
-            format!("chunk {id} has no :datoms list"),
-        ));
+    let Some(Value::Long(id)) = id else {
+        return Err(Error::corrupt(op, "missing :chunk/id"));
     };
-    let datoms = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            datom_of(item).map_err(|m| Error::corrupt(op, format!("chunk {id}, datom {i}: {m}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let datoms = datoms
+        .ok_or_else(|| Error::corrupt(op, format!("chunk {id} has no :datoms list")))?
+        .map_err(|(i, e)| Error::corrupt(op, format!("chunk {id}, datom {i}: {}", e.message)))?;
     Ok(DecodedChunk { id, datoms })
 }
 
-fn take(value: Value, key: &str) -> Option<Value> {
-    let Value::Map(entries) = value else {
-        return None;
+/// The `:datoms` list, refused as soon as it holds more than `max` datoms. A datom that does
+/// not decode is reported with its index (the outer error names the chunk).
+fn read_datoms(
+    r: &mut Reader<'_>,
+    max: Option<u64>,
+) -> Result<std::result::Result<Vec<Datom>, (usize, Error)>> {
+    let op = "decode chunk";
+    let mut items = r
+        .begin_list()
+        .map_err(|e| Error::corrupt(op, format!(":datoms is not a list: {}", e.message)))?;
+    let too_many = |n: u64, max: u64| {
+        Error::corrupt(
+            op,
+            format!("the chunk holds more than the {max} datoms the manifest says ({n} at least)"),
+        )
     };
-    let want = Value::kw(key);
-    entries
-        .into_iter()
-        .find_map(|(k, v)| (k == want).then_some(v))
+    if let (Some(n), Some(max)) = (items.count(), max) {
+        if n as u64 > max {
+            return Err(too_many(n as u64, max));
+        }
+    }
+    // every datom takes at least one byte: never reserve more than the input can hold
+    let mut datoms = Vec::with_capacity(items.count().unwrap_or(0).min(raw_left(r)));
+    while r.next_item(&mut items)? {
+        if let Some(max) = max {
+            if datoms.len() as u64 >= max {
+                return Err(too_many(datoms.len() as u64 + 1, max));
+            }
+        }
+        match r.read_datom() {
+            Ok(d) => datoms.push(d),
+            Err(e) => return Ok(Err((datoms.len(), e))),
+        }
+    }
+    Ok(Ok(datoms))
 }
 
-fn datom_of(item: Value) -> std::result::Result<Datom, String> {
-    let Value::Vector(parts) = item else {
-        return Err("not a list".into());
-    };
-    let [e, a, v, tx, added]: [Value; 5] = parts
-        .try_into()
-        .map_err(|p: Vec<Value>| format!("has {} elements, not 5", p.len()))?;
-    let a = match a {
-        Value::Keyword(n) => Attr::Keyword(n),
-        Value::Long(id) => Attr::Id(id),
-        other => return Err(format!("attribute {other:?} is neither keyword nor id")),
-    };
-    match (e, tx, added) {
-        (Value::Long(e), Value::Long(tx), Value::Bool(added)) => Ok(Datom { e, a, v, tx, added }),
-        (e, tx, added) => Err(format!("bad e/tx/added: {e:?} {tx:?} {added:?}")),
-    }
+fn raw_left(r: &Reader<'_>) -> usize {
+    r.remaining()
 }

@@ -186,8 +186,10 @@ impl<R: SortRecord> ExternalSorter<R> {
 
     fn temp_dir(&mut self) -> Result<&Path> {
         if self.dir.is_none() {
+            // Only the owner may read the datoms (0700 folder, 0600 runs).
             let dir = tempfile::Builder::new()
                 .prefix("datacamp-sort-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir_in(&self.parent)
                 .map_err(|e| {
                     Error::io(
@@ -320,8 +322,17 @@ struct RunWriter {
 
 impl RunWriter {
     fn create(path: PathBuf) -> Result<Self> {
-        let file = File::create(&path)
-            .map_err(|e| Error::io("create sort run", path.display().to_string(), e))?;
+        // A new file readable by the owner only, never through a link.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+        }
+        .map_err(|e| Error::io("create sort run", path.display().to_string(), e))?;
         Ok(RunWriter {
             file,
             path,
