@@ -9,6 +9,7 @@ use crate::model::{kw_map, Value};
 use crate::ops::backup::BackupResult;
 use crate::ops::cleanup::CleanupReport;
 use crate::ops::list::BackupSummary;
+use crate::ops::repair::RepairReport;
 use crate::ops::restore::RestoreInfo;
 use crate::ops::resume::BackupStatus;
 use crate::ops::verify::VerifyReport;
@@ -149,6 +150,16 @@ pub fn cleanup_report(r: &CleanupReport) -> Value {
         ("damaged", strings(&r.damaged)),
         ("objects-deleted", Value::Long(r.objects_deleted as i64)),
         ("uploads-aborted", Value::Long(r.uploads_aborted as i64)),
+    ])
+}
+
+/// `{:backup-id … :repaired? … :chunk-count … :datom-count …}`.
+pub fn repair_report(r: &RepairReport) -> Value {
+    kw_map([
+        ("backup-id", Value::str(&r.backup_id)),
+        ("repaired?", Value::Bool(r.repaired)),
+        ("chunk-count", Value::Long(r.chunk_count as i64)),
+        ("datom-count", Value::Long(r.datom_count as i64)),
     ])
 }
 

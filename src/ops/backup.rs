@@ -730,4 +730,77 @@ mod tests {
             assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad}");
         }
     }
+
+    /// Counts the bytes written to each file name.
+    struct Counting {
+        inner: crate::store::memory::MemoryStore,
+        written: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    }
+
+    impl Store for Counting {
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+            let name = if key.contains("/chunks/") { "chunks" } else { key.rsplit('/').next().unwrap() };
+            let mut w = self.written.lock().unwrap();
+            let e = w.entry(name.to_owned()).or_default();
+            e.0 += 1;
+            e.1 += bytes.len() as u64;
+            drop(w);
+            self.inner.put(key, bytes)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.inner.get(key)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.size(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+            self.inner.put_if_absent(key, bytes)
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_costs_less_than_the_chunks_however_small_they_are() {
+        let counting = Arc::new(Counting {
+            inner: crate::store::memory::MemoryStore::new(),
+            written: Mutex::new(Default::default()),
+        });
+        let store: Arc<dyn Store> = counting.clone();
+        // Chunks of one datom each: 600+ chunks.
+        let r = testing::backup(&store, testing::options("db", 1, 150), &history(150));
+        assert!(r.manifest.chunks.len() > 600, "{}", r.manifest.chunks.len());
+        let w = counting.written.lock().unwrap();
+        let (chunk_writes, chunk_bytes) = w["chunks"];
+        let (cp_writes, cp_bytes) = w["checkpoint.edn"];
+        assert_eq!(chunk_writes, r.manifest.chunks.len() as u64);
+        // Rewriting the whole checkpoint after every chunk would write ~n²/2 entries;
+        // here the checkpoint never costs more than the chunks stored since its last
+        // rewrite, plus the final one.
+        let last = w["manifest.edn"].1 * 2;
+        assert!(cp_bytes <= chunk_bytes + 2 * last, "{cp_bytes} checkpoint bytes for {chunk_bytes} chunk bytes");
+        assert!(cp_writes < chunk_writes / 4, "{cp_writes} rewrites for {chunk_writes} chunks");
+    }
+
+    #[test]
+    fn too_large_chunk_sizes_are_refused() {
+        let parse = |s: &str| BackupOptions::from_edn(&crate::codec::edn::parse(s).unwrap());
+        assert!(parse("{:database-id \"x\" :chunk-size 536870912}").is_ok());
+        for bad in [
+            "{:database-id \"x\" :chunk-size 536870913}",
+            "{:database-id \"x\" :chunk-size 0}",
+            "{:database-id \"x\" :chunk-size ##NaN}",
+            "{:database-id \"x\" :parallel ##Inf}",
+            "{:database-id \"x\\u202Ey\"}",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().kind, ErrorKind::InvalidArgument, "{bad}");
+        }
+    }
 }

@@ -454,4 +454,90 @@ mod tests {
         let err = decode_checked(&meta, b"not gzip", String::new).unwrap_err();
         assert!(err.message.contains("chunk 2 does not decode"), "{err}");
     }
+
+    /// A real backup's manifest and decoded chunks, to be altered.
+    fn decoded_backup() -> (Manifest, Vec<DecodedChunk>) {
+        let (mem, store) = crate::ops::testing::store();
+        let r = crate::ops::testing::backup(
+            &store,
+            crate::ops::testing::options("db", 600, 30),
+            &crate::ops::testing::history(30),
+        );
+        let prefix = crate::repo::layout::backup_prefix("db", &r.manifest.backup_id);
+        let chunks = r
+            .manifest
+            .chunks
+            .iter()
+            .map(|c| fetch_checked(&mem, &prefix, c).unwrap())
+            .collect();
+        (r.manifest, chunks)
+    }
+
+    /// Run the content check over `chunks`; the first error's message.
+    fn content_error(m: &Manifest, config: Option<&Value>, chunks: &[DecodedChunk]) -> Option<String> {
+        let mut c = ContentCheck::new(m, config);
+        for (meta, chunk) in m.chunks.iter().zip(chunks) {
+            if let Err(e) = c.chunk(meta, chunk) {
+                return Some(e.message);
+            }
+        }
+        c.finish().err().map(|e| e.message)
+    }
+
+    #[test]
+    fn content_that_contradicts_the_manifest_is_named() {
+        let (m, chunks) = decoded_backup();
+        assert_eq!(content_error(&m, None, &chunks), None);
+        let altered = |f: &dyn Fn(&mut Vec<DecodedChunk>)| {
+            let mut c = chunks.iter().map(|c| DecodedChunk { id: c.id, datoms: c.datoms.clone() }).collect();
+            f(&mut c);
+            content_error(&m, None, &c).unwrap_or_default()
+        };
+        // Transactions out of order within a chunk (both still inside its range).
+        let e = altered(&|c| c[1].datoms.reverse());
+        assert!(e.contains("transactions must ascend"), "{e}");
+        let e = altered(&|c| c[1].datoms[0].tx = m.chunks[1].tx_range.unwrap().1 + 1);
+        assert!(e.contains("outside the chunk's :chunk/tx-range"), "{e}");
+        let e = altered(&|c| c[0].datoms[0].tx = TX0 - 5);
+        assert!(e.contains("outside the backup's transactions"), "{e}");
+        for bad in [i64::MAX, -1, 0, m.max_eid + 1] {
+            let e = altered(&|c| c[0].datoms[1].e = bad);
+            assert!(e.contains(&format!("entity id {bad} is outside")), "{bad}: {e}");
+        }
+        let e = altered(&|c| c[0].datoms[0].a = Attr::Id(0));
+        assert!(e.contains("attribute id 0"), "{e}");
+        let e = altered(&|c| {
+            c.last_mut().unwrap().datoms.pop();
+        });
+        assert!(e.contains(":stats/datom-count says"), "{e}");
+        // A transaction's own entity (its txInstant) is no entity beyond max-eid.
+        assert!(chunks[0].datoms.iter().any(|d| d.e == d.tx && d.e > m.max_eid));
+    }
+
+    #[test]
+    fn schema_on_write_backups_use_declared_attributes_only() {
+        let (m, chunks) = decoded_backup();
+        let write = crate::codec::edn::parse("{:datahike/config {:schema-flexibility :write}}").unwrap();
+        let read = crate::codec::edn::parse("{:datahike/config {:schema-flexibility :read}}").unwrap();
+        let e = content_error(&m, Some(&write), &chunks).unwrap_or_default();
+        assert!(e.contains("does not declare"), "{e}");
+        assert_eq!(content_error(&m, Some(&read), &chunks), None);
+        // Declared in the first transaction: known from then on.
+        let mut declared: Vec<DecodedChunk> = chunks.iter().map(|c| DecodedChunk { id: c.id, datoms: c.datoms.clone() }).collect();
+        let first = &mut declared[0].datoms;
+        let tx = first[0].tx;
+        for (i, name) in ["person/name", "person/friend"].iter().enumerate() {
+            first.insert(1, Datom {
+                e: 1 + i as i64,
+                a: Attr::Keyword(Name::parse("db/ident")),
+                v: Value::kw(name),
+                tx,
+                added: true,
+            });
+        }
+        let mut m2 = m.clone();
+        m2.datom_count += 2;
+        m2.chunks[0].datom_count += 2;
+        assert_eq!(content_error(&m2, Some(&write), &declared), None);
+    }
 }

@@ -490,4 +490,80 @@ mod tests {
             ErrorKind::Conflict
         );
     }
+
+    /// Replace chunk `n` of backup `id` by `bytes` and make the manifest agree (size and
+    /// checksum), as someone who can write the backup can.
+    fn replace_chunk(mem: &crate::store::memory::MemoryStore, id: &str, n: usize, bytes: &[u8]) {
+        let mkey = layout::backup_file("db", id, layout::MANIFEST);
+        let mut m = Manifest::from_value(&read_edn(mem, &mkey).unwrap()).unwrap();
+        let old = m.chunks[n].size_bytes;
+        m.chunks[n].size_bytes = bytes.len() as u64;
+        m.chunks[n].checksum = crate::pipeline::chunk::sha256_hex(bytes);
+        m.size_bytes = m.size_bytes - old + bytes.len() as u64;
+        crate::repo::meta::write_edn(mem, &mkey, &m.to_value()).unwrap();
+        mem.put(&layout::chunk_key("db", id, n as u64), bytes).unwrap();
+    }
+
+    #[test]
+    fn verify_first_decodes_so_a_late_undecodable_chunk_stops_the_restore_before_any_datom() {
+        let (mem, store) = testing::store();
+        let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
+        let id = r.manifest.backup_id.clone();
+        let last = r.manifest.chunks.len() - 1;
+        replace_chunk(&mem, &id, last, &crate::pipeline::chunk::gzip(b"not fressian", 6).unwrap());
+        let open = |verify_first| {
+            RestoreSession::open(
+                store.clone(),
+                RestoreOptions {
+                    database_id: "db".into(),
+                    backup_id: id.clone(),
+                    verify_first,
+                    ..RestoreOptions::default()
+                },
+            )
+        };
+        let err = open(true).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Corrupt);
+        assert!(err.message.contains(&format!("chunk {last} does not decode")), "{err}");
+        // Without verify-first the damage surfaces while streaming, after datoms went out.
+        let mut s = open(false).unwrap();
+        let mut failed = None;
+        for _ in 0..1000 {
+            match s.next_batch() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(failed.is_some());
+        assert!(s.datoms_done() > 0);
+    }
+
+    #[test]
+    fn a_manifest_that_fails_validation_is_refused_before_any_datom() {
+        let (mem, store) = testing::store();
+        let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
+        let id = r.manifest.backup_id.clone();
+        let mkey = layout::backup_file("db", &id, layout::MANIFEST);
+        let good = read_edn(&mem, &mkey).unwrap();
+        let mut cases: Vec<(Manifest, ErrorKind)> = Vec::new();
+        let m = Manifest::from_value(&good).unwrap();
+        let mut swapped = m.clone();
+        swapped.chunks.swap(0, 1);
+        cases.push((swapped, ErrorKind::Corrupt));
+        let mut other = m.clone();
+        other.backup_id = "../../evil".into();
+        cases.push((other, ErrorKind::Corrupt));
+        let mut incremental = m.clone();
+        incremental.backup_type = "incremental".into();
+        cases.push((incremental, ErrorKind::Unsupported));
+        for (bad, kind) in cases {
+            crate::repo::meta::write_edn(&mem, &mkey, &bad.to_value()).unwrap();
+            let err = testing::restore(&store, "db", &id).unwrap_err();
+            assert_eq!(err.kind, kind, "{err}");
+        }
+    }
 }

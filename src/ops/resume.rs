@@ -301,4 +301,43 @@ mod tests {
             .unwrap()
             .is_empty());
     }
+
+    #[test]
+    fn what_the_checkpoint_says_about_reused_chunks_is_not_trusted() {
+        let (mem, store) = testing::store();
+        let datoms = history(30);
+        let r = testing::backup(&store, testing::options("db", 600, 30), &datoms);
+        let id = r.manifest.backup_id.clone();
+        interrupted(&mem, &r, 3);
+        // The checkpoint lies about chunk 0's counts, and chunk 1's stored bytes are other
+        // (valid) gzip whose checksum the checkpoint was made to carry.
+        let cp_key = layout::backup_file("db", &id, layout::CHECKPOINT);
+        let mut cp = Checkpoint::from_value(&crate::repo::meta::read_edn(&mem, &cp_key).unwrap()).unwrap();
+        cp.chunks[0].datom_count = 999;
+        cp.chunks[0].max_eid = i64::MAX;
+        let c1 = layout::chunk_key("db", &id, 1);
+        let original = mem.get(&c1).unwrap();
+        let other = crate::pipeline::chunk::gzip(b"something else entirely", 6).unwrap();
+        mem.put(&c1, &other).unwrap();
+        cp.chunks[1].checksum = crate::pipeline::chunk::sha256_hex(&other);
+        crate::repo::meta::write_edn(&mem, &cp_key, &cp.to_value()).unwrap();
+        let resumed = testing::backup(&store, resume_opts(&id), &datoms);
+        assert_eq!(resumed.manifest.chunks, r.manifest.chunks);
+        assert_eq!(resumed.manifest.datom_count, r.manifest.datom_count);
+        assert_eq!(mem.get(&c1).unwrap(), original);
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true).unwrap().success());
+    }
+
+    #[test]
+    fn a_finished_backup_with_a_damaged_manifest_is_not_resumed() {
+        let (mem, store) = testing::store();
+        let datoms = history(10);
+        let r = testing::backup(&store, testing::options("db", 600, 10), &datoms);
+        let id = r.manifest.backup_id.clone();
+        mem.put(&layout::backup_file("db", &id, layout::MANIFEST), b"{:backup/id")
+            .unwrap();
+        let err = BackupSession::open(store.clone(), resume_opts(&id)).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+        assert!(err.hint.unwrap().contains("repair-manifest"));
+    }
 }

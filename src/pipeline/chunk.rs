@@ -404,3 +404,100 @@ fn read_datoms(
 fn raw_left(r: &Reader<'_>) -> usize {
     r.remaining()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::model::Attr;
+
+    fn chunk_of(n: i64, v: impl Fn(i64) -> Value) -> EncodedChunk {
+        let mut enc = ChunkEncoder::new(1 << 20).unwrap();
+        for e in 1..=n {
+            let d = Datom {
+                e,
+                a: Attr::Keyword(Name::parse("a/b")),
+                v: v(e),
+                tx: 536_870_913,
+                added: true,
+            };
+            assert!(enc.push(&d).unwrap().is_none());
+        }
+        enc.finish().unwrap().unwrap()
+    }
+
+    #[test]
+    fn decompression_stops_at_the_manifests_size() {
+        // 64 MiB of zeros gzip to 64 KiB: a bomb for a chunk that says it has 1,000 bytes.
+        let bomb = gzip(&vec![0u8; 64 << 20], 9).unwrap();
+        assert!(bomb.len() < 100 << 10);
+        let limits = ChunkLimits {
+            uncompressed_bytes: Some(1_000),
+            max_datoms: None,
+        };
+        let e = decode_chunk(&bomb, &limits).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        assert!(e.message.contains("more than 1000 bytes"), "{e}");
+        // Without a recorded size, the cap for unknown sizes applies; never beyond the hard cap.
+        assert_eq!(ChunkLimits::NONE.max_uncompressed(), UNKNOWN_UNCOMPRESSED_BYTES);
+        let huge = ChunkLimits {
+            uncompressed_bytes: Some(u64::MAX),
+            max_datoms: None,
+        };
+        assert_eq!(huge.max_uncompressed(), MAX_UNCOMPRESSED_BYTES);
+        // A recorded size must be the real one.
+        let c = chunk_of(3, Value::Long);
+        let gz = gzip(&c.fressian, 6).unwrap();
+        let exact = |n| ChunkLimits {
+            uncompressed_bytes: Some(n),
+            max_datoms: None,
+        };
+        assert!(decode_chunk(&gz, &exact(c.fressian.len() as u64)).is_ok());
+        let e = decode_chunk(&gz, &exact(c.fressian.len() as u64 + 1)).unwrap_err();
+        assert!(e.message.contains("the manifest says"), "{e}");
+    }
+
+    #[test]
+    fn datoms_beyond_the_manifests_count_are_refused_before_they_are_read() {
+        let c = chunk_of(10, Value::Long);
+        let at_most = |n| decode_chunk_fressian(&c.fressian, Some(n));
+        assert_eq!(at_most(10).unwrap().datoms.len(), 10);
+        let e = at_most(9).unwrap_err();
+        assert!(e.message.contains("more than the 9 datoms"), "{e}");
+        // A list without a count up front (a closed list) is cut off at the limit too.
+        let mut raw = c.fressian.clone();
+        let at = raw
+            .windows(2)
+            .position(|w| w == [0xEC, 10])
+            .expect("the :datoms list header");
+        raw.splice(at..at + 2, [0xED]);
+        raw.push(0xFD);
+        assert_eq!(decode_chunk_fressian(&raw, Some(10)).unwrap().datoms.len(), 10);
+        assert!(decode_chunk_fressian(&raw, Some(4)).is_err());
+    }
+
+    #[test]
+    fn chunks_decode_on_their_own_stack_whatever_the_callers() {
+        let deep = |_| {
+            let mut v = Value::Long(1);
+            for _ in 0..crate::codec::MAX_DEPTH {
+                v = Value::Map(vec![(Value::kw("k"), v)]);
+            }
+            v
+        };
+        let c = chunk_of(2, deep);
+        let gz = gzip(&c.fressian, 6).unwrap();
+        let n = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let d = decode_chunk(&gz, &ChunkLimits::NONE).unwrap();
+                let n = d.datoms.len();
+                std::mem::forget(d); // dropping is the caller's business, not the decoder's
+                n
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+}

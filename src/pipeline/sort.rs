@@ -737,6 +737,25 @@ mod tests {
     }
 
     #[test]
+    fn spilled_runs_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = ExternalSorter::new(tmp.path(), 16);
+        for r in recs(&[4, 3, 2, 1, 0]) {
+            s.push(r).unwrap();
+        }
+        assert_eq!(s.spilled_runs(), 2);
+        let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        let runs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(!runs.is_empty());
+        for run in runs {
+            assert_eq!(mode(&run), 0o600, "{}", run.display());
+        }
+    }
+
+    #[test]
     fn files_removed_after_drop() {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = ExternalSorter::new(tmp.path(), 16);

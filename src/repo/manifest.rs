@@ -474,6 +474,8 @@ impl Manifest {
         let mut bytes = 0u64;
         let mut prev_range: Option<(i64, i64)> = None;
         for (i, c) in self.chunks.iter().enumerate() {
+            datoms = datoms.saturating_add(c.datom_count);
+            bytes = bytes.saturating_add(c.size_bytes);
             if c.id != i as u64 {
                 out.push(Problem::ChunkOrder {
                     position: i as u64,
@@ -509,8 +511,6 @@ impl Manifest {
                 }
                 prev_range = Some((lo, hi));
             }
-            datoms = datoms.saturating_add(c.datom_count);
-            bytes = bytes.saturating_add(c.size_bytes);
         }
         let counted = self.chunks.iter().all(|c| c.datom_count > 0) || self.chunks.is_empty();
         if counted && datoms != self.datom_count {
@@ -782,5 +782,114 @@ mod tests {
             Some("backups/kitchen-sink/x/chunks/datoms-0.fressian.gz")
         );
         assert!(!m.history);
+    }
+
+    #[test]
+    fn a_good_manifest_has_no_problems_and_every_inconsistency_is_named() {
+        let mut m = sample();
+        assert_eq!(m.validate("prod", "0194-abc"), []);
+        let second = ChunkMeta {
+            id: 1,
+            key: "chunks/datoms-1.fressian.gz".into(),
+            tx_range: Some((536870920, 536870920)),
+            ..m.chunks[0].clone()
+        };
+        m.chunks.push(second);
+        m.stated_chunk_count = Some(2);
+        m.datom_count = 24;
+        m.size_bytes = 600;
+        assert_eq!(m.validate("prod", "0194-abc"), []);
+        let problems = |f: &dyn Fn(&mut Manifest)| {
+            let mut bad = m.clone();
+            f(&mut bad);
+            bad.validate("prod", "0194-abc")
+        };
+        assert_eq!(
+            problems(&|m| m.chunks.swap(0, 1)),
+            [
+                Problem::ChunkOrder { position: 0, id: 1 },
+                Problem::ChunkOrder { position: 1, id: 0 }
+            ]
+        );
+        assert!(problems(&|m| {
+            let c = m.chunks[0].clone();
+            m.chunks[1] = c;
+        })
+        .contains(&Problem::ChunkOrder { position: 1, id: 0 }));
+        assert_eq!(
+            problems(&|m| {
+                m.chunks.pop();
+                m.datom_count = 12;
+                m.size_bytes = 300;
+            }),
+            [Problem::ChunkCount { stated: 2, listed: 1 }]
+        );
+        assert_eq!(
+            problems(&|m| m.datom_count = 25),
+            [Problem::DatomTotal { stated: 25, sum: 24 }]
+        );
+        assert_eq!(
+            problems(&|m| m.size_bytes = 1),
+            [Problem::SizeTotal { stated: 1, sum: 600 }]
+        );
+        assert_eq!(
+            problems(&|m| m.chunks[1].key = "chunks/datoms-0.fressian.gz".into()),
+            [Problem::ChunkKey { id: 1, key: "chunks/datoms-0.fressian.gz".into() }]
+        );
+        assert_eq!(
+            problems(&|m| m.chunks[1].checksum = "zz".into()),
+            [Problem::ChunkChecksum { id: 1 }]
+        );
+        assert_eq!(
+            problems(&|m| m.chunks[1].tx_range = Some((536870913, 536870913))),
+            [Problem::ChunkTxRange { id: 1 }],
+            "restore order: ranges ascend"
+        );
+        assert_eq!(
+            problems(&|m| m.chunks[1].uncompressed_bytes = u64::MAX),
+            [Problem::ChunkTooLarge { id: 1 }]
+        );
+        let unsupported = problems(&|m| {
+            m.format_version = "99.0.0".into();
+            m.backup_type = "incremental".into();
+            m.compression = "zstd".into();
+            m.encryption = Some("aes-gcm".into());
+        });
+        assert_eq!(unsupported.len(), 4);
+        assert!(unsupported.iter().all(|p| p.kind() == ErrorKind::Unsupported));
+        assert_eq!(
+            m.validate("prod", "../../evil"),
+            [Problem::WrongBackupId { found: "0194-abc".into() }]
+        );
+        assert_eq!(
+            m.validate("other", "0194-abc"),
+            [Problem::WrongDatabaseId { found: "prod".into() }]
+        );
+        let err = m.check("prod", "x").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn negative_counts_and_wrong_types_do_not_parse() {
+        let base = edn::write(&sample().to_value());
+        for (from, to) in [
+            (":stats/datom-count 12", ":stats/datom-count -12"),
+            (":chunk/id 0", ":chunk/id -1"),
+            (":chunk/datom-count 12", ":chunk/datom-count -1"),
+            (":chunk/size-bytes 300", ":chunk/size-bytes \"300\""),
+            (":stats/max-tx 536870920", ":stats/max-tx 1.5"),
+            (":chunk/tx-range [536870913 536870920]", ":chunk/tx-range [1 2 3]"),
+        ] {
+            assert!(base.contains(from), "{from}");
+            let v = edn::parse(&base.replace(from, to)).unwrap();
+            let err = Manifest::from_value(&v).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Corrupt, "{to}");
+            assert!(!err.message.contains("18446744073709551615"), "{err}");
+        }
+        let v = edn::parse(&base.replace(":chunk/id 0", ":chunk/id -1")).unwrap();
+        assert!(Manifest::from_value(&v)
+            .unwrap_err()
+            .message
+            .contains("chunk id -1 is negative"));
     }
 }
