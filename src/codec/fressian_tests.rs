@@ -1372,7 +1372,10 @@ fn many_references_to_one_cached_value_are_charged() {
     let mut bytes = vec![code::BEGIN_OPEN_LIST, code::PUT_PRIORITY_CACHE];
     bytes.extend(enc(&datom));
     // The datom is cache entry 0 (its keyword's strings are 1 and 2).
-    bytes.extend(std::iter::repeat(code::PRIORITY_CACHE_PACKED_START).take(1_000_000));
+    bytes.extend(std::iter::repeat_n(
+        code::PRIORITY_CACHE_PACKED_START,
+        1_000_000,
+    ));
     let e = decode(&bytes).expect_err("expands too far");
     assert!(e.message.contains("decompression bomb"), "{e}");
     // What data.fressian writes (cached keyword names) is shared, not charged: a million
@@ -1380,7 +1383,8 @@ fn many_references_to_one_cached_value_are_charged() {
     let mut w = Writer::new();
     w.write_list_header(1_000_000).unwrap();
     for _ in 0..1_000_000 {
-        w.write_value(&kw("some.long.namespace/attribute-name")).unwrap();
+        w.write_value(&kw("some.long.namespace/attribute-name"))
+            .unwrap();
     }
     let Value::Vector(items) = decode(&w.take_output()).unwrap() else {
         panic!("a list")
@@ -1417,7 +1421,10 @@ fn lists_can_be_read_item_by_item() {
     assert!(!r.next_item(&mut entries).unwrap());
     assert!(r.is_at_end());
     // Closed and open lists: no count up front.
-    for (open, end) in [(code::BEGIN_CLOSED_LIST, Some(code::END_COLLECTION)), (code::BEGIN_OPEN_LIST, None)] {
+    for (open, end) in [
+        (code::BEGIN_CLOSED_LIST, Some(code::END_COLLECTION)),
+        (code::BEGIN_OPEN_LIST, None),
+    ] {
         let mut bytes = vec![open, 0x01, 0x02];
         bytes.extend(end);
         let mut r = Reader::new(&bytes);
@@ -1431,7 +1438,9 @@ fn lists_can_be_read_item_by_item() {
         assert_eq!(n, 2);
         assert!(r.is_at_end());
     }
-    assert!(Reader::new(&[code::BEGIN_CLOSED_LIST, 0x01]).begin_list().is_ok());
+    assert!(Reader::new(&[code::BEGIN_CLOSED_LIST, 0x01])
+        .begin_list()
+        .is_ok());
 }
 
 /// What the codecs accept as a value (collections nested [`crate::codec::MAX_DEPTH`] deep)

@@ -739,7 +739,11 @@ mod tests {
 
     impl Store for Counting {
         fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-            let name = if key.contains("/chunks/") { "chunks" } else { key.rsplit('/').next().unwrap() };
+            let name = if key.contains("/chunks/") {
+                "chunks"
+            } else {
+                key.rsplit('/').next().unwrap()
+            };
             let mut w = self.written.lock().unwrap();
             let e = w.entry(name.to_owned()).or_default();
             e.0 += 1;
@@ -785,8 +789,14 @@ mod tests {
         // here the checkpoint never costs more than the chunks stored since its last
         // rewrite, plus the final one.
         let last = w["manifest.edn"].1 * 2;
-        assert!(cp_bytes <= chunk_bytes + 2 * last, "{cp_bytes} checkpoint bytes for {chunk_bytes} chunk bytes");
-        assert!(cp_writes < chunk_writes / 4, "{cp_writes} rewrites for {chunk_writes} chunks");
+        assert!(
+            cp_bytes <= chunk_bytes + 2 * last,
+            "{cp_bytes} checkpoint bytes for {chunk_bytes} chunk bytes"
+        );
+        assert!(
+            cp_writes < chunk_writes / 4,
+            "{cp_writes} rewrites for {chunk_writes} chunks"
+        );
     }
 
     #[test]
@@ -800,7 +810,11 @@ mod tests {
             "{:database-id \"x\" :parallel ##Inf}",
             "{:database-id \"x\\u202Ey\"}",
         ] {
-            assert_eq!(parse(bad).unwrap_err().kind, ErrorKind::InvalidArgument, "{bad}");
+            assert_eq!(
+                parse(bad).unwrap_err().kind,
+                ErrorKind::InvalidArgument,
+                "{bad}"
+            );
         }
     }
 }

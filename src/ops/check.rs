@@ -126,6 +126,40 @@ pub fn present(
         .collect()
 }
 
+/// Given the backup folder `prefix`, its chunks and a listing that covers them, return the
+/// chunk files stored under `{prefix}chunks/` that the manifest does not list (a dropped
+/// entry leaves its chunk behind), as keys relative to the backup folder.
+pub fn unlisted(
+    prefix: &str,
+    chunks: &[ChunkMeta],
+    objects: &[crate::store::ObjectMeta],
+) -> Vec<String> {
+    let listed: HashSet<&str> = chunks.iter().map(|c| c.key.as_str()).collect();
+    objects
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(prefix))
+        .filter(|rel| rel.starts_with("chunks/") && !listed.contains(rel))
+        .map(|rel| clip(rel).into_owned())
+        .collect()
+}
+
+/// The error for chunk files the manifest does not list ([`unlisted`]).
+pub fn unlisted_error(unlisted: &[String], location: String) -> Error {
+    Error::corrupt(
+        OP,
+        format!(
+            "{} is stored but not in the manifest{}",
+            unlisted[0],
+            match unlisted.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            }
+        ),
+    )
+    .with_key(location)
+    .with_hint("a chunk entry was dropped from the manifest: the backup is not what it says")
+}
+
 /// Check a stored chunk's bytes: size and SHA-256 against its manifest entry.
 pub fn check_stored(meta: &ChunkMeta, bytes: &[u8], location: impl Fn() -> String) -> Result<()> {
     check_size(meta, bytes.len() as u64, &location)?;
@@ -474,7 +508,11 @@ mod tests {
     }
 
     /// Run the content check over `chunks`; the first error's message.
-    fn content_error(m: &Manifest, config: Option<&Value>, chunks: &[DecodedChunk]) -> Option<String> {
+    fn content_error(
+        m: &Manifest,
+        config: Option<&Value>,
+        chunks: &[DecodedChunk],
+    ) -> Option<String> {
         let mut c = ContentCheck::new(m, config);
         for (meta, chunk) in m.chunks.iter().zip(chunks) {
             if let Err(e) = c.chunk(meta, chunk) {
@@ -489,7 +527,13 @@ mod tests {
         let (m, chunks) = decoded_backup();
         assert_eq!(content_error(&m, None, &chunks), None);
         let altered = |f: &dyn Fn(&mut Vec<DecodedChunk>)| {
-            let mut c = chunks.iter().map(|c| DecodedChunk { id: c.id, datoms: c.datoms.clone() }).collect();
+            let mut c = chunks
+                .iter()
+                .map(|c| DecodedChunk {
+                    id: c.id,
+                    datoms: c.datoms.clone(),
+                })
+                .collect();
             f(&mut c);
             content_error(&m, None, &c).unwrap_or_default()
         };
@@ -502,7 +546,10 @@ mod tests {
         assert!(e.contains("outside the backup's transactions"), "{e}");
         for bad in [i64::MAX, -1, 0, m.max_eid + 1] {
             let e = altered(&|c| c[0].datoms[1].e = bad);
-            assert!(e.contains(&format!("entity id {bad} is outside")), "{bad}: {e}");
+            assert!(
+                e.contains(&format!("entity id {bad} is outside")),
+                "{bad}: {e}"
+            );
         }
         let e = altered(&|c| c[0].datoms[0].a = Attr::Id(0));
         assert!(e.contains("attribute id 0"), "{e}");
@@ -511,29 +558,43 @@ mod tests {
         });
         assert!(e.contains(":stats/datom-count says"), "{e}");
         // A transaction's own entity (its txInstant) is no entity beyond max-eid.
-        assert!(chunks[0].datoms.iter().any(|d| d.e == d.tx && d.e > m.max_eid));
+        assert!(chunks[0]
+            .datoms
+            .iter()
+            .any(|d| d.e == d.tx && d.e > m.max_eid));
     }
 
     #[test]
     fn schema_on_write_backups_use_declared_attributes_only() {
         let (m, chunks) = decoded_backup();
-        let write = crate::codec::edn::parse("{:datahike/config {:schema-flexibility :write}}").unwrap();
-        let read = crate::codec::edn::parse("{:datahike/config {:schema-flexibility :read}}").unwrap();
+        let write =
+            crate::codec::edn::parse("{:datahike/config {:schema-flexibility :write}}").unwrap();
+        let read =
+            crate::codec::edn::parse("{:datahike/config {:schema-flexibility :read}}").unwrap();
         let e = content_error(&m, Some(&write), &chunks).unwrap_or_default();
         assert!(e.contains("does not declare"), "{e}");
         assert_eq!(content_error(&m, Some(&read), &chunks), None);
         // Declared in the first transaction: known from then on.
-        let mut declared: Vec<DecodedChunk> = chunks.iter().map(|c| DecodedChunk { id: c.id, datoms: c.datoms.clone() }).collect();
+        let mut declared: Vec<DecodedChunk> = chunks
+            .iter()
+            .map(|c| DecodedChunk {
+                id: c.id,
+                datoms: c.datoms.clone(),
+            })
+            .collect();
         let first = &mut declared[0].datoms;
         let tx = first[0].tx;
         for (i, name) in ["person/name", "person/friend"].iter().enumerate() {
-            first.insert(1, Datom {
-                e: 1 + i as i64,
-                a: Attr::Keyword(Name::parse("db/ident")),
-                v: Value::kw(name),
-                tx,
-                added: true,
-            });
+            first.insert(
+                1,
+                Datom {
+                    e: 1 + i as i64,
+                    a: Attr::Keyword(Name::parse("db/ident")),
+                    v: Value::kw(name),
+                    tx,
+                    added: true,
+                },
+            );
         }
         let mut m2 = m.clone();
         m2.datom_count += 2;

@@ -114,17 +114,26 @@ mod tests {
         let b = testing::backup(&store, testing::options("db", 1 << 20, 4), &history(4));
         let id = b.manifest.backup_id.clone();
         let prefix = layout::backup_prefix("db", &id);
-        mem.put(&format!("{prefix}{}", layout::MANIFEST), b"{:backup/id \xff")
-            .unwrap();
+        mem.put(
+            &format!("{prefix}{}", layout::MANIFEST),
+            b"{:backup/id \xff",
+        )
+        .unwrap();
         for o in mem.list(&prefix).unwrap() {
             assert!(mem.set_modified(&o.key, UNIX_EPOCH + Duration::from_secs(1)));
         }
         let listed = crate::ops::list::list(store.as_ref(), "db").unwrap();
         assert!(!listed[0].completed && listed[0].marked_complete);
-        assert!(listed[0].problems.iter().any(|p| p.contains("repair-manifest")));
+        assert!(listed[0]
+            .problems
+            .iter()
+            .any(|p| p.contains("repair-manifest")));
         let report = cleanup_incomplete(store.as_ref(), "db", Duration::ZERO).unwrap();
         assert_eq!(report.damaged, [id.as_str()]);
         assert!(report.removed.is_empty() && report.objects_deleted == 0);
-        assert_eq!(mem.list(&prefix).unwrap().len(), 4 + b.manifest.chunks.len());
+        assert_eq!(
+            mem.list(&prefix).unwrap().len(),
+            4 + b.manifest.chunks.len()
+        );
     }
 }

@@ -86,7 +86,9 @@ pub(crate) fn summarize(
     // An unreadable or invalid manifest makes the backup not completed, not the listing fail.
     let marked_complete = has(layout::COMPLETE_MARKER);
     let mut problems = Vec::new();
-    let manifest = if has(layout::MANIFEST) {
+    // A finished backup's manifest is read even when the listing does not show it (a link
+    // or a FIFO in its place), so that the problem is named.
+    let manifest = if has(layout::MANIFEST) || marked_complete {
         match read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
             .and_then(|v| Manifest::from_value(&v))
         {
@@ -94,15 +96,16 @@ pub(crate) fn summarize(
                 problems.extend(m.validate(db, id).iter().map(|p| p.to_string()));
                 Some(m)
             }
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                problems.push("manifest.edn is missing".into());
+                None
+            }
             Err(e) => {
                 problems.push(format!("manifest.edn is unreadable: {}", e.message));
                 None
             }
         }
     } else {
-        if marked_complete {
-            problems.push("manifest.edn is missing".into());
-        }
         None
     };
     if marked_complete && manifest.is_none() {

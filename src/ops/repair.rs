@@ -42,11 +42,18 @@ pub struct RepairReport {
 /// Errors: `NotFound` for no backup; `Conflict` for a backup that did not finish (resume
 /// it instead); `Corrupt` when the checkpoint does not list the finished backup's chunks or
 /// a chunk fails its checks (nothing is written then).
-pub fn repair_manifest(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<RepairReport> {
+pub fn repair_manifest(
+    store: &dyn Store,
+    database_id: &str,
+    backup_id: &str,
+) -> Result<RepairReport> {
     layout::check_segment("database-id", database_id)?;
     layout::check_segment("backup-id", backup_id)?;
     let key = |name: &str| layout::backup_file(database_id, backup_id, name);
-    if store.list(&layout::backup_prefix(database_id, backup_id))?.is_empty() {
+    if store
+        .list(&layout::backup_prefix(database_id, backup_id))?
+        .is_empty()
+    {
         return Err(Error::new(
             ErrorKind::NotFound,
             OP,
@@ -167,9 +174,16 @@ mod tests {
         assert_eq!(back.chunks, r.manifest.chunks);
         assert_eq!(
             (back.datom_count, back.max_eid, back.max_tx, back.tx_range),
-            (r.manifest.datom_count, r.manifest.max_eid, r.manifest.max_tx, r.manifest.tx_range)
+            (
+                r.manifest.datom_count,
+                r.manifest.max_eid,
+                r.manifest.max_tx,
+                r.manifest.tx_range
+            )
         );
-        assert!(crate::ops::verify::verify(&mem, "db", &id, true).unwrap().success());
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+            .unwrap()
+            .success());
         assert_eq!(
             testing::restore(&store, "db", &id).unwrap(),
             testing::stored_datoms(&mem, &r)

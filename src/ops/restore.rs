@@ -333,6 +333,10 @@ impl RestoreSession {
         for p in check::present(store.as_ref(), &prefix, &chunks, &listing) {
             p.into_result()?;
         }
+        let extra = check::unlisted(&prefix, &chunks, &listing);
+        if !extra.is_empty() {
+            return Err(check::unlisted_error(&extra, store.location(&prefix)));
+        }
         let prefetch =
             || Prefetch::start(store.clone(), prefix.clone(), chunks.clone(), opts.parallel);
         let checked = || {
@@ -501,7 +505,8 @@ mod tests {
         m.chunks[n].checksum = crate::pipeline::chunk::sha256_hex(bytes);
         m.size_bytes = m.size_bytes - old + bytes.len() as u64;
         crate::repo::meta::write_edn(mem, &mkey, &m.to_value()).unwrap();
-        mem.put(&layout::chunk_key("db", id, n as u64), bytes).unwrap();
+        mem.put(&layout::chunk_key("db", id, n as u64), bytes)
+            .unwrap();
     }
 
     #[test]
@@ -510,7 +515,12 @@ mod tests {
         let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
         let id = r.manifest.backup_id.clone();
         let last = r.manifest.chunks.len() - 1;
-        replace_chunk(&mem, &id, last, &crate::pipeline::chunk::gzip(b"not fressian", 6).unwrap());
+        replace_chunk(
+            &mem,
+            &id,
+            last,
+            &crate::pipeline::chunk::gzip(b"not fressian", 6).unwrap(),
+        );
         let open = |verify_first| {
             RestoreSession::open(
                 store.clone(),
@@ -524,7 +534,11 @@ mod tests {
         };
         let err = open(true).err().unwrap();
         assert_eq!(err.kind, ErrorKind::Corrupt);
-        assert!(err.message.contains(&format!("chunk {last} does not decode")), "{err}");
+        assert!(
+            err.message
+                .contains(&format!("chunk {last} does not decode")),
+            "{err}"
+        );
         // Without verify-first the damage surfaces while streaming, after datoms went out.
         let mut s = open(false).unwrap();
         let mut failed = None;

@@ -312,7 +312,8 @@ mod tests {
         // The checkpoint lies about chunk 0's counts, and chunk 1's stored bytes are other
         // (valid) gzip whose checksum the checkpoint was made to carry.
         let cp_key = layout::backup_file("db", &id, layout::CHECKPOINT);
-        let mut cp = Checkpoint::from_value(&crate::repo::meta::read_edn(&mem, &cp_key).unwrap()).unwrap();
+        let mut cp =
+            Checkpoint::from_value(&crate::repo::meta::read_edn(&mem, &cp_key).unwrap()).unwrap();
         cp.chunks[0].datom_count = 999;
         cp.chunks[0].max_eid = i64::MAX;
         let c1 = layout::chunk_key("db", &id, 1);
@@ -325,7 +326,9 @@ mod tests {
         assert_eq!(resumed.manifest.chunks, r.manifest.chunks);
         assert_eq!(resumed.manifest.datom_count, r.manifest.datom_count);
         assert_eq!(mem.get(&c1).unwrap(), original);
-        assert!(crate::ops::verify::verify(&mem, "db", &id, true).unwrap().success());
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+            .unwrap()
+            .success());
     }
 
     #[test]
@@ -334,9 +337,14 @@ mod tests {
         let datoms = history(10);
         let r = testing::backup(&store, testing::options("db", 600, 10), &datoms);
         let id = r.manifest.backup_id.clone();
-        mem.put(&layout::backup_file("db", &id, layout::MANIFEST), b"{:backup/id")
+        mem.put(
+            &layout::backup_file("db", &id, layout::MANIFEST),
+            b"{:backup/id",
+        )
+        .unwrap();
+        let err = BackupSession::open(store.clone(), resume_opts(&id))
+            .err()
             .unwrap();
-        let err = BackupSession::open(store.clone(), resume_opts(&id)).err().unwrap();
         assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
         assert!(err.hint.unwrap().contains("repair-manifest"));
     }

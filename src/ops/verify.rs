@@ -114,6 +114,12 @@ pub fn verify(
     }
     let chunks = manifest.as_ref().map_or(&[][..], |m| &m.chunks[..]);
     let presence = check::present(store, &prefix, chunks, &objects);
+    if manifest.is_some() {
+        let extra = check::unlisted(&prefix, chunks, &objects);
+        if !extra.is_empty() {
+            problems.push(check::unlisted_error(&extra, store.location(&prefix)).message);
+        }
+    }
     let mut content = manifest
         .as_ref()
         .map(|m| ContentCheck::new(m, config.as_ref()));

@@ -439,7 +439,10 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Corrupt);
         assert!(e.message.contains("more than 1000 bytes"), "{e}");
         // Without a recorded size, the cap for unknown sizes applies; never beyond the hard cap.
-        assert_eq!(ChunkLimits::NONE.max_uncompressed(), UNKNOWN_UNCOMPRESSED_BYTES);
+        assert_eq!(
+            ChunkLimits::NONE.max_uncompressed(),
+            UNKNOWN_UNCOMPRESSED_BYTES
+        );
         let huge = ChunkLimits {
             uncompressed_bytes: Some(u64::MAX),
             max_datoms: None,
@@ -472,7 +475,10 @@ mod tests {
             .expect("the :datoms list header");
         raw.splice(at..at + 2, [0xED]);
         raw.push(0xFD);
-        assert_eq!(decode_chunk_fressian(&raw, Some(10)).unwrap().datoms.len(), 10);
+        assert_eq!(
+            decode_chunk_fressian(&raw, Some(10)).unwrap().datoms.len(),
+            10
+        );
         assert!(decode_chunk_fressian(&raw, Some(4)).is_err());
     }
 

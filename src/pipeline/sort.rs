@@ -745,10 +745,18 @@ mod tests {
             s.push(r).unwrap();
         }
         assert_eq!(s.spilled_runs(), 2);
-        let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
+        let dir = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
-        let runs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let runs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert!(!runs.is_empty());
         for run in runs {
             assert_eq!(mode(&run), 0o600, "{}", run.display());

@@ -512,6 +512,16 @@ impl Manifest {
                 prev_range = Some((lo, hi));
             }
         }
+        let union = self
+            .chunks
+            .iter()
+            .filter_map(|c| c.tx_range)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        if let (Some(stated), Some(union)) = (self.tx_range, union) {
+            if stated != union {
+                out.push(Problem::TxRangeTotal { stated, union });
+            }
+        }
         let counted = self.chunks.iter().all(|c| c.datom_count > 0) || self.chunks.is_empty();
         if counted && datoms != self.datom_count {
             out.push(Problem::DatomTotal {
@@ -607,6 +617,13 @@ pub enum Problem {
         /// The chunk.
         id: u64,
     },
+    /// `:stats/tx-range` is not the union of the chunks' tx ranges.
+    TxRangeTotal {
+        /// What `:stats/tx-range` says.
+        stated: (i64, i64),
+        /// The union of the chunks' ranges.
+        union: (i64, i64),
+    },
     /// `:stats/datom-count` is not the sum of the chunks' datom counts.
     DatomTotal {
         /// What `:stats/datom-count` says.
@@ -693,6 +710,11 @@ impl fmt::Display for Problem {
             Problem::ChunkTxRange { id } => write!(
                 f,
                 "chunk {id}'s :chunk/tx-range is reversed, outside the backup's, or out of order"
+            ),
+            Problem::TxRangeTotal { stated, union } => write!(
+                f,
+                ":stats/tx-range is [{} {}] but the chunks' tx ranges span [{} {}] (a chunk dropped?)",
+                stated.0, stated.1, union.0, union.1
             ),
             Problem::DatomTotal { stated, sum } => write!(
                 f,
@@ -822,19 +844,31 @@ mod tests {
                 m.datom_count = 12;
                 m.size_bytes = 300;
             }),
-            [Problem::ChunkCount { stated: 2, listed: 1 }]
+            [Problem::ChunkCount {
+                stated: 2,
+                listed: 1
+            }]
         );
         assert_eq!(
             problems(&|m| m.datom_count = 25),
-            [Problem::DatomTotal { stated: 25, sum: 24 }]
+            [Problem::DatomTotal {
+                stated: 25,
+                sum: 24
+            }]
         );
         assert_eq!(
             problems(&|m| m.size_bytes = 1),
-            [Problem::SizeTotal { stated: 1, sum: 600 }]
+            [Problem::SizeTotal {
+                stated: 1,
+                sum: 600
+            }]
         );
         assert_eq!(
             problems(&|m| m.chunks[1].key = "chunks/datoms-0.fressian.gz".into()),
-            [Problem::ChunkKey { id: 1, key: "chunks/datoms-0.fressian.gz".into() }]
+            [Problem::ChunkKey {
+                id: 1,
+                key: "chunks/datoms-0.fressian.gz".into()
+            }]
         );
         assert_eq!(
             problems(&|m| m.chunks[1].checksum = "zz".into()),
@@ -856,14 +890,20 @@ mod tests {
             m.encryption = Some("aes-gcm".into());
         });
         assert_eq!(unsupported.len(), 4);
-        assert!(unsupported.iter().all(|p| p.kind() == ErrorKind::Unsupported));
+        assert!(unsupported
+            .iter()
+            .all(|p| p.kind() == ErrorKind::Unsupported));
         assert_eq!(
             m.validate("prod", "../../evil"),
-            [Problem::WrongBackupId { found: "0194-abc".into() }]
+            [Problem::WrongBackupId {
+                found: "0194-abc".into()
+            }]
         );
         assert_eq!(
             m.validate("other", "0194-abc"),
-            [Problem::WrongDatabaseId { found: "prod".into() }]
+            [Problem::WrongDatabaseId {
+                found: "prod".into()
+            }]
         );
         let err = m.check("prod", "x").unwrap_err();
         assert_eq!(err.kind, ErrorKind::Corrupt);
@@ -878,7 +918,10 @@ mod tests {
             (":chunk/datom-count 12", ":chunk/datom-count -1"),
             (":chunk/size-bytes 300", ":chunk/size-bytes \"300\""),
             (":stats/max-tx 536870920", ":stats/max-tx 1.5"),
-            (":chunk/tx-range [536870913 536870920]", ":chunk/tx-range [1 2 3]"),
+            (
+                ":chunk/tx-range [536870913 536870920]",
+                ":chunk/tx-range [1 2 3]",
+            ),
         ] {
             assert!(base.contains(from), "{from}");
             let v = edn::parse(&base.replace(from, to)).unwrap();

@@ -698,7 +698,7 @@ mod tests {
         let b = tmp.path().join("root/db/b");
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
-            &b.join("checkpoint.edn"),
+            b.join("checkpoint.edn"),
             Mode::from_raw_mode(0o644),
         )
         .unwrap();
@@ -732,7 +732,7 @@ mod tests {
         let b = tmp.path().join("root/db/b");
         // 2,000 nested folders (made one level at a time: linear, unlike create_dir_all).
         fs::create_dir_all(b.join("chunks")).unwrap();
-        let mut dir = rustix::fs::open(&b.join("chunks"), OFlags::RDONLY, Mode::empty()).unwrap();
+        let mut dir = rustix::fs::open(b.join("chunks"), OFlags::RDONLY, Mode::empty()).unwrap();
         for _ in 0..2000 {
             rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
             dir = rustix::fs::openat(&dir, "d", OFlags::RDONLY, Mode::empty()).unwrap();
