@@ -1516,6 +1516,11 @@ impl<'a> Reader<'a> {
     fn read_ratio(&mut self, at: usize) -> Result<Value> {
         let num = self.read_bigint_like(at)?;
         let den = self.read_bigint_like(at)?;
+        // No Clojure ratio has a zero denominator (`(/ 1 0)` throws): reading one would
+        // only fail later, inside the restore.
+        if den.iter().all(|&b| b == 0) {
+            return Err(corrupt(at, "ratio with a zero denominator"));
+        }
         Ok(Value::Ratio { num, den })
     }
 

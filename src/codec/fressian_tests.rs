@@ -1485,3 +1485,23 @@ fn backup_and_restore_agree_on_the_depth_limit() {
     bytes.push(0x01);
     assert_eq!(decode(&bytes).unwrap_err().kind, ErrorKind::Corrupt);
 }
+
+#[test]
+fn a_ratio_with_a_zero_denominator_is_corrupt() {
+    let ratio = |den: u8| {
+        let mut bytes = vec![code::STRUCTTYPE];
+        bytes.extend(enc(&Value::String("ratio".into())));
+        bytes.extend([
+            0x02,
+            code::BIGINT,
+            code::BYTES_PACKED_LENGTH_START + 1,
+            0x01,
+        ]);
+        bytes.extend([code::BIGINT, code::BYTES_PACKED_LENGTH_START + 1, den]);
+        bytes
+    };
+    assert!(matches!(decode(&ratio(3)), Ok(Value::Ratio { .. })));
+    let e = decode(&ratio(0)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt);
+    assert!(e.message.contains("zero denominator"), "{e}");
+}

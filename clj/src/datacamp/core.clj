@@ -222,13 +222,16 @@
                                       (assoc :backup-id id :resume? true))
                             (:break-lock? opts) (assoc :break-lock? true)
                             (:lock-lease-ms opts) (assoc :lock-lease-ms (long (:lock-lease-ms opts))))]
-          ;; The snapshot the interrupted backup started from: a transaction of this
-          ;; database (never beyond it), with no entity beyond the database's.
-          (when-not (and (integer? basis) (<= dh/tx0 basis (:max-tx db))
-                         (integer? (:stats/max-eid cfg)) (<= 0 (:stats/max-eid cfg) (:max-eid db)))
-            (throw (ex-info (str "backup " id " cannot be resumed: its config.edn is missing or records a snapshot"
-                                 " (:stats/max-tx, :stats/max-eid) this database does not have")
-                            {:datacamp/error :datacamp/corrupt :backup-id backup-id
+          ;; The snapshot the interrupted backup started from (config.edn, input from outside):
+          ;; a transaction of this database, never beyond it, with no entity beyond its own.
+          (when-not (and (integer? basis) (integer? (:stats/max-eid cfg)))
+            (throw (ex-info (str "backup " id " has no readable config.edn: it cannot be resumed")
+                            {:datacamp/error :datacamp/corrupt :backup-id backup-id})))
+          (when-not (and (<= dh/tx0 basis (:max-tx db)) (<= 0 (:stats/max-eid cfg) (:max-eid db)))
+            (throw (ex-info (str "backup " id " cannot be resumed from this database: its config.edn records a snapshot"
+                                 " (:stats/max-tx " basis ", :stats/max-eid " (:stats/max-eid cfg) ") this database does not have"
+                                 " (:max-tx " (:max-tx db) ", :max-eid " (:max-eid db) ")")
+                            {:datacamp/error :datacamp/conflict :backup-id backup-id
                              :datacamp/hint "resume with the database the backup was started from, or start a new backup"})))
           (try
             (assoc (backup-datoms target native-opts

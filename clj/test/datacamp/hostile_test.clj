@@ -803,7 +803,8 @@
             cfg (edn/read-string (bk/read-string-at b t cfg-key))]
         (bk/write-bytes! b t cfg-key (.getBytes ^String (edn-str (assoc cfg :stats/max-tx 9999999999)) "UTF-8"))
         (let [e (caught #(backup/resume-backup conn t id :database-id db-id))]
-          (is (= :datacamp/corrupt (:datacamp/error e)) (pr-str e)))
+          (is (= :datacamp/conflict (:datacamp/error e)) (pr-str e))
+          (is (re-find #"9999999999" (::message e))))
         (is (false? (:completed? (first (backup/list-backups t db-id)))))))))
 
 (defbackend-test finding-19-a-late-undecodable-chunk-never-leaves-a-silently-partial-target [b]
@@ -835,7 +836,26 @@
         id (str (backup! b (small-conn) t))]
     (bk/write-bytes! b t (k id "config.edn") (.getBytes "{:backup/id" "UTF-8"))
     (is (some-problem? #"config.edn is unreadable" (verify-problems t id :deep? false)) "verify reads config.edn")
-    (is (= :datacamp/corrupt (:datacamp/error (restore-refused b t id))) "and so does restore")))
+    (is (= :datacamp/corrupt (:datacamp/error (restore-refused b t id))) "and so does restore"))
+  (testing "a value verify would pass but restore could not load (a ratio 1/0)"
+    (let [t (bk/fresh-target b)
+          id (str (backup! b (small-conn) t))
+          ratio (ba 0xEF (fstr "ratio") 2 0xC6 0xD1 1 0xC6 0xD1 0)
+          raw (fchunk 1 (ba 0xE5 (ba 0xE9 (flong 5) (fkw "person" "name") ratio (flong tx1) 0xF5)))]
+      (replace-chunk! b t id 1 (gzip raw) :datoms 1 :raw raw)
+      (is (some-problem? #"zero denominator" (verify-problems t id)))
+      (is (re-find #"zero denominator" (::message (restore-refused b t id))))))
+  (when (= :dir (:kind b))
+    (testing "a linked chunks/ folder: both refuse"
+      (let [t (bk/fresh-target b)
+            id (str (backup! b (small-conn) t))
+            chunks (io/file (:path t) (k id "chunks"))
+            copy (u/temp-dir)]
+        (doseq [^File f (.listFiles chunks)] (io/copy f (io/file copy (.getName f))) (io/delete-file f))
+        (io/delete-file chunks)
+        (link! chunks copy)
+        (is (some-problem? #"missing" (verify-problems t id)))
+        (is (= :datacamp/corrupt (:datacamp/error (restore-refused b t id))))))))
 
 (defbackend-test finding-21-nan-and-infinite-ages-are-refused [b]
   (let [t (bk/fresh-target b)
