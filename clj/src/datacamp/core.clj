@@ -94,7 +94,8 @@
   (bit-shift-left 1 24))
 
 (defn- check-options!
-  "Refuse options of the wrong type or range before anything is opened or written."
+  "Refuse options of the wrong type or range before anything is opened or written
+  (`:batch-size` as the backup's: datoms per JNI call)."
   [opts]
   (doseq [k [:chunk-size :parallel :sort-buffer-bytes :lock-lease-ms]]
     (positive-long! k (get opts k)))
@@ -361,7 +362,8 @@
       (invalid! "restore needs :database-id" {:backup-id backup-id}))
     (when (nil? backup-id)
       (invalid! "restore needs a backup id" {}))
-    (check-options! (assoc opts :batch-size batch-size))
+    (check-options! (dissoc opts :batch-size))
+    (positive-long! :batch-size batch-size)
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
       (with-open [h (native/restore-open target (cond-> {:database-id database-id
