@@ -475,7 +475,15 @@
     (is (re-find #"config.edn" (str (:datacamp/key (:data o))))))
   (let [r (:result (child-outcome :f4-deepest-restore))]
     (is (true? (:success r)) "a value nested 100 deep (the limit) backs up and restores on a 256 KiB stack")
-    (is (pos? (:datacamp.hostile-child/target-datoms r)))))
+    (is (pos? (:datacamp.hostile-child/target-datoms r))))
+  (testing "one level deeper is refused by the backup: what a backup accepts, a restore reads"
+    (let [cfg (config :read)
+          _ (d/create-database cfg)
+          conn (d/connect cfg)]
+      (d/transact conn {:tx-data [[:db/add "e" :x/deep (reduce (fn [v _] [v]) 1 (range 101))]]})
+      (let [e (caught #(backup/backup-to-directory conn (bk/fresh-target bk/dir) :database-id db-id))]
+        (is (= :datacamp/unsupported-value (:datacamp/error e)) (pr-str e))
+        (is (re-find #"deeper than 100" (str (::message e))))))))
 
 (defbackend-test finding-11-decompression-stops-at-the-manifests-size [b]
   (child-problem [:f11-verify (:kind b)] #"decompresses to more than 2000 bytes")
