@@ -7,7 +7,7 @@
 //! ```text
 //! jni/        every JNI entry point: marshalling, the panic boundary, session handles
 //!   │
-//! ops/        the operations: backup, resume, restore, list, verify, cleanup (typed results)
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair (typed results)
 //!   │
 //!   ├── pipeline/   datoms ⇄ chunks: feed (decode thread), order + sort (restore order,
 //!   │               external merge sort), chunk (cut, gzip, SHA-256, decode)

@@ -1,8 +1,9 @@
 //! `list-backups`: every backup of a database, complete or not, newest first.
 //!
 //! Reads only the store, never the database; understands backups written by the original
-//! Clojure datacamp as well as ours. An unreadable manifest or checkpoint makes a backup
-//! list as incomplete; it never makes the listing fail.
+//! Clojure datacamp as well as ours. Every manifest is validated ([`Manifest::validate`]):
+//! a backup whose manifest is unreadable or fails validation lists as not completed, with
+//! its problems; it never makes the listing fail.
 
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
@@ -31,7 +32,19 @@ pub struct BackupSummary {
     pub updated_at_ms: i64,
     /// Bytes stored under the backup's folder.
     pub stored_bytes: u64,
+    /// What is wrong with its manifest (unreadable, or [`Manifest::validate`]'s problems);
+    /// empty for a good or a merely incomplete backup.
+    pub problems: Vec<String>,
+    /// Whether it has a `complete.marker`: it finished, whatever its manifest says now
+    /// (`cleanup-incomplete` never removes such a backup).
+    pub marked_complete: bool,
 }
+
+/// What list and verify say about a backup whose manifest is damaged although it has a
+/// `complete.marker`.
+pub const REPAIRABLE: &str =
+    "the backup has a complete.marker (it finished), so cleanup-incomplete never removes it; \
+its checkpoint.edn holds every chunk's checksum: repair-manifest rebuilds the manifest from it";
 
 fn millis(o: &ObjectMeta) -> i64 {
     o.modified
@@ -70,14 +83,34 @@ pub(crate) fn summarize(
         let key = layout::backup_file(db, id, name);
         objects.iter().any(|o| o.key == key)
     };
-    // An unreadable manifest or checkpoint makes the backup incomplete, not the listing fail.
-    let manifest = if has(layout::MANIFEST) {
-        read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
+    // An unreadable or invalid manifest makes the backup not completed, not the listing fail.
+    let marked_complete = has(layout::COMPLETE_MARKER);
+    let mut problems = Vec::new();
+    // A finished backup's manifest is read even when the listing does not show it (a link
+    // or a FIFO in its place), so that the problem is named.
+    let manifest = if has(layout::MANIFEST) || marked_complete {
+        match read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
             .and_then(|v| Manifest::from_value(&v))
-            .ok()
+        {
+            Ok(m) => {
+                problems.extend(m.validate(db, id).iter().map(|p| p.to_string()));
+                Some(m)
+            }
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                problems.push("manifest.edn is missing".into());
+                None
+            }
+            Err(e) => {
+                problems.push(format!("manifest.edn is unreadable: {}", e.message));
+                None
+            }
+        }
     } else {
         None
     };
+    if marked_complete && manifest.is_none() {
+        problems.push(REPAIRABLE.into());
+    }
     let checkpoint = if manifest.is_none() && has(layout::CHECKPOINT) {
         read_edn(store, &layout::backup_file(db, id, layout::CHECKPOINT))
             .ok()
@@ -85,7 +118,8 @@ pub(crate) fn summarize(
     } else {
         None
     };
-    let completed = manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER);
+    let completed =
+        manifest.as_ref().is_some_and(|m| m.completed) && marked_complete && problems.is_empty();
     let oldest = objects.iter().map(millis).min().unwrap_or(0);
     let newest = objects.iter().map(millis).max().unwrap_or(0);
     let created_at_ms = manifest
@@ -102,6 +136,8 @@ pub(crate) fn summarize(
         created_at_ms,
         updated_at_ms,
         stored_bytes: objects.iter().map(|o| o.size).sum(),
+        problems,
+        marked_complete,
     })
 }
 
