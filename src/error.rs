@@ -3,6 +3,10 @@
 //! Rules: every public function returns [`Result`]; an error carries a [`ErrorKind`]
 //! (which becomes the `:datacamp/error` keyword on the Clojure side), the operation that
 //! failed, the key or path it concerned, and where possible a hint a person can act on.
+//!
+//! Errors often quote input that came from outside the process (a backup's files, an
+//! option): quote it through [`excerpt`], never whole. As a last line of defence every
+//! message, key and hint is cut to [`MAX_MESSAGE_CHARS`] when the error is built.
 
 use std::fmt;
 
@@ -88,6 +92,75 @@ impl std::error::Error for ServiceReply {
     }
 }
 
+/// The longest message, key or hint an [`Error`] keeps (longer ones are cut, marked `…`).
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// The longest piece of outside input that [`excerpt`] quotes.
+pub const EXCERPT_CHARS: usize = 80;
+
+/// Given text that came from outside (a token, a value, a file name), return it fit to
+/// quote in an error message: at most [`EXCERPT_CHARS`] characters, control and
+/// bidirectional formatting characters escaped, and `… (N bytes)` when it was cut. Short,
+/// plain text comes back unchanged.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| !c.is_control() && !is_format_char(c);
+    if s.len() <= EXCERPT_CHARS && s.chars().all(plain) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(EXCERPT_CHARS * 2);
+    let mut cut = false;
+    for (n, c) in s.chars().enumerate() {
+        if n >= EXCERPT_CHARS {
+            cut = true;
+            break;
+        }
+        if plain(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    if cut {
+        out.push_str(&format!("… ({} bytes)", s.len()));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`clip`], in double quotes.
+pub fn excerpt(s: &str) -> String {
+    format!("\"{}\"", clip(s))
+}
+
+/// Unicode "format" characters that change how text displays without being visible:
+/// bidirectional controls (which can make a name read backwards), zero-width characters
+/// and the byte-order mark.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// Cut `s` to [`MAX_MESSAGE_CHARS`] characters (marking the cut).
+fn capped(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE_CHARS {
+        if let Some((i, _)) = s.char_indices().nth(MAX_MESSAGE_CHARS) {
+            let total = s.len();
+            s.truncate(i);
+            s.push_str(&format!("… ({total} bytes in all)"));
+        }
+    }
+    s
+}
+
 /// An error with its kind, operation, key, hint and cause.
 #[derive(Debug)]
 pub struct Error {
@@ -113,10 +186,10 @@ impl Error {
     pub fn new(kind: ErrorKind, op: impl Into<String>, message: impl Into<String>) -> Self {
         Error {
             kind,
-            op: op.into(),
+            op: capped(op.into()),
             key: None,
             hint: None,
-            message: message.into(),
+            message: capped(message.into()),
             source: None,
         }
     }
@@ -161,23 +234,23 @@ impl Error {
         };
         Error {
             kind,
-            op: op.into(),
-            key: Some(key.into()),
+            op: capped(op.into()),
+            key: Some(capped(key.into())),
             hint: hint.map(String::from),
-            message: err.to_string(),
+            message: capped(err.to_string()),
             source: Some(Box::new(err)),
         }
     }
 
     /// Return the error with `key` attached.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(capped(key.into()));
         self
     }
 
     /// Return the error with `hint` attached.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(capped(hint.into()));
         self
     }
 
@@ -198,7 +271,7 @@ impl Error {
 
     /// Return the error with its operation replaced by `op` (context from the caller).
     pub fn in_op(mut self, op: impl Into<String>) -> Self {
-        self.op = op.into();
+        self.op = capped(op.into());
         self
     }
 }

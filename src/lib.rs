@@ -7,7 +7,7 @@
 //! ```text
 //! jni/        every JNI entry point: marshalling, the panic boundary, session handles
 //!   │
-//! ops/        the operations: backup, resume, restore, list, verify, cleanup (typed results)
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair (typed results)
 //!   │
 //! log/        continuous backup: the capture session, the segment writer, the spool, the
 //!   │         segments of a log (a link of a chain)

@@ -21,8 +21,13 @@ impl<'a> Opts<'a> {
         }
     }
 
+    /// The error for option `key` of the wrong type or range. It names the type it got and
+    /// quotes a number, never a string, keyword or collection: options carry secrets.
     fn bad(&self, key: &str, want: &str, got: &Value) -> Error {
-        Error::invalid(self.op, format!(":{key} must be {want}, got {got:?}"))
+        Error::invalid(
+            self.op,
+            format!(":{key} must be {want}, got {}", describe(got)),
+        )
     }
 
     /// The raw value under `key`, if present and not nil.
@@ -173,5 +178,54 @@ mod tests {
         assert!(err.hint.unwrap().starts_with("did you mean :parallel?"));
         let ok = edn::parse("{:path \"/x\" :datacamp/ignored 1}").unwrap();
         assert!(Opts::new(&ok, "t").unwrap().only_keys(&known, "t").is_ok());
+    }
+}
+
+/// A description of an option's value for an error message: numbers and booleans as they
+/// are, everything else by its type only (an option may hold a secret).
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Long(n) => n.to_string(),
+        Value::Double(x) if x.is_nan() => "##NaN".into(),
+        Value::Double(x) if x.is_infinite() => if *x > 0.0 { "##Inf" } else { "##-Inf" }.into(),
+        Value::Double(x) => x.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Nil => "nil".into(),
+        Value::String(_) => "a string".into(),
+        Value::Keyword(_) => "a keyword".into(),
+        Value::Symbol(_) => "a symbol".into(),
+        Value::Char(_) => "a character".into(),
+        Value::Inst(_) => "an instant".into(),
+        Value::Uuid(_) => "a UUID".into(),
+        Value::BigInt(_) => "a big integer".into(),
+        Value::BigDec { .. } => "a decimal".into(),
+        Value::Ratio { .. } => "a ratio".into(),
+        Value::Bytes(_) => "bytes".into(),
+        Value::Vector(_) => "a vector".into(),
+        Value::List(_) => "a list".into(),
+        Value::Set(_) => "a set".into(),
+        Value::Map(_) => "a map".into(),
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+    use crate::codec::edn;
+
+    #[test]
+    fn wrong_types_are_named_without_echoing_the_value() {
+        let v = edn::parse("{:secret :SECRET-abc :n 1.5 :s \"SECRET-def\" :x ##NaN}").unwrap();
+        let o = Opts::new(&v, "open").unwrap();
+        let e = o.string("secret").unwrap_err();
+        assert_eq!(e.message, ":secret must be a string, got a keyword");
+        let e = o.long("s").unwrap_err();
+        assert!(!e.message.contains("SECRET"), "{e}");
+        assert_eq!(
+            o.long("n").unwrap_err().message,
+            ":n must be an integer, got 1.5"
+        );
+        assert!(o.long("x").unwrap_err().message.ends_with("got ##NaN"));
     }
 }

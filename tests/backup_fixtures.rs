@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use datacamp::model::{Datom, TX0};
 use datacamp::ops::backup::BackupSession;
-use datacamp::pipeline::chunk::{decode_chunk, gunzip};
+use datacamp::pipeline::chunk::{decode_chunk, gunzip, ChunkLimits};
 use datacamp::store::dir::DirStore;
 use datacamp::store::Store;
 use fixtures::{datoms, fixture, options_sorting_in, source_datoms};
@@ -32,12 +32,12 @@ fn run(name: &str, chunk_size: usize, sort_buffer: usize) -> (Vec<Datom>, usize)
         assert_eq!(datacamp::pipeline::chunk::sha256_hex(&stored), c.checksum);
         if c.datom_count > 1 {
             assert!(
-                gunzip(&stored).unwrap().len() <= chunk_size,
+                gunzip(&stored, u64::MAX).unwrap().len() <= chunk_size,
                 "chunk {} too big",
                 c.id
             );
         }
-        let decoded = decode_chunk(&stored).unwrap();
+        let decoded = decode_chunk(&stored, &ChunkLimits::NONE).unwrap();
         assert_eq!(decoded.id, c.id as i64);
         assert_eq!(decoded.datoms.len() as u64, c.datom_count);
         out.extend(decoded.datoms);

@@ -35,11 +35,21 @@ use std::hash::{Hash, Hasher};
 
 use num_bigint::{BigInt, Sign};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{Name, Value};
 
-/// The deepest nesting of collections, tags, metadata and discards that [`parse`] accepts.
-pub const MAX_DEPTH: usize = 512;
+/// The deepest nesting of collections, tags, metadata and discards that [`parse`] accepts:
+/// the codecs' value depth ([`super::MAX_DEPTH`]) plus a little room for tags and
+/// metadata around the innermost collection.
+pub const MAX_DEPTH: usize = super::MAX_DEPTH + 8;
+
+/// The longest number token [`parse`] reads (digits of a big integer or decimal):
+/// converting digits to a big integer costs time quadratic in their count, and metadata
+/// never holds such numbers.
+pub const MAX_NUMBER_CHARS: usize = 4096;
+
+/// The longest symbol, keyword or character token [`parse`] reads.
+pub const MAX_TOKEN_CHARS: usize = 64 << 10;
 
 /// The line width that [`write_pretty`] tries to keep to.
 const PRETTY_WIDTH: usize = 80;
@@ -749,7 +759,7 @@ impl<'a> Parser<'a> {
                                 at,
                                 format!(
                                     "namespaced map must specify a valid namespace: {}",
-                                    write(&other)
+                                    clip(&write(&other))
                                 ),
                             ))
                         }
@@ -775,7 +785,7 @@ impl<'a> Parser<'a> {
             CollKind::Vector => Ok(Value::Vector(items)),
             CollKind::Set => {
                 if let Some(dup) = find_duplicate(items.iter()) {
-                    return Err(self.error(at, format!("duplicate key: {}", write(dup))));
+                    return Err(self.error(at, format!("duplicate key: {}", clip(&write(dup)))));
                 }
                 Ok(Value::Set(items))
             }
@@ -805,7 +815,7 @@ impl<'a> Parser<'a> {
             entries.push((k, v));
         }
         if let Some(dup) = find_duplicate(entries.iter().map(|(k, _)| k)) {
-            return Err(self.error(at, format!("duplicate key: {}", write(dup))));
+            return Err(self.error(at, format!("duplicate key: {}", clip(&write(dup)))));
         }
         Ok(Value::Map(entries))
     }
@@ -816,32 +826,36 @@ impl<'a> Parser<'a> {
                 "Inf" => Ok(Value::Double(f64::INFINITY)),
                 "-Inf" => Ok(Value::Double(f64::NEG_INFINITY)),
                 "NaN" => Ok(Value::Double(f64::NAN)),
-                _ => Err(self.error(at, format!("unknown symbolic value: ##{name}"))),
+                _ => Err(self.error(at, format!("unknown symbolic value: ##{}", clip(name)))),
             },
-            Value::Symbol(_) => {
-                Err(self.error(at, format!("unknown symbolic value: ##{}", write(&value))))
-            }
-            other => Err(self.error(at, format!("invalid token: ##{}", write(other)))),
+            Value::Symbol(_) => Err(self.error(
+                at,
+                format!("unknown symbolic value: ##{}", clip(&write(&value))),
+            )),
+            other => Err(self.error(at, format!("invalid token: ##{}", clip(&write(other))))),
         }
     }
 
     fn apply_tag(&self, at: usize, tag: &Name, form: Value) -> Result<Value> {
         let string_form = |what: &str| match &form {
             Value::String(s) => Ok(s.as_str()),
-            _ => Err(self.error(at, format!("#{tag} expects a string {what}"))),
+            _ => Err(self.error(
+                at,
+                format!("#{} expects a string {what}", clip(&tag.to_string())),
+            )),
         };
         match (tag.ns.as_deref(), &*tag.name) {
             (None, "inst") => {
                 let s = string_form("timestamp")?;
                 parse_inst(s)
                     .map(Value::Inst)
-                    .map_err(|m| self.error(at, format!("#inst \"{s}\": {m}")))
+                    .map_err(|m| self.error(at, format!("#inst \"{}\": {m}", clip(s))))
             }
             (None, "uuid") => {
                 let s = string_form("representation")?;
                 parse_uuid(s)
                     .map(Value::Uuid)
-                    .map_err(|m| self.error(at, format!("#uuid \"{s}\": {m}")))
+                    .map_err(|m| self.error(at, format!("#uuid \"{}\": {m}", clip(s))))
             }
             (Some("datacamp"), "bytes") => {
                 let s = string_form("in base64")?;
@@ -854,7 +868,10 @@ impl<'a> Parser<'a> {
                 Err(Error::new(
                     ErrorKind::Unsupported,
                     OP,
-                    format!("line {line}, column {col}: no reader for tag #{tag}"),
+                    format!(
+                        "line {line}, column {col}: no reader for tag #{}",
+                        clip(&tag.to_string())
+                    ),
                 )
                 .with_hint("only #inst, #uuid and #datacamp/bytes are read"))
             }
@@ -870,6 +887,12 @@ impl<'a> Parser<'a> {
                 return Err(self.error(self.pos, format!("invalid constituent character: {c}")));
             }
             self.bump();
+            if self.pos - start > MAX_TOKEN_CHARS {
+                return Err(self.error(
+                    start,
+                    format!("a token longer than {MAX_TOKEN_CHARS} bytes is not supported"),
+                ));
+            }
         }
         Ok(&self.src[start..self.pos])
     }
@@ -884,7 +907,7 @@ impl<'a> Parser<'a> {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
             _ => match_symbol(token)
-                .ok_or_else(|| self.error(start, format!("invalid token: {token}"))),
+                .ok_or_else(|| self.error(start, format!("invalid token: {}", clip(token)))),
         }
     }
 
@@ -896,6 +919,15 @@ impl<'a> Parser<'a> {
             self.bump();
         }
         let token = &self.src[start..self.pos];
+        if token.len() > MAX_NUMBER_CHARS {
+            return Err(self.error(
+                start,
+                format!(
+                    "a number of {} characters is longer than the {MAX_NUMBER_CHARS} supported",
+                    token.len()
+                ),
+            ));
+        }
         parse_number(token).map_err(|msg| self.error(start, msg))
     }
 
@@ -987,7 +1019,7 @@ impl<'a> Parser<'a> {
             return Err(self.error(start, "EOF while reading character"));
         };
         let token = self.take_token(tok_start)?;
-        let bad = |p: &Self, what: &str| p.error(start, format!("{what}: \\{token}"));
+        let bad = |p: &Self, what: &str| p.error(start, format!("{what}: \\{}", clip(token)));
         if token.chars().count() == 1 {
             return u16::try_from(u32::from(first))
                 .map(Value::Char)
@@ -1137,13 +1169,13 @@ fn big_from(digits: &str, radix: u32) -> std::result::Result<BigInt, String> {
         ));
     }
     BigInt::parse_bytes(digits.as_bytes(), radix)
-        .ok_or_else(|| format!("for input string: \"{digits}\" under radix {radix}"))
+        .ok_or_else(|| format!("for input string: \"{}\" under radix {radix}", clip(digits)))
 }
 
 /// `EdnReader.matchNumber`: integers (decimal, `0x`, octal, `NrDDD`, `N`), floats (`M`),
 /// ratios; anything else is an invalid number.
 fn parse_number(tok: &str) -> std::result::Result<Value, String> {
-    let invalid = || format!("invalid number: {tok}");
+    let invalid = || format!("invalid number: {}", clip(tok));
     let (neg, rest) = match tok.as_bytes().first() {
         Some(b'-') => (true, &tok[1..]),
         Some(b'+') => (false, &tok[1..]),
@@ -1243,12 +1275,12 @@ fn parse_float(neg: bool, rest: &str) -> std::result::Result<Option<Value>, Stri
             None => 0,
             Some(e) => e
                 .parse()
-                .map_err(|_| format!("exponent out of range: {rest}"))?,
+                .map_err(|_| format!("exponent out of range: {}", clip(rest)))?,
         };
         let scale = (frac.len() as i64)
             .checked_sub(exp)
             .and_then(|scale| i32::try_from(scale).ok())
-            .ok_or_else(|| format!("scale out of range: {rest}"))?;
+            .ok_or_else(|| format!("scale out of range: {}", clip(rest)))?;
         let mut digits = String::with_capacity(int.len() + frac.len());
         digits.push_str(int);
         digits.push_str(frac);
@@ -1268,7 +1300,7 @@ fn parse_float(neg: bool, rest: &str) -> std::result::Result<Option<Value>, Stri
     );
     text.parse::<f64>()
         .map(|x| Some(Value::Double(x)))
-        .map_err(|_| format!("invalid number: {rest}"))
+        .map_err(|_| format!("invalid number: {}", clip(rest)))
 }
 
 fn gcd(mut a: BigInt, mut b: BigInt) -> BigInt {

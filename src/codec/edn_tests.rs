@@ -872,7 +872,11 @@ fn nesting_is_limited_without_overflowing_the_stack() {
     ] {
         let e = parse_err(&deep);
         assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert!(e.message.contains("nesting deeper than 512"), "{e}");
+        assert!(
+            e.message
+                .contains(&format!("nesting deeper than {MAX_DEPTH}")),
+            "{e}"
+        );
     }
 }
 
@@ -1719,4 +1723,26 @@ fn find_duplicates_deep(v: &Value) -> Option<()> {
         }
         _ => None,
     }
+}
+
+// ----- hostile input ---------------------------------------------------------------------
+
+#[test]
+fn huge_numbers_and_tokens_are_refused_quickly_with_short_messages() {
+    let started = std::time::Instant::now();
+    let digits = "7".repeat(5_000_000);
+    let e = parse_err(&digits);
+    assert!(e.message.contains("longer than the 4096 supported"), "{e}");
+    assert!(e.message.len() < 200);
+    let e = parse_err(&format!("[{}]", ":".repeat(10 << 20)));
+    assert!(e.message.len() < 300, "{} bytes", e.message.len());
+    let e = parse_err(&format!("{{:a {}}}", "x".repeat(100_000)));
+    assert!(e.message.contains("longer than"), "{e}");
+    let e = parse_err(&format!("#inst \"{}\"", "9".repeat(1 << 20)));
+    assert!(e.message.len() < 300, "{} bytes", e.message.len());
+    let e = parse_err(&format!("#{} 1", "t".repeat(60_000)));
+    assert!(e.message.len() < 300, "{} bytes", e.message.len());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // A number of 4,096 digits is still read.
+    assert!(matches!(p(&"7".repeat(MAX_NUMBER_CHARS)), Value::BigInt(_)));
 }

@@ -27,9 +27,21 @@ use crate::model::{Attr, Datom, Name, Value};
 /// The struct tag under which a [`Value::List`] is written (one component: the plain list).
 pub const LIST_TAG: &str = "list";
 
-/// The deepest nesting of collections/structs that [`Reader`] accepts before failing with
-/// [`ErrorKind::Corrupt`] (protects the stack against hostile input).
-pub const MAX_DEPTH: usize = 512;
+/// The deepest nesting of collections, structs and cache entries that [`Reader`] accepts
+/// before failing with [`ErrorKind::Corrupt`]. A value at the codecs' depth limit
+/// ([`super::MAX_DEPTH`]) takes at most two levels per collection (a tag or struct and
+/// its list) plus a chunk's own four (map, entries, `:datoms`, the datom): what a backup
+/// writes, a restore reads. The reader recurses once per level (about 800 bytes of stack
+/// each in a release build); chunks are decoded on a thread with a known stack
+/// (`pipeline::chunk`), never on a caller's.
+pub const MAX_DEPTH: usize = 2 * super::MAX_DEPTH + 16;
+
+/// How far priority-cache references may expand a value beyond the input's size: a cache
+/// reference of one byte copies the whole cached value, so nested references ("billion
+/// laughs") could otherwise turn a few hundred bytes into gigabytes. What
+/// `clojure.data.fressian` writes caches only keyword and symbol names, which the reader
+/// shares instead of copying; this allowance is for other writers.
+pub const EXPANSION_ALLOWANCE: usize = 1 << 20;
 
 /// Fressian byte codes (org.fressian.impl.Codes).
 mod code {
@@ -486,6 +498,57 @@ pub fn decode(bytes: &[u8]) -> Result<Value> {
     Ok(v)
 }
 
+/// What copying `v` out of the priority cache costs: one per value plus the bytes of its
+/// strings, names, byte arrays and numbers. Iterative (no recursion over deep values).
+fn weight(v: &Value) -> usize {
+    let mut total = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        let own = match v {
+            Value::String(s) => s.len(),
+            Value::Keyword(n) | Value::Symbol(n) => {
+                n.name.len() + n.ns.as_ref().map_or(0, |s| s.len())
+            }
+            Value::BigInt(b) | Value::Bytes(b) => b.len(),
+            Value::BigDec { unscaled, .. } => unscaled.len(),
+            Value::Ratio { num, den } => num.len() + den.len(),
+            Value::Vector(items) | Value::List(items) | Value::Set(items) => {
+                stack.extend(items.iter());
+                0
+            }
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    stack.push(k);
+                    stack.push(v);
+                }
+                0
+            }
+            _ => 0,
+        };
+        total = total.saturating_add(1 + own);
+    }
+    total
+}
+
+/// The items of a list being read one at a time ([`Reader::begin_list`],
+/// [`Reader::begin_map`], [`Reader::next_item`]).
+#[derive(Debug)]
+pub struct ListItems {
+    /// Items left (`None`: until `END_COLLECTION`, or the end of input for an open list).
+    left: Option<usize>,
+    open: bool,
+    /// Nesting levels to leave at the end.
+    levels: usize,
+    done: bool,
+}
+
+impl ListItems {
+    /// The number of items the list declares up front, if it is a counted list.
+    pub fn count(&self) -> Option<usize> {
+        self.left
+    }
+}
+
 /// `FressianWriter.internalWriteInt`.
 fn write_int(out: &mut Vec<u8>, i: i64) {
     let be = i.to_be_bytes();
@@ -768,8 +831,9 @@ impl Tag {
 #[derive(Clone, Debug)]
 struct StructType {
     tag: Tag,
-    /// The tag as written, for error messages about unsupported tags.
-    name: Box<str>,
+    /// The tag as written, for error messages about unsupported tags (shared: a struct
+    /// reference of one byte never copies it).
+    name: std::sync::Arc<str>,
 }
 
 /// A Fressian reader over a byte slice, with the priority and struct caches of one
@@ -778,14 +842,21 @@ struct StructType {
 /// Reading values one after another shares the caches (one stream). Every malformed input
 /// yields an [`ErrorKind::Corrupt`] error naming the byte offset; a well-formed value of a type
 /// [`Value`] cannot hold (regex, uri, record, unknown tag) yields [`ErrorKind::Unsupported`].
-/// Nesting deeper than [`MAX_DEPTH`] is treated as corrupt. The reader never panics; after an
-/// error its position and caches are unspecified, so stop reading.
+/// Nesting deeper than [`MAX_DEPTH`] is treated as corrupt, and so are cache references
+/// that would copy more than the input's size plus [`EXPANSION_ALLOWANCE`] (counted in
+/// values and bytes). The reader never panics; after an error its position and caches are
+/// unspecified, so stop reading.
 #[derive(Debug)]
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     /// `None` while the value being cached is still being read.
     priority: Vec<Option<Value>>,
+    /// The [`weight`] of each priority-cache entry (what copying it costs).
+    weights: Vec<usize>,
+    /// What cache references have copied so far, and the most they may copy.
+    expanded: usize,
+    expansion_budget: usize,
     /// Keywords/symbols read through priority-cache references: `(namespace index or
     /// [`NO_NAMESPACE`], name index)` → the name, shared by every repeat.
     names: HashMap<(usize, usize), Name>,
@@ -815,6 +886,9 @@ impl<'a> Reader<'a> {
             buf,
             pos: 0,
             priority: Vec::new(),
+            weights: Vec::new(),
+            expanded: 0,
+            expansion_budget: buf.len().saturating_add(EXPANSION_ALLOWANCE),
             names: HashMap::new(),
             structs: Vec::new(),
             depth: 0,
@@ -826,6 +900,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Return the number of bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     /// Return whether every byte has been read.
     pub fn is_at_end(&self) -> bool {
         self.pos >= self.buf.len()
@@ -835,6 +914,77 @@ impl<'a> Reader<'a> {
     pub fn read_value(&mut self) -> Result<Value> {
         let code = self.next_code()?;
         self.read_with(code)
+    }
+
+    /// Start reading a plain list item by item (counted, closed or open): call
+    /// [`Reader::next_item`] before each item. Lets a caller refuse a list before reading
+    /// it whole (a chunk's datoms beyond the manifest's count).
+    pub fn begin_list(&mut self) -> Result<ListItems> {
+        let at = self.pos;
+        let code = self.next_code()?;
+        let (left, open) = match code {
+            code::LIST_PACKED_LENGTH_START..=0xEB => (
+                Some(usize::from(code - code::LIST_PACKED_LENGTH_START)),
+                false,
+            ),
+            code::LIST => (Some(self.read_count()?), false),
+            code::BEGIN_CLOSED_LIST => (None, false),
+            code::BEGIN_OPEN_LIST => (None, true),
+            c => return Err(corrupt(at, format!("expected a list, got code 0x{c:02X}"))),
+        };
+        self.enter(at)?;
+        Ok(ListItems {
+            left,
+            open,
+            levels: 1,
+            done: false,
+        })
+    }
+
+    /// Start reading a map (`MAP` and its list of keys and values) item by item: keys and
+    /// values alternate, each announced by [`Reader::next_item`].
+    pub fn begin_map(&mut self) -> Result<ListItems> {
+        let at = self.pos;
+        match self.next_code()? {
+            code::MAP => {}
+            c => return Err(corrupt(at, format!("expected a map, got code 0x{c:02X}"))),
+        }
+        self.enter(at)?;
+        let mut items = self.begin_list()?;
+        if items.left.is_some_and(|n| n % 2 != 0) {
+            return Err(corrupt(at, "map: odd number of keys and values"));
+        }
+        items.levels += 1;
+        Ok(items)
+    }
+
+    /// Whether another item of `items` follows. At the end it consumes the closing code
+    /// (if any), leaves the list and returns false, as it does on every later call.
+    pub fn next_item(&mut self, items: &mut ListItems) -> Result<bool> {
+        if items.done {
+            return Ok(false);
+        }
+        let more = match &mut items.left {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None if items.open && self.is_at_end() => false,
+            None if self.buf.get(self.pos) == Some(&code::END_COLLECTION) => {
+                self.pos += 1;
+                false
+            }
+            None if self.is_at_end() => {
+                return Err(corrupt(self.pos, "unexpected end of input in a list"))
+            }
+            None => true,
+        };
+        if !more {
+            items.done = true;
+            self.depth -= items.levels;
+        }
+        Ok(more)
     }
 
     /// Read the next value, which must be a datom `[e a v tx added]` (a 5-item list with
@@ -1094,6 +1244,22 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
+    /// Count `cost` against the expansion budget.
+    fn expand(&mut self, at: usize, cost: usize) -> Result<()> {
+        self.expanded = self.expanded.saturating_add(cost);
+        if self.expanded > self.expansion_budget {
+            return Err(corrupt(
+                at,
+                format!(
+                    "priority-cache references copy more than {} values and bytes from {} bytes of input (a decompression bomb?)",
+                    self.expansion_budget,
+                    self.buf.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn read_get_cache(&mut self, at: usize) -> Result<Value> {
         let index = self.read_index(at, "priority cache")?;
         self.cached(at, index)
@@ -1103,9 +1269,11 @@ impl<'a> Reader<'a> {
         self.enter(at)?;
         let index = self.priority.len();
         self.priority.push(None);
+        self.weights.push(0);
         let v = self.read_value()?;
         if let Some(slot) = self.priority.get_mut(index) {
             *slot = Some(v.clone());
+            self.weights[index] = weight(&v);
         }
         self.depth -= 1;
         Ok(v)
@@ -1114,6 +1282,7 @@ impl<'a> Reader<'a> {
     fn read_after_reset(&mut self, at: usize) -> Result<Value> {
         self.enter(at)?;
         self.priority.clear();
+        self.weights.clear();
         self.names.clear();
         self.structs.clear();
         let v = self.read_value()?;
@@ -1140,9 +1309,9 @@ impl<'a> Reader<'a> {
                 tag: Tag::from_name(&s),
                 name: s.into(),
             },
-            other => StructType {
+            _ => StructType {
                 tag: Tag::Unsupported,
-                name: format!("{other:?}").into(),
+                name: "(a tag that is not a string)".into(),
             },
         };
         let (tag, name) = (st.tag, st.name.clone());
@@ -1150,7 +1319,10 @@ impl<'a> Reader<'a> {
         self.read_struct(at, tag, &name)
     }
 
-    fn cached(&self, at: usize, index: usize) -> Result<Value> {
+    fn cached(&mut self, at: usize, index: usize) -> Result<Value> {
+        if let (Some(Some(_)), Some(&cost)) = (self.priority.get(index), self.weights.get(index)) {
+            self.expand(at, cost)?;
+        }
         match self.priority.get(index) {
             Some(Some(v)) => Ok(v.clone()),
             Some(None) => Err(corrupt(at, "circular reference in the priority cache")),
@@ -1234,7 +1406,10 @@ impl<'a> Reader<'a> {
             | Tag::ObjectArray => self.read_array(at, tag, name),
             Tag::Unsupported => Err(unsupported(
                 at,
-                format!("tagged value {name:?} has no Datacamp representation"),
+                format!(
+                    "tagged value {} has no Datacamp representation",
+                    crate::error::excerpt(name)
+                ),
             )),
         }?;
         self.depth -= 1;
@@ -1290,10 +1465,12 @@ impl<'a> Reader<'a> {
         let Some(name_str) = self.cached_str(name) else {
             return Ok(None);
         };
+        let cost = 1 + name_str.len() + ns_str.map_or(0, str::len);
         let n = Name {
             ns: ns_str.map(Into::into),
             name: name_str.into(),
         };
+        self.expand(self.pos, cost)?;
         self.names.insert((ns, name), n.clone());
         Ok(Some(n))
     }
@@ -1339,6 +1516,11 @@ impl<'a> Reader<'a> {
     fn read_ratio(&mut self, at: usize) -> Result<Value> {
         let num = self.read_bigint_like(at)?;
         let den = self.read_bigint_like(at)?;
+        // No Clojure ratio has a zero denominator (`(/ 1 0)` throws): reading one would
+        // only fail later, inside the restore.
+        if den.iter().all(|&b| b == 0) {
+            return Err(corrupt(at, "ratio with a zero denominator"));
+        }
         Ok(Value::Ratio { num, den })
     }
 

@@ -1334,3 +1334,174 @@ fn a_cache_reference_to_a_non_string_is_still_corrupt() {
     assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
     assert!(err.message.contains("namespace is not a string"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// hostile input
+// ---------------------------------------------------------------------------------------------
+
+/// "Billion laughs": seven cached lists of 32 references to the previous one (245 bytes)
+/// would expand to 32^6 values; the reader stops at its expansion budget, at once.
+#[test]
+fn nested_cache_references_cannot_expand_beyond_the_budget() {
+    let mut bytes = vec![code::BEGIN_OPEN_LIST];
+    bytes.extend([code::PUT_PRIORITY_CACHE, code::LIST, 32]);
+    bytes.extend([code::NULL; 32]);
+    for level in 0..6u8 {
+        bytes.extend([code::PUT_PRIORITY_CACHE, code::LIST, 32]);
+        bytes.extend([code::PRIORITY_CACHE_PACKED_START + level; 32]);
+    }
+    assert!(bytes.len() < 250, "{}", bytes.len());
+    let started = std::time::Instant::now();
+    let e = decode(&bytes).expect_err("a bomb");
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+    assert!(e.message.contains("decompression bomb"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// One cached datom referenced by a million one-byte references: each copy is charged, so
+/// the reader refuses long before a million datoms exist.
+#[test]
+fn many_references_to_one_cached_value_are_charged() {
+    let datom = Value::Vector(vec![
+        Value::Long(1),
+        kw("a/b"),
+        Value::Long(1),
+        Value::Long(536_870_913),
+        Value::Bool(true),
+    ]);
+    let mut bytes = vec![code::BEGIN_OPEN_LIST, code::PUT_PRIORITY_CACHE];
+    bytes.extend(enc(&datom));
+    // The datom is cache entry 0 (its keyword's strings are 1 and 2).
+    bytes.extend(std::iter::repeat_n(
+        code::PRIORITY_CACHE_PACKED_START,
+        1_000_000,
+    ));
+    let e = decode(&bytes).expect_err("expands too far");
+    assert!(e.message.contains("decompression bomb"), "{e}");
+    // What data.fressian writes (cached keyword names) is shared, not charged: a million
+    // repeats of one keyword decode.
+    let mut w = Writer::new();
+    w.write_list_header(1_000_000).unwrap();
+    for _ in 0..1_000_000 {
+        w.write_value(&kw("some.long.namespace/attribute-name"))
+            .unwrap();
+    }
+    let Value::Vector(items) = decode(&w.take_output()).unwrap() else {
+        panic!("a list")
+    };
+    assert_eq!(items.len(), 1_000_000);
+}
+
+#[test]
+fn hostile_tag_names_are_not_echoed_whole() {
+    let name = "x".repeat(60_000);
+    let mut bytes = vec![code::STRUCTTYPE];
+    bytes.extend(enc(&Value::String(name)));
+    bytes.extend([0x01, 0x01]);
+    let e = decode(&bytes).expect_err("unknown tag");
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(e.message.len() < 300, "{} bytes", e.message.len());
+}
+
+#[test]
+fn lists_can_be_read_item_by_item() {
+    let v = Value::Map(vec![
+        (kw("a"), Value::Long(1)),
+        (kw("b"), Value::Vector(vec![Value::Long(2), Value::Long(3)])),
+    ]);
+    let bytes = enc(&v);
+    let mut r = Reader::new(&bytes);
+    let mut entries = r.begin_map().unwrap();
+    assert_eq!(entries.count(), Some(4));
+    let mut seen = Vec::new();
+    while r.next_item(&mut entries).unwrap() {
+        seen.push(r.read_value().unwrap());
+    }
+    assert_eq!(seen.len(), 4);
+    assert!(!r.next_item(&mut entries).unwrap());
+    assert!(r.is_at_end());
+    // Closed and open lists: no count up front.
+    for (open, end) in [
+        (code::BEGIN_CLOSED_LIST, Some(code::END_COLLECTION)),
+        (code::BEGIN_OPEN_LIST, None),
+    ] {
+        let mut bytes = vec![open, 0x01, 0x02];
+        bytes.extend(end);
+        let mut r = Reader::new(&bytes);
+        let mut items = r.begin_list().unwrap();
+        assert_eq!(items.count(), None);
+        let mut n = 0;
+        while r.next_item(&mut items).unwrap() {
+            r.read_value().unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 2);
+        assert!(r.is_at_end());
+    }
+    assert!(Reader::new(&[code::BEGIN_CLOSED_LIST, 0x01])
+        .begin_list()
+        .is_ok());
+}
+
+/// What the codecs accept as a value (collections nested [`crate::codec::MAX_DEPTH`] deep)
+/// decodes inside a chunk; one level more is refused by the backup (tagged values from the
+/// JVM) and by the reader alike.
+#[test]
+fn backup_and_restore_agree_on_the_depth_limit() {
+    let nest = |n: usize| {
+        let mut v = Value::Long(1);
+        for i in 0..n {
+            v = match i % 3 {
+                0 => Value::List(vec![v]),
+                1 => Value::Set(vec![v]),
+                _ => Value::Map(vec![(kw("k"), v)]),
+            };
+        }
+        v
+    };
+    let deepest = nest(crate::codec::MAX_DEPTH);
+    let mut tagged = Vec::new();
+    crate::codec::tagged::encode_value(&deepest, &mut tagged).expect("a backup accepts it");
+    let mut enc = crate::pipeline::chunk::ChunkEncoder::new(1 << 20).unwrap();
+    let d = Datom {
+        e: 1,
+        a: Attr::Keyword(Name::parse("a/b")),
+        v: deepest.clone(),
+        tx: 536_870_913,
+        added: true,
+    };
+    assert!(enc.push(&d).unwrap().is_none());
+    let chunk = enc.finish().unwrap().unwrap();
+    let decoded = crate::pipeline::chunk::decode_chunk_fressian(&chunk.fressian, None).unwrap();
+    assert!(decoded.datoms[0].v == deepest);
+    let deeper = nest(crate::codec::MAX_DEPTH + 1);
+    let e = crate::codec::tagged::encode_value(&deeper, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    // A reader never goes deeper than its limit, however the nesting is spelled.
+    let mut bytes = Vec::new();
+    for _ in 0..MAX_DEPTH + 1 {
+        bytes.push(code::LIST_PACKED_LENGTH_START + 1);
+    }
+    bytes.push(0x01);
+    assert_eq!(decode(&bytes).unwrap_err().kind, ErrorKind::Corrupt);
+}
+
+#[test]
+fn a_ratio_with_a_zero_denominator_is_corrupt() {
+    let ratio = |den: u8| {
+        let mut bytes = vec![code::STRUCTTYPE];
+        bytes.extend(enc(&Value::String("ratio".into())));
+        bytes.extend([
+            0x02,
+            code::BIGINT,
+            code::BYTES_PACKED_LENGTH_START + 1,
+            0x01,
+        ]);
+        bytes.extend([code::BIGINT, code::BYTES_PACKED_LENGTH_START + 1, den]);
+        bytes
+    };
+    assert!(matches!(decode(&ratio(3)), Ok(Value::Ratio { .. })));
+    let e = decode(&ratio(0)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt);
+    assert!(e.message.contains("zero denominator"), "{e}");
+}

@@ -101,8 +101,9 @@ pub const TAG_MAP: u8 = 19;
 /// `MAX_DEPTH` is rejected). Deeper values are rejected ([`ErrorKind::Unsupported`] on
 /// encode, [`ErrorKind::Corrupt`] on decode). The codec itself is iterative; the limit keeps
 /// the recursive `Drop`, `Clone`, `PartialEq` and `Debug` of [`Value`] well within any
-/// thread's stack (JNI threads included).
-pub const MAX_DEPTH: usize = 256;
+/// thread's stack (JNI threads included). The same limit as every codec's
+/// ([`super::MAX_DEPTH`]): what a backup accepts, a restore can read.
+pub const MAX_DEPTH: usize = super::MAX_DEPTH;
 
 pub(crate) const DECODE_OP: &str = "decode value";
 pub(crate) const ENCODE_OP: &str = "encode value";

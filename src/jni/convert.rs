@@ -12,6 +12,7 @@ use crate::model::{kw_map, Value};
 use crate::ops::backup::BackupResult;
 use crate::ops::cleanup::CleanupReport;
 use crate::ops::list::BackupSummary;
+use crate::ops::repair::RepairReport;
 use crate::ops::restore::RestoreInfo;
 use crate::ops::resume::BackupStatus;
 use crate::ops::verify::VerifyReport;
@@ -119,6 +120,9 @@ pub fn summary(s: &BackupSummary) -> Value {
         entries.push(("history?", Value::Bool(m.history)));
         entries.push(("format", Value::kw(m.order.format_name())));
     }
+    if !s.problems.is_empty() {
+        entries.push(("problems", strings(&s.problems)));
+    }
     if !s.completed {
         let progress = kw_map([
             ("phase", cp.map_or(Value::Nil, |c| Value::kw(phase_name(c)))),
@@ -176,13 +180,14 @@ pub fn verify_report(r: &VerifyReport) -> Value {
     kw_map(entries)
 }
 
-/// `{:removed [ids] :kept-incomplete [ids] :objects-deleted n :uploads-aborted n
-/// :temporaries-removed n :leftovers-kept n}`.
+/// `{:removed [ids] :kept-incomplete [ids] :damaged [ids] :objects-deleted n
+/// :uploads-aborted n :temporaries-removed n :leftovers-kept n}`.
 pub fn cleanup_report(r: &CleanupReport) -> Value {
     kw_map([
         ("database-id", Value::str(&r.database_id)),
         ("removed", strings(&r.removed)),
         ("kept-incomplete", strings(&r.kept_incomplete)),
+        ("damaged", strings(&r.damaged)),
         ("objects-deleted", Value::Long(r.objects_deleted as i64)),
         ("uploads-aborted", Value::Long(r.uploads_aborted as i64)),
         (
@@ -190,6 +195,16 @@ pub fn cleanup_report(r: &CleanupReport) -> Value {
             Value::Long(r.temporaries_removed as i64),
         ),
         ("leftovers-kept", Value::Long(r.leftovers_kept as i64)),
+    ])
+}
+
+/// `{:backup-id … :repaired? … :chunk-count … :datom-count …}`.
+pub fn repair_report(r: &RepairReport) -> Value {
+    kw_map([
+        ("backup-id", Value::str(&r.backup_id)),
+        ("repaired?", Value::Bool(r.repaired)),
+        ("chunk-count", Value::Long(r.chunk_count as i64)),
+        ("datom-count", Value::Long(r.datom_count as i64)),
     ])
 }
 

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::Value;
 use crate::ops::backup::{BackupOptions, BackupSession};
 use crate::ops::restore::{RestoreOptions, RestoreSession};
-use crate::ops::{cleanup, list, resume, verify};
+use crate::ops::{cleanup, list, repair, resume, verify};
 use crate::pipeline::chunk;
 use crate::store::{self, Store};
 use boundary::{guard, jni_error};
@@ -343,6 +343,24 @@ pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
     })
 }
 
+/// `String Native.repairManifest(String targetEdn, String databaseId, String backupId)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_repairManifest(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    backup_id: JString,
+) -> jstring {
+    guard(&mut env, "repair manifest", std::ptr::null_mut(), |env| {
+        let store = target(env, &target_edn)?;
+        let db = string(env, &database_id, "the database id")?;
+        let id = string(env, &backup_id, "the backup id")?;
+        let report = repair::repair_manifest(store.as_ref(), &db, &id)?;
+        edn_result(env, &convert::repair_report(&report))
+    })
+}
+
 /// `String Native.cleanupIncomplete(String targetEdn, String databaseId, long olderThanMillis)`.
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_cleanupIncomplete(
@@ -389,7 +407,7 @@ pub extern "system" fn Java_datacamp_jni_Native_decodeChunk(
         let bytes = env
             .convert_byte_array(&stored)
             .map_err(|e| jni_error("decode chunk", e))?;
-        let decoded = chunk::decode_chunk(&bytes)?;
+        let decoded = chunk::decode_chunk(&bytes, &chunk::ChunkLimits::NONE)?;
         let mut builder = BatchBuilder::new();
         for d in &decoded.datoms {
             builder.push(d)?;

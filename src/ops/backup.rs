@@ -30,9 +30,13 @@ use crate::pipeline::order::{OrderSpec, RestoreIter, RestoreOrder};
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::lock::ResumeLock;
-use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
+use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest, FORMAT_VERSION, MAX_CHUNKS};
 use crate::repo::meta::write_edn;
 use crate::store::Store;
+
+/// The largest `:chunk-size`: a chunk (one datom larger than the size included) must stay
+/// within what a restore decodes ([`chunk::MAX_UNCOMPRESSED_BYTES`]).
+pub const MAX_CHUNK_SIZE: usize = 512 << 20;
 
 /// Everything a backup needs to know, validated. [`Default`] holds every documented
 /// default (the README's option table); [`BackupOptions::from_edn`] parses the map the
@@ -148,7 +152,8 @@ impl BackupOptions {
         Ok(BackupOptions {
             database_id,
             backup_id,
-            chunk_size: o.long_in("chunk-size", d.chunk_size as i64, 1, 1 << 31)? as usize,
+            chunk_size: o.long_in("chunk-size", d.chunk_size as i64, 1, MAX_CHUNK_SIZE as i64)?
+                as usize,
             compression,
             compression_level: o.long_in(
                 "compression-level",
@@ -185,6 +190,27 @@ impl BackupOptions {
             )? as u64),
         })
     }
+}
+
+/// The chunks stored so far and what the checkpoint cost (see `write_chunks`).
+struct Progress {
+    chunks: BTreeMap<u64, ChunkMeta>,
+    /// Stored bytes of the chunks stored since the checkpoint was last rewritten.
+    since_checkpoint: u64,
+    /// Size of the checkpoint as last rewritten by this run.
+    checkpoint_bytes: u64,
+}
+
+/// Refuse chunk `id` beyond the most a backup may have.
+fn too_many_chunks(id: u64) -> Result<()> {
+    if id >= MAX_CHUNKS as u64 {
+        return Err(Error::invalid(
+            "write chunks",
+            format!("the backup needs more than {MAX_CHUNKS} chunks"),
+        )
+        .with_hint("raise :chunk-size"));
+    }
+    Ok(())
 }
 
 /// What a completed backup reports.
@@ -334,13 +360,13 @@ impl BackupSession {
         config
     }
 
-    /// Rewrite `checkpoint.edn` with the phase and the stored chunks.
+    /// Rewrite `checkpoint.edn` with the phase and the stored chunks; return its size.
     pub(super) fn write_checkpoint(
         &self,
         phase: Phase,
         chunks: &[ChunkMeta],
         error: Option<String>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let cp = Checkpoint {
             backup_id: self.backup_id.clone(),
             database_id: self.opts.database_id.clone(),
@@ -352,11 +378,10 @@ impl BackupSession {
             chunks: chunks.to_vec(),
             error,
         };
-        write_edn(
-            self.store.as_ref(),
-            &self.key(layout::CHECKPOINT),
-            &cp.to_value(),
-        )
+        let text = crate::codec::edn::write_pretty(&cp.to_value());
+        self.store
+            .put(&self.key(layout::CHECKPOINT), text.as_bytes())?;
+        Ok(text.len() as u64)
     }
 
     /// Push one datom (datoms must arrive in the EAVT order `d/datoms` yields).
@@ -392,6 +417,7 @@ impl BackupSession {
     pub fn abort(mut self, reason: &str) -> Result<()> {
         self.feed.close();
         self.write_checkpoint(Phase::Aborted, &[], Some(reason.to_owned()))
+            .map(|_| ())
     }
 
     fn write_all(&mut self) -> Result<BackupResult> {
@@ -435,6 +461,8 @@ impl BackupSession {
             backup_id: self.backup_id.clone(),
             database_id: self.opts.database_id.clone(),
             backup_type: "full".into(),
+            format_version: FORMAT_VERSION.into(),
+            encryption: None,
             created_at_ms: self.started_ms,
             completed_at_ms: now_ms(),
             completed: true,
@@ -443,6 +471,7 @@ impl BackupSession {
             history: self.opts.history,
             order: ChunkOrder::Restore,
             datom_count: chunks.iter().map(|c| c.datom_count).sum(),
+            stated_chunk_count: Some(chunks.len() as u64),
             size_bytes: chunks.iter().map(|c| c.size_bytes).sum(),
             tx_range,
             max_eid: self.opts.max_eid,
@@ -452,10 +481,18 @@ impl BackupSession {
     }
 
     /// Encode on this thread; compress, hash and store on `parallel` workers. At most
-    /// `parallel` chunks are being compressed while one more is being encoded. After each
-    /// chunk is durable, the checkpoint is rewritten (serialised by the progress lock).
+    /// `parallel` chunks are being compressed while one more is being encoded. After a
+    /// chunk is durable, the checkpoint is rewritten (serialised by the progress lock) once
+    /// the chunks stored since its last rewrite are at least as large as it: the checkpoint
+    /// grows with the chunk count, so rewriting it after every chunk would cost time
+    /// quadratic in the chunk count, while this keeps its cost below the chunks' own. A
+    /// crash loses at most that much progress (resume rewrites those chunks, byte for byte).
     fn write_chunks(&self, datoms: &mut RestoreIter) -> Result<Vec<ChunkMeta>> {
-        let progress = Mutex::new(self.prior.clone());
+        let progress = Mutex::new(Progress {
+            chunks: self.prior.clone(),
+            since_checkpoint: 0,
+            checkpoint_bytes: 0,
+        });
         let produced = Mutex::new(Vec::<u64>::new());
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         let failed = AtomicBool::new(false);
@@ -503,11 +540,15 @@ impl BackupSession {
                     let mut input = d.value;
                     let v = scratch.decode(&mut input)?;
                     if let Some(c) = enc.push_parts(d.e, d.a, v, d.tx, d.added)? {
+                        too_many_chunks(c.id)?;
                         send(c)?;
                     }
                 }
                 match enc.finish()? {
-                    Some(c) => send(c),
+                    Some(c) => {
+                        too_many_chunks(c.id)?;
+                        send(c)
+                    }
                     None => Ok(()),
                 }
             })();
@@ -519,7 +560,10 @@ impl BackupSession {
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        let stored = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        let stored = progress
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .chunks;
         let ids = produced.into_inner().unwrap_or_else(|p| p.into_inner());
         ids.iter()
             .map(|id| {
@@ -533,23 +577,25 @@ impl BackupSession {
             .collect()
     }
 
-    fn store_and_checkpoint(
-        &self,
-        job: EncodedChunk,
-        progress: &Mutex<BTreeMap<u64, ChunkMeta>>,
-    ) -> Result<()> {
+    fn store_and_checkpoint(&self, job: EncodedChunk, progress: &Mutex<Progress>) -> Result<()> {
         let meta = self.store_chunk(job)?;
         failpoint::hit("chunk-stored");
         let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
-        p.insert(meta.id, meta);
-        let metas: Vec<ChunkMeta> = p.values().cloned().collect();
-        self.write_checkpoint(Phase::Writing, &metas, None)?;
+        p.since_checkpoint += meta.size_bytes;
+        p.chunks.insert(meta.id, meta);
+        if p.since_checkpoint >= p.checkpoint_bytes {
+            let metas: Vec<ChunkMeta> = p.chunks.values().cloned().collect();
+            p.checkpoint_bytes = self.write_checkpoint(Phase::Writing, &metas, None)?;
+            p.since_checkpoint = 0;
+        }
         failpoint::hit("checkpoint-written");
         Ok(())
     }
 
     /// Compress and store one chunk; for a resumed backup, reuse the chunk stored before
-    /// when it is intact and its content is the same.
+    /// when it is intact and decompresses to exactly the chunk just encoded. Nothing the
+    /// checkpoint says about a reused chunk is trusted: its entry is rebuilt from the
+    /// encoded chunk and the stored bytes.
     fn store_chunk(&self, c: EncodedChunk) -> Result<ChunkMeta> {
         let raw_checksum = chunk::sha256_hex(&c.fressian);
         let rel = layout::chunk_relative_ext(c.id, self.opts.compression.extension());
@@ -564,12 +610,17 @@ impl BackupSession {
                 .with_key(self.store.location(&key))
                 .with_hint("the database changed in a way its history cannot replay (e.g. :db/noHistory attributes); start a new backup"));
             }
-            match self.store.get(&key) {
-                Ok(bytes) if chunk::sha256_hex(&bytes) == prior.checksum => {
-                    return Ok(prior.clone())
+            match self.store.get_max(&key, chunk::MAX_STORED_BYTES) {
+                Ok(bytes)
+                    if chunk::sha256_hex(&bytes) == prior.checksum
+                        && chunk::decompress(&bytes, c.fressian.len() as u64)
+                            .is_ok_and(|raw| raw == c.fressian) =>
+                {
+                    return Ok(self.chunk_meta(&c, &bytes, raw_checksum));
                 }
                 Ok(_) => {}
-                Err(e) if e.kind == ErrorKind::NotFound => {}
+                // Missing, unreadable or not a regular file: written anew below.
+                Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Corrupt) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -579,18 +630,24 @@ impl BackupSession {
             self.opts.compression_level,
         )?;
         self.store.put(&key, &gz)?;
-        Ok(ChunkMeta {
+        Ok(self.chunk_meta(&c, &gz, raw_checksum))
+    }
+
+    /// The manifest entry of encoded chunk `c` stored as `stored`.
+    fn chunk_meta(&self, c: &EncodedChunk, stored: &[u8], raw_checksum: String) -> ChunkMeta {
+        let rel = layout::chunk_relative_ext(c.id, self.opts.compression.extension());
+        ChunkMeta {
             id: c.id,
-            s3_key: self.store.object_key_of(&key),
+            s3_key: self.store.object_key_of(&self.key(&rel)),
             key: rel,
             tx_range: c.tx_range,
             max_eid: c.max_eid,
             datom_count: c.datom_count,
-            size_bytes: gz.len() as u64,
+            size_bytes: stored.len() as u64,
             uncompressed_bytes: c.fressian.len() as u64,
-            checksum: chunk::sha256_hex(&gz),
+            checksum: chunk::sha256_hex(stored),
             raw_checksum: Some(raw_checksum),
-        })
+        }
     }
 }
 
@@ -787,6 +844,93 @@ mod tests {
         ] {
             let err = BackupOptions::from_edn(&crate::codec::edn::parse(bad).unwrap()).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidArgument, "{bad}");
+        }
+    }
+
+    /// Counts the bytes written to each file name.
+    struct Counting {
+        inner: crate::store::memory::MemoryStore,
+        written: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    }
+
+    impl Store for Counting {
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+            let name = if key.contains("/chunks/") {
+                "chunks"
+            } else {
+                key.rsplit('/').next().unwrap()
+            };
+            let mut w = self.written.lock().unwrap();
+            let e = w.entry(name.to_owned()).or_default();
+            e.0 += 1;
+            e.1 += bytes.len() as u64;
+            drop(w);
+            self.inner.put(key, bytes)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.inner.get(key)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.size(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+            self.inner.put_if_absent(key, bytes)
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_costs_less_than_the_chunks_however_small_they_are() {
+        let counting = Arc::new(Counting {
+            inner: crate::store::memory::MemoryStore::new(),
+            written: Mutex::new(Default::default()),
+        });
+        let store: Arc<dyn Store> = counting.clone();
+        // Chunks of one datom each: 600+ chunks.
+        let r = testing::backup(&store, testing::options("db", 1, 150), &history(150));
+        assert!(r.manifest.chunks.len() > 600, "{}", r.manifest.chunks.len());
+        let w = counting.written.lock().unwrap();
+        let (chunk_writes, chunk_bytes) = w["chunks"];
+        let (cp_writes, cp_bytes) = w["checkpoint.edn"];
+        assert_eq!(chunk_writes, r.manifest.chunks.len() as u64);
+        // Rewriting the whole checkpoint after every chunk would write ~n²/2 entries;
+        // here the checkpoint never costs more than the chunks stored since its last
+        // rewrite, plus the final one.
+        let last = w["manifest.edn"].1 * 2;
+        assert!(
+            cp_bytes <= chunk_bytes + 2 * last,
+            "{cp_bytes} checkpoint bytes for {chunk_bytes} chunk bytes"
+        );
+        assert!(
+            cp_writes < chunk_writes / 4,
+            "{cp_writes} rewrites for {chunk_writes} chunks"
+        );
+    }
+
+    #[test]
+    fn too_large_chunk_sizes_are_refused() {
+        let parse = |s: &str| BackupOptions::from_edn(&crate::codec::edn::parse(s).unwrap());
+        assert!(parse("{:database-id \"x\" :chunk-size 536870912}").is_ok());
+        for bad in [
+            "{:database-id \"x\" :chunk-size 536870913}",
+            "{:database-id \"x\" :chunk-size 0}",
+            "{:database-id \"x\" :chunk-size ##NaN}",
+            "{:database-id \"x\" :parallel ##Inf}",
+            "{:database-id \"x\\u202Ey\"}",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind,
+                ErrorKind::InvalidArgument,
+                "{bad}"
+            );
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct CleanupReport {
     pub removed: Vec<String>,
     /// Incomplete backups kept (active more recently than the cutoff).
     pub kept_incomplete: Vec<String>,
+    /// Backups that finished (they have a `complete.marker`) but whose manifest is damaged:
+    /// never removed, whatever their age (see [`super::list::REPAIRABLE`]).
+    pub damaged: Vec<String>,
     /// Objects deleted.
     pub objects_deleted: u64,
     /// Unfinished multipart uploads aborted (S3), older than the cutoff.
@@ -36,7 +39,8 @@ pub struct CleanupReport {
 /// Remove the incomplete backups of `database_id` whose last activity is older than
 /// `older_than` before now, then the leftovers under the database's folder started before
 /// that cutoff ([`Store::leftovers`]: temporaries, unfinished uploads). Complete backups are
-/// never touched (a leftover inside one is not part of it).
+/// never touched (a leftover inside one is not part of it), and neither is any backup with a
+/// `complete.marker` whose manifest is damaged: it is reported in [`CleanupReport::damaged`].
 pub fn cleanup_incomplete(
     store: &dyn Store,
     database_id: &str,
@@ -49,6 +53,10 @@ pub fn cleanup_incomplete(
     };
     for b in list(store, database_id)? {
         if b.completed {
+            continue;
+        }
+        if b.marked_complete {
+            report.damaged.push(b.backup_id);
             continue;
         }
         if b.updated_at_ms < cutoff_ms {
@@ -157,6 +165,35 @@ mod tests {
             crate::ops::verify::verify(store, "db", &done.manifest.backup_id, true)
                 .unwrap()
                 .success()
+        );
+    }
+
+    #[test]
+    fn a_finished_backup_with_a_damaged_manifest_is_never_removed() {
+        let (mem, store) = testing::store();
+        let b = testing::backup(&store, testing::options("db", 1 << 20, 4), &history(4));
+        let id = b.manifest.backup_id.clone();
+        let prefix = layout::backup_prefix("db", &id);
+        mem.put(
+            &format!("{prefix}{}", layout::MANIFEST),
+            b"{:backup/id \xff",
+        )
+        .unwrap();
+        for o in mem.list(&prefix).unwrap() {
+            assert!(mem.set_modified(&o.key, UNIX_EPOCH + Duration::from_secs(1)));
+        }
+        let listed = crate::ops::list::list(store.as_ref(), "db").unwrap();
+        assert!(!listed[0].completed && listed[0].marked_complete);
+        assert!(listed[0]
+            .problems
+            .iter()
+            .any(|p| p.contains("repair-manifest")));
+        let report = cleanup_incomplete(store.as_ref(), "db", Duration::ZERO).unwrap();
+        assert_eq!(report.damaged, [id.as_str()]);
+        assert!(report.removed.is_empty() && report.objects_deleted == 0);
+        assert_eq!(
+            mem.list(&prefix).unwrap().len(),
+            4 + b.manifest.chunks.len()
         );
     }
 }

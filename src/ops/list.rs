@@ -2,9 +2,11 @@
 //! of continuous backup ([`crate::log`]) with their chains.
 //!
 //! Reads only the store, never the database; understands backups written by the original
-//! Clojure datacamp as well as ours. An unreadable manifest or checkpoint makes a backup
-//! list as incomplete; it never makes the listing fail. A log lists as complete: what it
-//! holds is its contiguous run of segments (its problems, if any, are listed with it).
+//! Clojure datacamp as well as ours. Every manifest is validated ([`Manifest::validate`]):
+//! a backup whose manifest is unreadable or fails validation lists as not completed, with
+//! its problems; it never makes the listing fail.
+//! A log of continuous backup lists as complete: what it holds is its contiguous run of
+//! segments (its problems, if any, are listed with it).
 
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
@@ -33,10 +35,22 @@ pub struct BackupSummary {
     pub updated_at_ms: i64,
     /// Bytes stored under the backup's folder.
     pub stored_bytes: u64,
+    /// What is wrong with its manifest (unreadable, or [`Manifest::validate`]'s problems);
+    /// empty for a good or a merely incomplete backup.
+    pub problems: Vec<String>,
+    /// Whether it has a `complete.marker`: it finished, whatever its manifest says now
+    /// (`cleanup-incomplete` never removes such a backup).
+    pub marked_complete: bool,
     /// For a log of continuous backup: the log as stored (then `manifest` and
     /// `checkpoint` are `None`).
     pub log: Option<Box<crate::log::read::StoredLog>>,
 }
+
+/// What list and verify say about a backup whose manifest is damaged although it has a
+/// `complete.marker`.
+pub const REPAIRABLE: &str =
+    "the backup has a complete.marker (it finished), so cleanup-incomplete never removes it; \
+its checkpoint.edn holds every chunk's checksum: repair-manifest rebuilds the manifest from it";
 
 fn millis(o: &ObjectMeta) -> i64 {
     o.modified
@@ -85,18 +99,40 @@ pub(crate) fn summarize(
                 created_at_ms: log.head.created_at_ms,
                 updated_at_ms: log.updated_at_ms.max(log.head.created_at_ms),
                 stored_bytes: log.stored_bytes,
+                problems: Vec::new(),
+                marked_complete: true,
                 log: Some(Box::new(log)),
             });
         }
     }
-    // An unreadable manifest or checkpoint makes the backup incomplete, not the listing fail.
-    let manifest = if has(layout::MANIFEST) {
-        read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
+    // An unreadable or invalid manifest makes the backup not completed, not the listing fail.
+    let marked_complete = has(layout::COMPLETE_MARKER);
+    let mut problems = Vec::new();
+    // A finished backup's manifest is read even when the listing does not show it (a link
+    // or a FIFO in its place), so that the problem is named.
+    let manifest = if has(layout::MANIFEST) || marked_complete {
+        match read_edn(store, &layout::backup_file(db, id, layout::MANIFEST))
             .and_then(|v| Manifest::from_value(&v))
-            .ok()
+        {
+            Ok(m) => {
+                problems.extend(m.validate(db, id).iter().map(|p| p.to_string()));
+                Some(m)
+            }
+            Err(e) if e.kind == crate::error::ErrorKind::NotFound => {
+                problems.push("manifest.edn is missing".into());
+                None
+            }
+            Err(e) => {
+                problems.push(format!("manifest.edn is unreadable: {}", e.message));
+                None
+            }
+        }
     } else {
         None
     };
+    if marked_complete && manifest.is_none() {
+        problems.push(REPAIRABLE.into());
+    }
     let checkpoint = if manifest.is_none() && has(layout::CHECKPOINT) {
         read_edn(store, &layout::backup_file(db, id, layout::CHECKPOINT))
             .ok()
@@ -104,7 +140,8 @@ pub(crate) fn summarize(
     } else {
         None
     };
-    let completed = manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER);
+    let completed =
+        manifest.as_ref().is_some_and(|m| m.completed) && marked_complete && problems.is_empty();
     let oldest = objects.iter().map(millis).min().unwrap_or(0);
     let newest = objects.iter().map(millis).max().unwrap_or(0);
     let created_at_ms = manifest
@@ -121,6 +158,8 @@ pub(crate) fn summarize(
         created_at_ms,
         updated_at_ms,
         stored_bytes: objects.iter().map(|o| o.size).sum(),
+        problems,
+        marked_complete,
         log: None,
     })
 }

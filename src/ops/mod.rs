@@ -1,5 +1,5 @@
 //! The operations, one module each: [`backup`] (and [`resume`]), [`restore`], [`list`],
-//! [`verify`], [`cleanup`]. They combine the [`crate::pipeline`] with a
+//! [`verify`], [`cleanup`], [`repair`] (a finished backup's damaged manifest). They combine the [`crate::pipeline`] with a
 //! [`crate::repo`] on a [`crate::store::Store`], and return typed results; the JNI layer
 //! (and the CLI) render them.
 
@@ -7,6 +7,7 @@ pub mod backup;
 pub mod check;
 pub mod cleanup;
 pub mod list;
+pub mod repair;
 pub mod restore;
 pub mod resume;
 pub mod verify;

@@ -28,7 +28,7 @@ use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
 use crate::repo::meta::{read_edn, read_edn_opt};
 use crate::store::Store;
 
-use super::check;
+use super::check::{self, ContentCheck};
 
 /// Validated restore options.
 #[derive(Clone, Debug)]
@@ -198,22 +198,6 @@ impl FetchAhead {
     }
 }
 
-/// Check every chunk's size and SHA-256, reading `depth` chunks concurrently.
-fn check_all(
-    store: Arc<dyn Store>,
-    prefix: String,
-    chunks: Arc<Vec<ChunkMeta>>,
-    depth: usize,
-) -> Result<()> {
-    let fetch = FetchAhead::start(store, prefix, chunks.clone(), depth);
-    let result = (0..chunks.len()).try_for_each(|i| match fetch.take(i, chunks[i].size_bytes) {
-        Some(r) => r.map(drop),
-        None => Err(Error::internal("restore", "the chunk readers stopped")),
-    });
-    fetch.stop();
-    result
-}
-
 /// Decodes the fetched chunks on worker threads and yields them in chunk order.
 ///
 /// Worker `k` handles chunks `k, k + parallel, …` and hands each over through its own
@@ -304,8 +288,8 @@ impl Drop for Prefetch {
 /// The datoms of a backup in restore order, with the chunk each came from.
 type DatomSource = Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send>;
 
-fn streamed(prefetch: Prefetch) -> DatomSource {
-    Box::new(prefetch.flat_map(
+fn streamed(chunks: impl Iterator<Item = Result<DecodedChunk>> + Send + 'static) -> DatomSource {
+    Box::new(chunks.flat_map(
         |r| -> Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send> {
             match r {
                 Ok(c) => {
@@ -318,8 +302,57 @@ fn streamed(prefetch: Prefetch) -> DatomSource {
     ))
 }
 
+/// Decoded chunks, each checked against the manifest's facts ([`ContentCheck`]) in chunk
+/// order; after the last one, the backup-wide checks (attributes declared, datom total).
+struct Checked<I> {
+    chunks: I,
+    metas: Arc<Vec<ChunkMeta>>,
+    next: usize,
+    check: ContentCheck,
+    finished: bool,
+}
+
+impl<I: Iterator<Item = Result<DecodedChunk>>> Checked<I> {
+    fn new(chunks: I, metas: Arc<Vec<ChunkMeta>>, check: ContentCheck) -> Self {
+        Checked {
+            chunks,
+            metas,
+            next: 0,
+            check,
+            finished: false,
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<DecodedChunk>>> Iterator for Checked<I> {
+    type Item = Result<DecodedChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let item = match self.chunks.next() {
+            Some(Ok(c)) => match self.metas.get(self.next) {
+                Some(meta) => self.check.chunk(meta, &c).map(|()| c),
+                None => Err(Error::internal(
+                    "restore",
+                    "more chunks than the manifest lists",
+                )),
+            },
+            Some(Err(e)) => Err(e),
+            None => {
+                self.finished = true;
+                return self.check.finish().err().map(Err);
+            }
+        };
+        self.next += 1;
+        self.finished = item.is_err();
+        Some(item)
+    }
+}
+
 /// Learn the ref attributes of an EAVT backup from its schema datoms (first pass).
-fn schema_spec(chunks: Prefetch) -> Result<OrderSpec> {
+fn schema_spec(chunks: impl Iterator<Item = Result<DecodedChunk>>) -> Result<OrderSpec> {
     let ident = Attr::Keyword(Name::new(Some("db"), "ident"));
     let value_type = Attr::Keyword(Name::new(Some("db"), "valueType"));
     let mut idents: HashMap<i64, Name> = HashMap::new();
@@ -371,14 +404,21 @@ pub struct RestoreSession {
 impl RestoreSession {
     /// Given a store and options, read and check the backup's metadata and start streaming.
     ///
-    /// Refuses (`NotFound`) a backup that does not exist and (`Conflict`) one that is
-    /// incomplete; with `verify_first`, fails (`Corrupt`, naming the chunk) before any datom
-    /// is handed out if a chunk is missing, truncated or fails its checksum.
+    /// Refuses (`NotFound`) a backup that does not exist, (`Conflict`) one that is
+    /// incomplete, and (`Corrupt`, or `Unsupported` for a type, format or compression this
+    /// version does not read) one whose manifest fails [`Manifest::validate`] or whose
+    /// chunks are missing or of the wrong size. With `verify_first`, every chunk is also
+    /// read, checked, decoded and checked against the manifest ([`ContentCheck`]) before any
+    /// datom is handed out, so a damaged backup leaves the target untouched. Backups of the
+    /// original implementation are read whole (and so checked) before the first datom in
+    /// any case. Chunks are checked again as they stream.
     pub fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Self> {
         let (db, id) = (&opts.database_id, &opts.backup_id);
         let manifest_key = layout::backup_file(db, id, layout::MANIFEST);
         let manifest = match read_edn(store.as_ref(), &manifest_key) {
-            Ok(v) => Manifest::from_value(&v)?,
+            Ok(v) => {
+                Manifest::from_value(&v).map_err(|e| e.with_key(store.location(&manifest_key)))?
+            }
             Err(e) if e.kind == ErrorKind::NotFound => {
                 let exists = !store.list(&layout::backup_prefix(db, id))?.is_empty();
                 return Err(if exists {
@@ -408,33 +448,21 @@ impl RestoreSession {
             )
             .with_key(store.location(&marker)));
         }
+        manifest
+            .check(db, id)
+            .map_err(|e| e.with_key(store.location(&manifest_key)))?;
         let config = read_edn_opt(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG))?;
         let prefix = layout::backup_prefix(db, id);
         let chunks = Arc::new(manifest.chunks.clone());
-        if opts.verify_first {
-            // Every chunk's size and SHA-256 before the first datom is handed out.
-            check_all(
-                store.clone(),
-                prefix.clone(),
-                chunks.clone(),
-                opts.fetch_ahead,
-            )?;
-        } else {
-            // The cheap check, from one listing of the backup's folder (not a request per
-            // chunk): missing or truncated chunks stop the restore before anything is
-            // loaded; checksums are checked as chunks stream.
-            let stored: HashMap<String, u64> = store
-                .list(&prefix)?
-                .into_iter()
-                .map(|o| (o.key, o.size))
-                .collect();
-            for meta in chunks.iter() {
-                let key = layout::chunk_in(&prefix, meta);
-                match stored.get(&key) {
-                    None => return Err(check::missing(meta, store.location(&key))),
-                    Some(&n) => check::check_size(meta, n, || store.location(&key))?,
-                }
-            }
+        // The cheap check (one listing): missing or truncated chunks stop the restore before
+        // anything is loaded, judged exactly as verify judges them (not a request per chunk).
+        let listing = store.list(&format!("{prefix}chunks/"))?;
+        for p in check::present(store.as_ref(), &prefix, &chunks, &listing) {
+            p.into_result()?;
+        }
+        let extra = check::unlisted(&prefix, &chunks, &listing);
+        if !extra.is_empty() {
+            return Err(check::unlisted_error(&extra, store.location(&prefix)));
         }
         let prefetch = || {
             Prefetch::start(
@@ -445,13 +473,29 @@ impl RestoreSession {
                 opts.fetch_ahead,
             )
         };
+        let checked = || {
+            Checked::new(
+                prefetch(),
+                chunks.clone(),
+                ContentCheck::new(&manifest, config.as_ref()),
+            )
+        };
         let source = match manifest.order {
-            ChunkOrder::Restore => streamed(prefetch()),
+            ChunkOrder::Restore => {
+                if opts.verify_first {
+                    // Every chunk read, checked and decoded before the first datom.
+                    for c in checked() {
+                        c?;
+                    }
+                }
+                streamed(checked())
+            }
             ChunkOrder::Eavt => {
-                let spec = schema_spec(prefetch())?;
+                // Both passes read every chunk before the first datom is handed out.
+                let spec = schema_spec(checked())?;
                 let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
                 let mut order = RestoreOrder::new(spec, &tmp, opts.sort_buffer_bytes)?;
-                for c in prefetch() {
+                for c in checked() {
                     for d in c?.datoms {
                         order.push(d)?;
                     }
@@ -584,6 +628,92 @@ mod tests {
             ErrorKind::Conflict
         );
     }
+
+    /// Replace chunk `n` of backup `id` by `bytes` and make the manifest agree (size and
+    /// checksum), as someone who can write the backup can.
+    fn replace_chunk(mem: &crate::store::memory::MemoryStore, id: &str, n: usize, bytes: &[u8]) {
+        let mkey = layout::backup_file("db", id, layout::MANIFEST);
+        let mut m = Manifest::from_value(&read_edn(mem, &mkey).unwrap()).unwrap();
+        let old = m.chunks[n].size_bytes;
+        m.chunks[n].size_bytes = bytes.len() as u64;
+        m.chunks[n].checksum = crate::pipeline::chunk::sha256_hex(bytes);
+        m.size_bytes = m.size_bytes - old + bytes.len() as u64;
+        crate::repo::meta::write_edn(mem, &mkey, &m.to_value()).unwrap();
+        mem.put(&layout::chunk_key("db", id, n as u64), bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn verify_first_decodes_so_a_late_undecodable_chunk_stops_the_restore_before_any_datom() {
+        let (mem, store) = testing::store();
+        let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
+        let id = r.manifest.backup_id.clone();
+        let last = r.manifest.chunks.len() - 1;
+        replace_chunk(
+            &mem,
+            &id,
+            last,
+            &crate::pipeline::chunk::gzip(b"not fressian", 6).unwrap(),
+        );
+        let open = |verify_first| {
+            RestoreSession::open(
+                store.clone(),
+                RestoreOptions {
+                    database_id: "db".into(),
+                    backup_id: id.clone(),
+                    verify_first,
+                    ..RestoreOptions::default()
+                },
+            )
+        };
+        let err = open(true).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Corrupt);
+        assert!(
+            err.message
+                .contains(&format!("chunk {last} does not decode")),
+            "{err}"
+        );
+        // Without verify-first the damage surfaces while streaming, after datoms went out.
+        let mut s = open(false).unwrap();
+        let mut failed = None;
+        for _ in 0..1000 {
+            match s.next_batch() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(failed.is_some());
+        assert!(s.datoms_done() > 0);
+    }
+
+    #[test]
+    fn a_manifest_that_fails_validation_is_refused_before_any_datom() {
+        let (mem, store) = testing::store();
+        let r = testing::backup(&store, testing::options("db", 700, 25), &history(25));
+        let id = r.manifest.backup_id.clone();
+        let mkey = layout::backup_file("db", &id, layout::MANIFEST);
+        let good = read_edn(&mem, &mkey).unwrap();
+        let mut cases: Vec<(Manifest, ErrorKind)> = Vec::new();
+        let m = Manifest::from_value(&good).unwrap();
+        let mut swapped = m.clone();
+        swapped.chunks.swap(0, 1);
+        cases.push((swapped, ErrorKind::Corrupt));
+        let mut other = m.clone();
+        other.backup_id = "../../evil".into();
+        cases.push((other, ErrorKind::Corrupt));
+        let mut incremental = m.clone();
+        incremental.backup_type = "incremental".into();
+        cases.push((incremental, ErrorKind::Unsupported));
+        for (bad, kind) in cases {
+            crate::repo::meta::write_edn(&mem, &mkey, &bad.to_value()).unwrap();
+            let err = testing::restore(&store, "db", &id).unwrap_err();
+            assert_eq!(err.kind, kind, "{err}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +761,12 @@ mod fetch_tests {
                 *n -= 1;
             }
             self.inner.get(key)
+        }
+        fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+            // As a backend that bounds its reads itself (no size request first).
+            let bytes = self.get(key)?;
+            assert!(bytes.len() as u64 <= max);
+            Ok(bytes)
         }
         fn size(&self, key: &str) -> Result<Option<u64>> {
             if key.contains("/chunks/") {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use crate::clock::now_ms;
 use crate::codec::edn;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::Value;
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::lock::ResumeLock;
-use crate::repo::manifest::ChunkMeta;
+use crate::repo::manifest::{ChunkMeta, Manifest};
 use crate::repo::meta::read_edn_opt;
 use crate::store::Store;
 
@@ -83,8 +83,11 @@ fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
         .map(|k| {
             format!(
                 ":{k} was {} and is now {}",
-                recorded.get(k).map_or("nil".into(), edn::write),
-                now.get(k).map_or("nil".into(), edn::write)
+                recorded
+                    .get(k)
+                    .map_or("nil".into(), |v| clip(&edn::write(v)).into_owned()),
+                now.get(k)
+                    .map_or("nil".into(), |v| clip(&edn::write(v)).into_owned())
             )
         })
         .collect()
@@ -98,10 +101,29 @@ fn already_complete(backup_id: &str) -> Error {
     )
 }
 
+/// Whether the backup is complete: its marker exists and its manifest is valid. A marker
+/// with a damaged manifest is `Corrupt` (the backup finished; resuming cannot repair it).
 fn is_complete(store: &dyn Store, db: &str, backup_id: &str) -> Result<bool> {
     let marker = layout::backup_file(db, backup_id, layout::COMPLETE_MARKER);
-    Ok(store.size(&marker)?.is_some()
-        && read_edn_opt(store, &layout::backup_file(db, backup_id, layout::MANIFEST))?.is_some())
+    if store.size(&marker)?.is_none() {
+        return Ok(false);
+    }
+    let key = layout::backup_file(db, backup_id, layout::MANIFEST);
+    let valid = read_edn_opt(store, &key).and_then(|v| match v {
+        None => Err(Error::corrupt("resume backup", "manifest.edn is missing")),
+        Some(v) => Manifest::from_value(&v)?.check(db, backup_id),
+    });
+    valid.map(|()| true).map_err(|e| {
+        Error::corrupt(
+            "resume backup",
+            format!(
+                "backup {backup_id} finished (it has a complete.marker) but its manifest is damaged: {}",
+                e.message
+            ),
+        )
+        .with_key(store.location(&key))
+        .with_hint(super::list::REPAIRABLE)
+    })
 }
 
 /// Continue the interrupted backup `opts.backup_id`: the same options and snapshot as
@@ -126,6 +148,13 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
             format!("no backup {backup_id} of {db} to resume"),
         )
     })?;
+    if recorded.get("backup/id").and_then(Value::as_str) != Some(backup_id.as_str()) {
+        return Err(Error::corrupt(
+            op,
+            format!("config.edn of backup {backup_id} does not name this backup"),
+        )
+        .with_key(store.location(&key(layout::CONFIG))));
+    }
     if is_complete(store.as_ref(), &db, &backup_id)? {
         return Err(already_complete(&backup_id));
     }
@@ -320,5 +349,52 @@ mod tests {
             .list(&layout::backup_file("db", &id, layout::LOCK_PREFIX))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn what_the_checkpoint_says_about_reused_chunks_is_not_trusted() {
+        let (mem, store) = testing::store();
+        let datoms = history(30);
+        let r = testing::backup(&store, testing::options("db", 600, 30), &datoms);
+        let id = r.manifest.backup_id.clone();
+        interrupted(&mem, &r, 3);
+        // The checkpoint lies about chunk 0's counts, and chunk 1's stored bytes are other
+        // (valid) gzip whose checksum the checkpoint was made to carry.
+        let cp_key = layout::backup_file("db", &id, layout::CHECKPOINT);
+        let mut cp =
+            Checkpoint::from_value(&crate::repo::meta::read_edn(&mem, &cp_key).unwrap()).unwrap();
+        cp.chunks[0].datom_count = 999;
+        cp.chunks[0].max_eid = i64::MAX;
+        let c1 = layout::chunk_key("db", &id, 1);
+        let original = mem.get(&c1).unwrap();
+        let other = crate::pipeline::chunk::gzip(b"something else entirely", 6).unwrap();
+        mem.put(&c1, &other).unwrap();
+        cp.chunks[1].checksum = crate::pipeline::chunk::sha256_hex(&other);
+        crate::repo::meta::write_edn(&mem, &cp_key, &cp.to_value()).unwrap();
+        let resumed = testing::backup(&store, resume_opts(&id), &datoms);
+        assert_eq!(resumed.manifest.chunks, r.manifest.chunks);
+        assert_eq!(resumed.manifest.datom_count, r.manifest.datom_count);
+        assert_eq!(mem.get(&c1).unwrap(), original);
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+            .unwrap()
+            .success());
+    }
+
+    #[test]
+    fn a_finished_backup_with_a_damaged_manifest_is_not_resumed() {
+        let (mem, store) = testing::store();
+        let datoms = history(10);
+        let r = testing::backup(&store, testing::options("db", 600, 10), &datoms);
+        let id = r.manifest.backup_id.clone();
+        mem.put(
+            &layout::backup_file("db", &id, layout::MANIFEST),
+            b"{:backup/id",
+        )
+        .unwrap();
+        let err = BackupSession::open(store.clone(), resume_opts(&id))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+        assert!(err.hint.unwrap().contains("repair-manifest"));
     }
 }

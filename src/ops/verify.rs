@@ -1,17 +1,20 @@
 //! `verify-backup`: is a stored backup complete and intact?
 //!
-//! Shallow: every chunk the manifest lists is present with its size and SHA-256. Deep: also
-//! decoded, its id and datom count checked ([`super::check`], the same checks restore
-//! runs). A report with problems is a result, not an error: verify fails only when the
-//! backup does not exist or the store cannot be read.
+//! The manifest is validated ([`Manifest::validate`], the checks restore runs), `config.edn`
+//! read. Shallow: every chunk the manifest lists is present with its size and SHA-256.
+//! Deep: also decoded within the manifest's limits, its id and datom count checked, and its
+//! content checked against the manifest ([`super::check`], the same checks restore runs).
+//! A report with problems is a result, not an error: verify fails only when the backup does
+//! not exist or the store cannot be read. What verify proves, and what it cannot, is said
+//! in [`super::check`].
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
-use crate::repo::meta::read_edn;
+use crate::repo::meta::{read_edn, read_edn_opt};
 use crate::store::Store;
 
-use super::check;
+use super::check::{self, ContentCheck};
 
 /// What `verify-backup` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +46,8 @@ impl VerifyReport {
     }
 }
 
-/// Given a backup, check every chunk's presence, size and SHA-256; with `deep`, also decode
-/// every chunk and check its id and datom count against the manifest.
+/// Given a backup, validate its manifest and check every chunk's presence, size and
+/// SHA-256; with `deep`, also decode every chunk and check it against the manifest.
 ///
 /// Fails (`NotFound`) when the backup does not exist; everything wrong with an existing
 /// backup is reported in [`VerifyReport::problems`].
@@ -67,70 +70,106 @@ pub fn verify(
         .with_key(store.location(&prefix)));
     }
     let mut problems: Vec<String> = Vec::new();
+    let has = |name: &str| {
+        let key = layout::backup_file(database_id, backup_id, name);
+        objects.iter().any(|o| o.key == key)
+    };
     let manifest_key = layout::backup_file(database_id, backup_id, layout::MANIFEST);
     let manifest = match read_edn(store, &manifest_key).and_then(|v| Manifest::from_value(&v)) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind == ErrorKind::NotFound => {
+        Ok(m) => {
+            problems.extend(
+                m.validate(database_id, backup_id)
+                    .iter()
+                    .map(|p| p.to_string()),
+            );
+            Some(m)
+        }
+        Err(e) if e.kind == ErrorKind::NotFound && !has(layout::COMPLETE_MARKER) => {
             problems.push(
                 "backup is incomplete: no manifest.edn (interrupted or still running)".into(),
             );
             None
         }
         Err(e) => {
-            problems.push(format!("manifest.edn is unreadable: {e}"));
+            problems.push(format!("manifest.edn is unreadable: {}", e.message));
+            if has(layout::COMPLETE_MARKER) {
+                problems.push(super::list::REPAIRABLE.into());
+            }
             None
         }
     };
-    let marker = layout::backup_file(database_id, backup_id, layout::COMPLETE_MARKER);
-    let complete =
-        manifest.as_ref().is_some_and(|m| m.completed) && objects.iter().any(|o| o.key == marker);
+    let config = match read_edn_opt(
+        store,
+        &layout::backup_file(database_id, backup_id, layout::CONFIG),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(format!("config.edn is unreadable: {}", e.message));
+            None
+        }
+    };
+    let complete = manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER);
     if manifest.is_some() && !complete {
         problems.push("backup is incomplete: no complete.marker or :backup/completed false".into());
     }
     let chunks = manifest.as_ref().map_or(&[][..], |m| &m.chunks[..]);
-    let sizes: std::collections::HashMap<&str, u64> =
-        objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-    let (mut present, mut sums_ok, mut datoms) = (true, true, 0u64);
-    for c in chunks {
+    let presence = check::present(store, &prefix, chunks, &objects);
+    if manifest.is_some() {
+        let extra = check::unlisted(&prefix, chunks, &objects);
+        if !extra.is_empty() {
+            problems.push(check::unlisted_error(&extra, store.location(&prefix)).message);
+        }
+    }
+    let mut content = manifest
+        .as_ref()
+        .map(|m| ContentCheck::new(m, config.as_ref()));
+    let (mut present, mut sums_ok, mut decoded_all, mut datoms) = (true, true, true, 0u64);
+    for (c, found) in chunks.iter().zip(presence) {
         let key = layout::chunk_in(&prefix, c);
-        let location = || format!("{} ({})", store.location(&key), c.key);
-        let Some(&size) = sizes.get(key.as_str()) else {
-            present = false;
-            problems.push(format!("chunk {} is missing ({})", c.id, c.key));
-            continue;
-        };
-        let checked = check::check_size(c, size, location)
-            .and_then(|()| store.get(&key))
-            .and_then(|bytes| check::check_stored(c, &bytes, location).map(|()| bytes));
-        let bytes = match checked {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind == ErrorKind::Corrupt => {
+        let location = || store.location(&key);
+        let absent = match found {
+            check::Presence::Stored(_) => None,
+            check::Presence::Missing(e) => {
+                present = false;
+                Some(e)
+            }
+            check::Presence::WrongSize(e) => {
                 sums_ok = false;
+                Some(e)
+            }
+        };
+        if let Some(e) = absent {
+            decoded_all = false;
+            problems.push(format!("{} ({})", e.message, c.key));
+            continue;
+        }
+        let bytes = match check::fetch_stored(store, &prefix, c) {
+            Ok(bytes) => bytes,
+            Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                sums_ok = false;
+                decoded_all = false;
                 problems.push(format!("{} ({})", e.message, c.key));
                 continue;
             }
             Err(e) => return Err(e),
         };
         if deep {
-            match check::decode_checked(c, &bytes, location) {
-                Ok(d) => datoms += d.datoms.len() as u64,
-                Err(e) => problems.push(e.message),
+            let checked = check::decode_checked(c, &bytes, location).and_then(|d| {
+                datoms += d.datoms.len() as u64;
+                match content.as_mut() {
+                    Some(content) => content.chunk(c, &d),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = checked {
+                decoded_all = false;
+                problems.push(e.message);
             }
         }
     }
-    if let Some(m) = &manifest {
-        let sum: u64 = chunks.iter().map(|c| c.datom_count).sum();
-        if sum != m.datom_count {
-            problems.push(format!(
-                "chunk datom counts add up to {sum}, :stats/datom-count is {}",
-                m.datom_count
-            ));
-        }
-        if deep && present && sums_ok && datoms != m.datom_count {
-            problems.push(format!(
-                "chunks decode to {datoms} datoms, the manifest says {}",
-                m.datom_count
-            ));
+    if let (true, true, Some(content)) = (deep, decoded_all, content.as_mut()) {
+        if let Err(e) = content.finish() {
+            problems.push(e.message);
         }
     }
     Ok(VerifyReport {

@@ -4,6 +4,12 @@
 //! running chunk, and a datom that would push the chunk past the limit is rolled back
 //! (bytes and Fressian caches) and starts the next chunk. [`decode_chunk`] reads chunks of
 //! both implementations.
+//!
+//! Decoding trusts nothing it reads: decompression stops at [`ChunkLimits`] (the manifest's
+//! uncompressed size, at most [`MAX_UNCOMPRESSED_BYTES`]), the datoms list is refused
+//! beyond the manifest's datom count before it is read, the Fressian reader bounds nesting
+//! and cache expansion, and all of it runs on a thread with a known stack
+//! ([`DECODE_STACK_BYTES`]) rather than on the caller's, whose size nobody knows.
 
 use std::io::{Read, Write};
 
@@ -14,13 +20,55 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::fressian::{self, Reader, Writer};
 use crate::error::{Error, Result};
-use crate::model::{Attr, Datom, Value};
+use crate::model::{Attr, Datom, Name, Value};
 
 /// The chunk format version written into every chunk.
 pub const CHUNK_FORMAT_VERSION: &str = "1.0.0";
 
 /// Bytes reserved for the `:datoms` list's length prefix (a list code and an int).
 const LIST_PREFIX_MAX: usize = 9;
+
+/// The most encoded (uncompressed) bytes one chunk may hold, written or read: a backup
+/// refuses to write a larger chunk (one datom that large), and decompression never goes
+/// beyond it, whatever a manifest says.
+pub const MAX_UNCOMPRESSED_BYTES: u64 = 1 << 30;
+
+/// The most uncompressed bytes a chunk may decompress to when its manifest entry does not
+/// say (the original implementation's manifests record no `:chunk/uncompressed-bytes`; its
+/// chunks are far smaller).
+pub const UNKNOWN_UNCOMPRESSED_BYTES: u64 = 256 << 20;
+
+/// The most stored (compressed) bytes of one chunk: gzip of [`MAX_UNCOMPRESSED_BYTES`] at
+/// level 0 (stored blocks) plus its framing.
+pub const MAX_STORED_BYTES: u64 = MAX_UNCOMPRESSED_BYTES + (MAX_UNCOMPRESSED_BYTES >> 10);
+
+/// The stack of the thread a chunk is decoded on: the Fressian reader's deepest recursion
+/// ([`fressian::MAX_DEPTH`] levels) takes a fraction of it.
+pub const DECODE_STACK_BYTES: usize = 4 << 20;
+
+/// What decoding one chunk may produce, from its manifest entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// The exact uncompressed size when the manifest records it (ours do), else `None`.
+    pub uncompressed_bytes: Option<u64>,
+    /// The most datoms (the manifest's count when it records one).
+    pub max_datoms: Option<u64>,
+}
+
+impl ChunkLimits {
+    /// No expectations beyond the hard caps.
+    pub const NONE: ChunkLimits = ChunkLimits {
+        uncompressed_bytes: None,
+        max_datoms: None,
+    };
+
+    /// The most bytes decompression may produce.
+    pub fn max_uncompressed(&self) -> u64 {
+        self.uncompressed_bytes
+            .unwrap_or(UNKNOWN_UNCOMPRESSED_BYTES)
+            .min(MAX_UNCOMPRESSED_BYTES)
+    }
+}
 
 /// One encoded (not yet compressed) chunk and what the manifest says about it.
 #[derive(Debug)]
@@ -145,6 +193,17 @@ impl ChunkEncoder {
 
     fn cut(&mut self) -> Result<EncodedChunk> {
         let body = self.writer.take_output();
+        let size = self.header.len() + LIST_PREFIX_MAX + body.len();
+        if size as u64 > MAX_UNCOMPRESSED_BYTES {
+            return Err(Error::new(
+                crate::error::ErrorKind::Unsupported,
+                "encode chunk",
+                format!(
+                    "chunk {} would hold {size} encoded bytes, more than the {MAX_UNCOMPRESSED_BYTES} a chunk may hold (a datom that large cannot be restored)",
+                    self.next_id
+                ),
+            ));
+        }
         let mut bytes = Vec::with_capacity(self.header.len() + LIST_PREFIX_MAX + body.len());
         bytes.extend_from_slice(&self.header);
         fressian::list_header(self.count as usize, &mut bytes);
@@ -284,13 +343,13 @@ pub fn compress(bytes: &[u8], codec: Codec, level: u32) -> Result<Vec<u8>> {
     }
 }
 
-/// Decompress a stored chunk, gzip or zstd as its first bytes say; `Corrupt` if they are
-/// neither, or not a complete stream.
-pub fn decompress(stored: &[u8]) -> Result<Vec<u8>> {
+/// Decompress a stored chunk, gzip or zstd as its first bytes say, producing at most `max`
+/// bytes; `Corrupt` if they are neither, not a complete stream, or decompress to more.
+pub fn decompress(stored: &[u8], max: u64) -> Result<Vec<u8>> {
     if stored.starts_with(&ZSTD_MAGIC) {
-        unzstd(stored)
+        unzstd(stored, max)
     } else if stored.starts_with(&GZIP_MAGIC) {
-        gunzip(stored)
+        gunzip(stored, max)
     } else {
         Err(Error::corrupt(
             "decompress chunk",
@@ -299,13 +358,13 @@ pub fn decompress(stored: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-/// Decompress a zstd stream (one or more frames); `Corrupt` if it is not complete.
-pub fn unzstd(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    zstd::stream::read::Decoder::with_buffer(bytes)
-        .and_then(|mut d| d.read_to_end(&mut out))
-        .map_err(|e| Error::corrupt("decompress chunk", format!("zstd: {e}")))?;
-    Ok(out)
+/// Decompress a zstd stream (one or more frames), producing at most `max` bytes; `Corrupt`
+/// if it is not complete or decompresses to more.
+pub fn unzstd(bytes: &[u8], max: u64) -> Result<Vec<u8>> {
+    bounded_read("zstd", max, bytes.len(), |out| {
+        zstd::stream::read::Decoder::with_buffer(bytes)
+            .and_then(|d| d.take(max.saturating_add(1)).read_to_end(out))
+    })
 }
 
 /// Gzip `bytes` at `level` (0–9).
@@ -319,12 +378,39 @@ pub fn gzip(bytes: &[u8], level: u32) -> Result<Vec<u8>> {
         .map_err(|e| Error::internal("compress chunk", e.to_string()))
 }
 
-/// Gunzip `bytes`; `Corrupt` if they are not a complete gzip stream.
-pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::corrupt("decompress chunk", e.to_string()))?;
+/// Gunzip `bytes`, producing at most `max` bytes; `Corrupt` if they are not a complete
+/// gzip stream or decompress to more (a decompression bomb stops at `max + 1` bytes).
+pub fn gunzip(bytes: &[u8], max: u64) -> Result<Vec<u8>> {
+    bounded_read("gzip", max, bytes.len(), |out| {
+        GzDecoder::new(bytes)
+            .take(max.saturating_add(1))
+            .read_to_end(out)
+    })
+}
+
+/// Run a decompressor `read` (which reads at most `max + 1` bytes into its buffer) and
+/// refuse (`Corrupt`) a broken stream or one that decompresses to more than `max` bytes.
+fn bounded_read(
+    codec: &str,
+    max: u64,
+    stored_len: usize,
+    read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<usize>,
+) -> Result<Vec<u8>> {
+    let op = "decompress chunk";
+    let guess = (stored_len as u64).saturating_mul(4).min(max).min(64 << 20);
+    let mut out = Vec::with_capacity(guess as usize);
+    read(&mut out).map_err(|e| {
+        Error::corrupt(
+            op,
+            format!("{codec}: {}", crate::error::clip(&e.to_string())),
+        )
+    })?;
+    if out.len() as u64 > max {
+        return Err(Error::corrupt(
+            op,
+            format!("it decompresses to more than {max} bytes"),
+        ));
+    }
     Ok(out)
 }
 
@@ -342,70 +428,240 @@ pub struct DecodedChunk {
     pub datoms: Vec<Datom>,
 }
 
-/// Given the stored (gzip or zstd) bytes of a chunk, decode it.
+/// Given the stored (gzip or zstd) bytes of a chunk and what its manifest entry allows,
+/// decode it.
 ///
-/// `Corrupt` errors name what is wrong: neither gzip nor zstd, not Fressian, not a datom
-/// chunk, or a datom that is not `[e a v tx added]`.
-pub fn decode_chunk(stored: &[u8]) -> Result<DecodedChunk> {
-    let raw = decompress(stored)?;
-    decode_chunk_fressian(&raw)
+/// `Corrupt` errors name what is wrong: neither gzip nor zstd, more (or other) uncompressed bytes than
+/// the manifest says, not Fressian, not a datom chunk, more datoms than the manifest says,
+/// or a datom that is not `[e a v tx added]`. Runs on a thread of its own with a known
+/// stack ([`DECODE_STACK_BYTES`]).
+pub fn decode_chunk(stored: &[u8], limits: &ChunkLimits) -> Result<DecodedChunk> {
+    on_decode_stack(|| {
+        let raw = decompress(stored, limits.max_uncompressed())?;
+        if let Some(n) = limits.uncompressed_bytes {
+            if raw.len() as u64 != n {
+                return Err(Error::corrupt(
+                    "decompress chunk",
+                    format!(
+                        "it decompresses to {} bytes, the manifest says {n}",
+                        raw.len()
+                    ),
+                ));
+            }
+        }
+        decode_fressian(&raw, limits.max_datoms)
+    })
 }
 
-/// Decode the Fressian bytes of a chunk (already decompressed).
-pub fn decode_chunk_fressian(raw: &[u8]) -> Result<DecodedChunk> {
+/// Decode the Fressian bytes of a chunk (already decompressed), on a thread with a known
+/// stack; at most `max_datoms` datoms.
+pub fn decode_chunk_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
+    on_decode_stack(|| decode_fressian(raw, max_datoms))
+}
+
+/// Run `f` on a new thread with a [`DECODE_STACK_BYTES`] stack and return its result.
+fn on_decode_stack<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("datacamp-decode".into())
+            .stack_size(DECODE_STACK_BYTES)
+            .spawn_scoped(scope, f)
+            .map_err(|e| {
+                Error::new(
+                    crate::error::ErrorKind::Io,
+                    "decode chunk",
+                    format!("cannot start a decoding thread: {e}"),
+                )
+            })?;
+        handle
+            .join()
+            .unwrap_or_else(|p| Err(Error::from_panic("decode chunk", p.as_ref())))
+    })
+}
+
+fn decode_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
     let op = "decode chunk";
-    let value = Reader::new(raw).read_value()?;
-    if value.get("format/type") != Some(&Value::kw("datom-chunk")) {
+    let mut r = Reader::new(raw);
+    let mut entries = r.begin_map().map_err(|e| e.in_op(op))?;
+    let (mut id, mut kind, mut datoms) = (None, None, None);
+    while r.next_item(&mut entries)? {
+        let key = r.read_value()?;
+        if !r.next_item(&mut entries)? {
+            return Err(Error::corrupt(
+                op,
+                "the chunk map has a key without a value",
+            ));
+        }
+        let is = |name: &str| matches!(&key, Value::Keyword(n) if *n == Name::parse(name));
+        if is("datoms") {
+            if datoms.is_some() {
+                return Err(Error::corrupt(op, "the chunk has two :datoms lists"));
+            }
+            datoms = Some(read_datoms(&mut r, max_datoms)?);
+        } else if is("chunk/id") {
+            id = Some(r.read_value()?);
+        } else if is("format/type") {
+            kind = Some(r.read_value()?);
+        } else {
+            r.read_value()?;
+        }
+    }
+    if kind != Some(Value::kw("datom-chunk")) {
         return Err(Error::corrupt(
             op,
             "not a datom chunk (:format/type is not :datom-chunk)",
         ));
     }
-    let id = value
-        .get("chunk/id")
-        .and_then(Value::as_long)
-        .ok_or_else(|| Error::corrupt(op, "missing :chunk/id"))?;
-    let Some(Value::Vector(items)) = take(value, "datoms") else {
-        return Err(Error::corrupt(
-            op,
-            format!("chunk {id} has no :datoms list"),
-        ));
+    let Some(Value::Long(id)) = id else {
+        return Err(Error::corrupt(op, "missing :chunk/id"));
     };
-    let datoms = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            datom_of(item).map_err(|m| Error::corrupt(op, format!("chunk {id}, datom {i}: {m}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let datoms = datoms
+        .ok_or_else(|| Error::corrupt(op, format!("chunk {id} has no :datoms list")))?
+        .map_err(|(i, e)| Error::corrupt(op, format!("chunk {id}, datom {i}: {}", e.message)))?;
     Ok(DecodedChunk { id, datoms })
 }
 
-fn take(value: Value, key: &str) -> Option<Value> {
-    let Value::Map(entries) = value else {
-        return None;
+/// The `:datoms` list, refused as soon as it holds more than `max` datoms. A datom that does
+/// not decode is reported with its index (the outer error names the chunk).
+fn read_datoms(
+    r: &mut Reader<'_>,
+    max: Option<u64>,
+) -> Result<std::result::Result<Vec<Datom>, (usize, Error)>> {
+    let op = "decode chunk";
+    let mut items = r
+        .begin_list()
+        .map_err(|e| Error::corrupt(op, format!(":datoms is not a list: {}", e.message)))?;
+    let too_many = |n: u64, max: u64| {
+        Error::corrupt(
+            op,
+            format!("the chunk holds more than the {max} datoms the manifest says ({n} at least)"),
+        )
     };
-    let want = Value::kw(key);
-    entries
-        .into_iter()
-        .find_map(|(k, v)| (k == want).then_some(v))
+    if let (Some(n), Some(max)) = (items.count(), max) {
+        if n as u64 > max {
+            return Err(too_many(n as u64, max));
+        }
+    }
+    // every datom takes at least one byte: never reserve more than the input can hold
+    let mut datoms = Vec::with_capacity(items.count().unwrap_or(0).min(raw_left(r)));
+    while r.next_item(&mut items)? {
+        if let Some(max) = max {
+            if datoms.len() as u64 >= max {
+                return Err(too_many(datoms.len() as u64 + 1, max));
+            }
+        }
+        match r.read_datom() {
+            Ok(d) => datoms.push(d),
+            Err(e) => return Ok(Err((datoms.len(), e))),
+        }
+    }
+    Ok(Ok(datoms))
 }
 
-fn datom_of(item: Value) -> std::result::Result<Datom, String> {
-    let Value::Vector(parts) = item else {
-        return Err("not a list".into());
-    };
-    let [e, a, v, tx, added]: [Value; 5] = parts
-        .try_into()
-        .map_err(|p: Vec<Value>| format!("has {} elements, not 5", p.len()))?;
-    let a = match a {
-        Value::Keyword(n) => Attr::Keyword(n),
-        Value::Long(id) => Attr::Id(id),
-        other => return Err(format!("attribute {other:?} is neither keyword nor id")),
-    };
-    match (e, tx, added) {
-        (Value::Long(e), Value::Long(tx), Value::Bool(added)) => Ok(Datom { e, a, v, tx, added }),
-        (e, tx, added) => Err(format!("bad e/tx/added: {e:?} {tx:?} {added:?}")),
+fn raw_left(r: &Reader<'_>) -> usize {
+    r.remaining()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::model::Attr;
+
+    fn chunk_of(n: i64, v: impl Fn(i64) -> Value) -> EncodedChunk {
+        let mut enc = ChunkEncoder::new(1 << 20).unwrap();
+        for e in 1..=n {
+            let d = Datom {
+                e,
+                a: Attr::Keyword(Name::parse("a/b")),
+                v: v(e),
+                tx: 536_870_913,
+                added: true,
+            };
+            assert!(enc.push(&d).unwrap().is_none());
+        }
+        enc.finish().unwrap().unwrap()
+    }
+
+    #[test]
+    fn decompression_stops_at_the_manifests_size() {
+        // 64 MiB of zeros gzip to 64 KiB: a bomb for a chunk that says it has 1,000 bytes.
+        let bomb = gzip(&vec![0u8; 64 << 20], 9).unwrap();
+        assert!(bomb.len() < 100 << 10);
+        let limits = ChunkLimits {
+            uncompressed_bytes: Some(1_000),
+            max_datoms: None,
+        };
+        let e = decode_chunk(&bomb, &limits).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        assert!(e.message.contains("more than 1000 bytes"), "{e}");
+        // Without a recorded size, the cap for unknown sizes applies; never beyond the hard cap.
+        assert_eq!(
+            ChunkLimits::NONE.max_uncompressed(),
+            UNKNOWN_UNCOMPRESSED_BYTES
+        );
+        let huge = ChunkLimits {
+            uncompressed_bytes: Some(u64::MAX),
+            max_datoms: None,
+        };
+        assert_eq!(huge.max_uncompressed(), MAX_UNCOMPRESSED_BYTES);
+        // A recorded size must be the real one.
+        let c = chunk_of(3, Value::Long);
+        let gz = gzip(&c.fressian, 6).unwrap();
+        let exact = |n| ChunkLimits {
+            uncompressed_bytes: Some(n),
+            max_datoms: None,
+        };
+        assert!(decode_chunk(&gz, &exact(c.fressian.len() as u64)).is_ok());
+        let e = decode_chunk(&gz, &exact(c.fressian.len() as u64 + 1)).unwrap_err();
+        assert!(e.message.contains("the manifest says"), "{e}");
+    }
+
+    #[test]
+    fn datoms_beyond_the_manifests_count_are_refused_before_they_are_read() {
+        let c = chunk_of(10, Value::Long);
+        let at_most = |n| decode_chunk_fressian(&c.fressian, Some(n));
+        assert_eq!(at_most(10).unwrap().datoms.len(), 10);
+        let e = at_most(9).unwrap_err();
+        assert!(e.message.contains("more than the 9 datoms"), "{e}");
+        // A list without a count up front (a closed list) is cut off at the limit too.
+        let mut raw = c.fressian.clone();
+        let at = raw
+            .windows(2)
+            .position(|w| w == [0xEC, 10])
+            .expect("the :datoms list header");
+        raw.splice(at..at + 2, [0xED]);
+        raw.push(0xFD);
+        assert_eq!(
+            decode_chunk_fressian(&raw, Some(10)).unwrap().datoms.len(),
+            10
+        );
+        assert!(decode_chunk_fressian(&raw, Some(4)).is_err());
+    }
+
+    #[test]
+    fn chunks_decode_on_their_own_stack_whatever_the_callers() {
+        let deep = |_| {
+            let mut v = Value::Long(1);
+            for _ in 0..crate::codec::MAX_DEPTH {
+                v = Value::Map(vec![(Value::kw("k"), v)]);
+            }
+            v
+        };
+        let c = chunk_of(2, deep);
+        let gz = gzip(&c.fressian, 6).unwrap();
+        let n = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let d = decode_chunk(&gz, &ChunkLimits::NONE).unwrap();
+                let n = d.datoms.len();
+                std::mem::forget(d); // dropping is the caller's business, not the decoder's
+                n
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }
 
@@ -446,7 +702,7 @@ mod encoder_tests {
                 "chunk {i}: {} bytes",
                 c.fressian.len()
             );
-            let decoded = decode_chunk(&gzip(&c.fressian, 6).unwrap()).unwrap();
+            let decoded = decode_chunk(&gzip(&c.fressian, 6).unwrap(), &ChunkLimits::NONE).unwrap();
             assert_eq!(decoded.id, c.id as i64);
             assert_eq!(decoded.datoms.len() as u64, c.datom_count);
             let txs = decoded.datoms.iter().map(|d| d.tx);
@@ -480,13 +736,15 @@ mod encoder_tests {
     #[test]
     fn malformed_chunks_are_corrupt() {
         assert_eq!(
-            decode_chunk(b"not gzip").unwrap_err().kind,
+            decode_chunk(b"not gzip", &ChunkLimits::NONE)
+                .unwrap_err()
+                .kind,
             ErrorKind::Corrupt
         );
         let not_a_chunk =
             gzip(&crate::codec::fressian::encode(&Value::Long(5)).unwrap(), 6).unwrap();
-        let err = decode_chunk(&not_a_chunk).unwrap_err();
-        assert!(err.message.contains("not a datom chunk"), "{err}");
+        let err = decode_chunk(&not_a_chunk, &ChunkLimits::NONE).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
         assert_eq!(sha256_hex(b"abc").len(), 64);
     }
 }
@@ -514,7 +772,7 @@ mod codec_tests {
     #[test]
     fn every_codec_round_trips_and_is_told_by_its_leading_bytes() {
         let raw = chunk_bytes();
-        let want = decode_chunk_fressian(&raw).unwrap();
+        let want = decode_chunk_fressian(&raw, None).unwrap();
         assert_eq!(want.datoms.len(), 500);
         for name in COMPRESSIONS {
             let codec = Codec::from_name(name).unwrap();
@@ -523,8 +781,16 @@ mod codec_tests {
             for level in [lo, codec.default_level(), hi] {
                 let stored = compress(&raw, codec, level).unwrap();
                 assert!(stored.len() < raw.len() || level == 0, "{name} {level}");
-                assert_eq!(decompress(&stored).unwrap(), raw, "{name} {level}");
-                assert_eq!(decode_chunk(&stored).unwrap(), want, "{name} {level}");
+                assert_eq!(
+                    decompress(&stored, MAX_UNCOMPRESSED_BYTES).unwrap(),
+                    raw,
+                    "{name} {level}"
+                );
+                assert_eq!(
+                    decode_chunk(&stored, &ChunkLimits::NONE).unwrap(),
+                    want,
+                    "{name} {level}"
+                );
             }
         }
         assert_eq!(Codec::from_name("lz4"), None);
@@ -536,7 +802,7 @@ mod codec_tests {
         for codec in [Codec::Gzip, Codec::Zstd] {
             let stored = compress(&raw, codec, codec.default_level()).unwrap();
             let cut = &stored[..stored.len() - 7];
-            let err = decompress(cut).unwrap_err();
+            let err = decompress(cut, MAX_UNCOMPRESSED_BYTES).unwrap_err();
             assert_eq!(
                 err.kind,
                 crate::error::ErrorKind::Corrupt,
@@ -545,11 +811,14 @@ mod codec_tests {
             let mut flipped = stored.clone();
             let mid = flipped.len() / 2;
             flipped[mid] ^= 0x55;
-            assert!(decode_chunk(&flipped).is_err(), "{codec:?}");
+            assert!(
+                decode_chunk(&flipped, &ChunkLimits::NONE).is_err(),
+                "{codec:?}"
+            );
         }
-        let err = decompress(b"plain bytes").unwrap_err();
+        let err = decompress(b"plain bytes", MAX_UNCOMPRESSED_BYTES).unwrap_err();
         assert_eq!(err.kind, crate::error::ErrorKind::Corrupt);
         assert!(err.message.contains("neither gzip nor zstd"), "{err}");
-        assert!(decompress(&[]).is_err());
+        assert!(decompress(&[], MAX_UNCOMPRESSED_BYTES).is_err());
     }
 }

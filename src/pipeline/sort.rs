@@ -279,11 +279,26 @@ impl<R: SortRecord> Drop for ExternalSorter<R> {
 
 /// Create the temporary directory that holds a sorter's run files, inside `parent`: the
 /// one place both sorters create it.
+/// The spill folder of one sorter: readable by the owner only (0700), like its runs
+/// ([`create_run_file`], 0600): the datoms are the database's data.
 fn create_sort_dir(parent: &Path) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("datacamp-sort-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(parent)
         .map_err(|e| Error::io("create sort directory", parent.display().to_string(), e))
+}
+
+/// A new run file readable by the owner only (0600), never created through a link.
+fn create_run_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("create sort run", path.display().to_string(), e))
 }
 
 fn failed_earlier() -> Error {
@@ -319,8 +334,7 @@ struct RunWriter {
 
 impl RunWriter {
     fn create(path: PathBuf) -> Result<Self> {
-        let file = File::create(&path)
-            .map_err(|e| Error::io("create sort run", path.display().to_string(), e))?;
+        let file = create_run_file(&path)?;
         Ok(RunWriter {
             file,
             path,
@@ -936,8 +950,7 @@ struct RecWriter {
 
 impl RecWriter {
     fn create(path: PathBuf) -> Result<Self> {
-        let file = File::create(&path)
-            .map_err(|e| Error::io("create sort run", path.display().to_string(), e))?;
+        let file = create_run_file(&path)?;
         Ok(RecWriter {
             file,
             path,
@@ -1282,6 +1295,33 @@ mod tests {
         let (out, runs) = sort_ext(recs(&keys), 0, 3);
         assert_eq!(runs, 999);
         assert_eq!(out, std_sorted(recs(&keys)));
+    }
+
+    #[test]
+    fn spilled_runs_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = ExternalSorter::new(tmp.path(), 16);
+        for r in recs(&[4, 3, 2, 1, 0]) {
+            s.push(r).unwrap();
+        }
+        assert_eq!(s.spilled_runs(), 2);
+        let dir = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        let runs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!runs.is_empty());
+        for run in runs {
+            assert_eq!(mode(&run), 0o600, "{}", run.display());
+        }
     }
 
     #[test]

@@ -32,21 +32,25 @@ pub const COMPLETE_MARKER_BYTES: &[u8] = b"complete";
 
 /// Given a database id, check it is a safe single path segment.
 ///
-/// Rejects empty ids, `.`/`..`, ids containing `/`, `\`, NUL or control characters, and
-/// ids longer than 200 bytes: a database id must never escape the target directory.
+/// Rejects empty ids, `.`/`..`, ids containing `/`, `\\`, NUL, control characters or
+/// invisible formatting characters (bidirectional controls, zero-width characters: a name
+/// must read as what it is), and ids longer than 200 bytes: an id must never escape the
+/// target directory.
 pub fn check_segment(what: &str, id: &str) -> Result<()> {
     let bad = id.is_empty()
         || id == "."
         || id == ".."
         || id.len() > 200
-        || id.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+        || id
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control() || crate::error::is_format_char(c));
     if bad {
         return Err(Error::invalid(
             "check arguments",
-            format!("{what} {id:?} is not a valid name"),
+            format!("{what} {} is not a valid name", crate::error::excerpt(id)),
         )
         .with_hint(format!(
-            "a {what} must be a non-empty single path segment without '/', '\\' or control characters"
+            "a {what} must be a non-empty single path segment of at most 200 bytes, without '/', '\\', control or invisible formatting characters"
         )));
     }
     Ok(())
@@ -168,7 +172,20 @@ mod tests {
 
     #[test]
     fn unsafe_segments_are_rejected() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a\u{0}b", "a\nb"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a\u{0}b",
+            "a\nb",
+            "a\u{202E}b",
+            "\u{200B}",
+            "a\u{2066}b",
+            "a\u{1b}[31m",
+        ] {
             assert!(check_segment("database-id", bad).is_err(), "{bad:?}");
         }
         for good in ["prod", "my-db_1", "ü", "a.b"] {

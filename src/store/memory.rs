@@ -58,6 +58,18 @@ impl Store for MemoryStore {
             })
     }
 
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let bytes = self.get(key)?;
+        if bytes.len() as u64 > max {
+            return Err(crate::store::too_large(
+                self.location(key),
+                bytes.len() as u64,
+                max,
+            ));
+        }
+        Ok(bytes)
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>> {
         crate::repo::layout::check_key(key)?;
         Ok(self.objects().get(key).map(|(b, _)| b.len() as u64))

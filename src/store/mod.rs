@@ -15,7 +15,7 @@ pub mod s3;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::Value;
 
 /// One stored object as a listing returns it.
@@ -70,8 +70,33 @@ pub enum LeftoverKind {
 pub trait Store: Send + Sync {
     /// Store `bytes` under `key`, atomically and durably (replacing any old object).
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
-    /// Return the bytes under `key`; `NotFound` if there are none.
+    /// Return the bytes under `key`; `NotFound` if there are none. Unbounded: whatever
+    /// reads a backup's contents uses [`Store::get_max`].
     fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Return the bytes under `key` if there are at most `max` of them: `NotFound` if there
+    /// are none, `Corrupt` (naming the key and both sizes) if there are more. Everything
+    /// that reads a backup goes through here, so a hostile object (a sparse terabyte file,
+    /// an endless stream) is refused before it is read into memory. The default asks
+    /// [`Store::size`] first and checks the length again after [`Store::get`]; a backend
+    /// that can bound the read itself overrides it (the directory store reads at most
+    /// `max + 1` bytes of a regular file it opened without following links).
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        match self.size(key)? {
+            None => {
+                return Err(
+                    Error::new(ErrorKind::NotFound, "read object", "no such object")
+                        .with_key(self.location(key)),
+                )
+            }
+            Some(n) if n > max => return Err(too_large(self.location(key), n, max)),
+            Some(_) => {}
+        }
+        let bytes = self.get(key)?;
+        if bytes.len() as u64 > max {
+            return Err(too_large(self.location(key), bytes.len() as u64, max));
+        }
+        Ok(bytes)
+    }
     /// Return the size of the object under `key`, or `None` if there is none.
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// List the objects under `prefix` (recursive, sorted by key).
@@ -127,6 +152,16 @@ pub trait Store: Send + Sync {
         let _ = prefix;
         Ok(0)
     }
+}
+
+/// The error for an object larger than its reader allows ([`Store::get_max`]).
+pub fn too_large(location: String, size: u64, max: u64) -> Error {
+    Error::corrupt(
+        "read object",
+        format!("it holds {size} bytes, more than the {max} it may hold"),
+    )
+    .with_key(location)
+    .with_hint("the backup is damaged or was written by something else; it is not read")
 }
 
 /// Given a target map (`{:path "/backups"}`, or `{:bucket "b" …}` for S3, see

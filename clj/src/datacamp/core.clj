@@ -4,7 +4,7 @@
   Backups:    `backup-to-directory`, `backup-to-s3`, `resume-backup`
   Continuous: `start-continuous-backup`, `stop-continuous-backup`, `continuous-status`
   Restore:    `restore-from-directory`, `restore-from-s3`
-  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`
+  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`
 
   A target is a map: `{:path \"/backups\"}` for a local directory, `{:bucket …}` for S3.
   Every failure throws `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
@@ -14,7 +14,7 @@
             [datacamp.continuous :as continuous]
             [datacamp.datahike :as dh]
             [datacamp.native :as native])
-  (:import [datacamp.jni DatomWalker NativeHandle ValueDecoder]))
+  (:import [datacamp.jni DatacampException DatomWalker NativeHandle ValueDecoder]))
 
 (set! *warn-on-reflection* true)
 
@@ -63,10 +63,42 @@
                 {:database-id id}))
     id))
 
+(defn- describe
+  "A short description of an option's value for an error message: numbers and booleans
+  as they are, anything else by its type (an option may hold a secret)."
+  [v]
+  (cond (or (number? v) (boolean? v) (nil? v)) (pr-str v)
+        :else (str "a " (.getSimpleName (class v)))))
+
 (defn- positive-long!
-  [k v]
-  (when (and (some? v) (not (and (integer? v) (pos? v))))
-    (invalid! (str k " must be a positive integer, got " (pr-str v)) {k v})))
+  "Refuse `v` (option `k`) unless it is nil or an integer from 1 to `max` (default
+  Long/MAX_VALUE)."
+  ([k v] (positive-long! k v Long/MAX_VALUE))
+  ([k v max]
+   (when (and (some? v) (not (and (integer? v) (<= 1 v max))))
+     (invalid! (str k " must be an integer from 1 to " max ", got " (describe v)) {k (describe v)}))))
+
+(def ^:private max-batch-size
+  "The most datoms per JNI call or per `load-entities` call."
+  (bit-shift-left 1 24))
+
+(defn- check-options!
+  "Refuse options of the wrong type or range before anything is opened or written
+  (`:batch-size` as the backup's: datoms per JNI call)."
+  [opts]
+  (doseq [k [:chunk-size :parallel :fetch-ahead :sort-buffer-bytes :lock-lease-ms]]
+    (positive-long! k (get opts k)))
+  (positive-long! :batch-size (:batch-size opts) max-batch-size)
+  ;; its range depends on the codec (gzip 0-9, zstd 1-19): the core checks it
+  (when-let [l (:compression-level opts)]
+    (when-not (integer? l)
+      (invalid! (str ":compression-level must be an integer, got " (describe l)) {})))
+  (when-let [f (:progress-fn opts)]
+    (when-not (ifn? f)
+      (invalid! (str ":progress-fn must be a function, got " (describe f)) {})))
+  (when-let [d (:tmp-dir opts)]
+    (when-not (or (and (string? d) (not (str/blank? d))) (instance? java.io.File d))
+      (invalid! (str ":tmp-dir must be a directory path, got " (describe d)) {}))))
 
 (defn- parse-id
   "Our backup ids are UUIDs; the original implementation's are strings."
@@ -81,8 +113,7 @@
   "The options map sent to the core."
   [opts db-id facts]
   (let [history? (and (get opts :history? true) (:keep-history? facts))]
-    (doseq [k [:chunk-size :parallel :sort-buffer-bytes]]
-      (positive-long! k (get opts k)))
+    (check-options! opts)
     (when-let [c (:compression opts)]
       (when-not (#{:gzip :zstd} c)
         (invalid! (str ":compression " (pr-str c) " is not supported; use :gzip (the default) or :zstd")
@@ -109,6 +140,7 @@
   run one backup and return its result map (the engine under `backup-to-directory`;
   benchmarks call it with generated datoms)."
   [target native-opts datoms opts]
+  (check-options! opts)
   (let [batch-size (int (or (:batch-size opts) default-batch-size))]
     (native/with-native-errors {:database-id (:database-id native-opts)}
       (with-open [h (native/backup-open target native-opts)]
@@ -186,9 +218,17 @@
                                       (assoc :backup-id id :resume? true))
                             (:break-lock? opts) (assoc :break-lock? true)
                             (:lock-lease-ms opts) (assoc :lock-lease-ms (long (:lock-lease-ms opts))))]
-          (when-not (integer? basis)
+          ;; The snapshot the interrupted backup started from (config.edn, input from outside):
+          ;; a transaction of this database, never beyond it, with no entity beyond its own.
+          (when-not (and (integer? basis) (integer? (:stats/max-eid cfg)))
             (throw (ex-info (str "backup " id " has no readable config.edn: it cannot be resumed")
                             {:datacamp/error :datacamp/corrupt :backup-id backup-id})))
+          (when-not (and (<= dh/tx0 basis (:max-tx db)) (<= 0 (:stats/max-eid cfg) (:max-eid db)))
+            (throw (ex-info (str "backup " id " cannot be resumed from this database: its config.edn records a snapshot"
+                                 " (:stats/max-tx " basis ", :stats/max-eid " (:stats/max-eid cfg) ") this database does not have"
+                                 " (:max-tx " (:max-tx db) ", :max-eid " (:max-eid db) ")")
+                            {:datacamp/error :datacamp/conflict :backup-id backup-id
+                             :datacamp/hint "resume with the database the backup was started from, or start a new backup"})))
           (try
             (assoc (backup-datoms target native-opts
                                   (dh/snapshot-datoms db (:history? native-opts) basis) opts)
@@ -226,12 +266,30 @@
   `{:removed [ids] :kept-incomplete [ids] :objects-deleted n}`."
   [target database-id & {:keys [older-than-hours] :or {older-than-hours 24}}]
   (let [target (canonical-target target)]
-    (when-not (and (number? older-than-hours) (not (neg? older-than-hours)))
-      (invalid! ":older-than-hours must be a non-negative number" {:older-than-hours older-than-hours}))
+    (when-not (and (number? older-than-hours)
+                   (Double/isFinite (double older-than-hours))
+                   (<= 0 older-than-hours 1000000))
+      (invalid! (str ":older-than-hours must be a finite number from 0 to 1000000, got " (describe older-than-hours))
+                {:older-than-hours (describe older-than-hours)}))
     (native/with-native-errors {:database-id database-id}
       (-> (native/cleanup-incomplete target (str database-id) (long (* older-than-hours 3600 1000)))
           (update :removed #(mapv parse-id %))
-          (update :kept-incomplete #(mapv parse-id %))))))
+          (update :kept-incomplete #(mapv parse-id %))
+          (update :damaged #(mapv parse-id %))))))
+
+(defn repair-manifest
+  "Given a target and the id of a backup that finished (it has a `complete.marker`) but
+  whose `manifest.edn` is missing or damaged (and `:database-id`), rebuild the manifest
+  from the backup's checkpoint after reading, checking and decoding every chunk. Returns
+  `{:backup-id … :repaired? true :chunk-count … :datom-count …}` (`:repaired? false` when
+  the manifest was good). `list-backups` and `verify-backup` name such backups in
+  `:problems`; `cleanup-incomplete` never removes them (`:damaged`)."
+  [target backup-id & {:keys [database-id]}]
+  (let [target (canonical-target target)]
+    (when-not (string? database-id)
+      (invalid! "repair-manifest needs :database-id" {:backup-id backup-id}))
+    (native/with-native-errors {:database-id database-id :backup-id backup-id}
+      (with-ids (native/repair-manifest target database-id (str backup-id))))))
 
 (defn start-continuous-backup
   "Given a Datahike connection and a target (a directory `{:path …}` or S3 `{:bucket …}`),
@@ -326,10 +384,25 @@
    (when-let [b (native/restore-next h decoder)]
      (cons b (restore-batches h decoder)))))
 
+(defn- partially-restored
+  "The exception `e` (thrown after `loaded` datoms reached the target, or during a
+  `load-entities` call) as an `ex-info` that says the target is partly restored."
+  [^Throwable e loaded]
+  (let [data (ex-data e)]
+    (ex-info (str (.getMessage e) "; the target database is partly restored (" loaded
+                  " datoms loaded): discard it and restore into a new empty database")
+             (merge {:datacamp/error :datacamp/internal}
+                    data
+                    {:datacamp/target-partially-restored true
+                     :datacamp/datoms-loaded loaded})
+             e)))
+
 (defn- restore!
   "Restore a backup from a canonical target into `conn`."
-  [conn target backup-id {:keys [database-id batch-size parallel fetch-ahead verify-first? progress-fn]
-                          :or {batch-size default-load-batch verify-first? true}}]
+  [conn target backup-id {:keys [database-id batch-size parallel fetch-ahead verify-first? progress-fn
+                                 tmp-dir sort-buffer-bytes]
+                          :or {batch-size default-load-batch verify-first? true}
+                          :as opts}]
   (let [db (dh/current-db conn)
         started (System/currentTimeMillis)
         progress (or progress-fn (constantly nil))]
@@ -337,14 +410,19 @@
       (invalid! "restore needs :database-id" {:backup-id backup-id}))
     (when (nil? backup-id)
       (invalid! "restore needs a backup id" {}))
+    (check-options! (dissoc opts :batch-size))
     (positive-long! :batch-size batch-size)
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
       (with-open [h (native/restore-open target (cond-> {:database-id database-id
                                                           :backup-id (str backup-id)
-                                                          :verify-first? (boolean verify-first?)}
+                                                          :verify-first? (boolean verify-first?)
+                                                          ;; no native batch larger than a load-entities call
+                                                          :batch-datoms (min (long batch-size) 8192)}
                                                    parallel (assoc :parallel (long parallel))
-                                                   fetch-ahead (assoc :fetch-ahead (long fetch-ahead))))]
+                                                   fetch-ahead (assoc :fetch-ahead (long fetch-ahead))
+                                                   tmp-dir (assoc :tmp-dir (str tmp-dir))
+                                                   sort-buffer-bytes (assoc :sort-buffer-bytes (long sort-buffer-bytes))))]
         (let [info (native/restore-info h)
               total (:datom-count info)
               load-entities (dh/api-fn 'load-entities)
@@ -352,23 +430,37 @@
               done (volatile! 0)
               txs (volatile! 0)
               last-tx (volatile! nil)
-              calls (volatile! 0)]
+              calls (volatile! 0)
+              loaded (volatile! 0)
+              loading? (volatile! false)]
           (check-compatible! db info)
           (progress {:stage :started :datoms-done 0 :datoms-total total})
-          (doseq [group (partition-all batch-size
-                                       (mapcat (fn [{:keys [chunk-id datoms]}]
-                                                 (vswap! done + (count datoms))
-                                                 (doseq [d datoms]
-                                                   (let [tx (nth d 3)]
-                                                     (when-not (= tx @last-tx)
-                                                       (vreset! last-tx tx)
-                                                       (vswap! txs inc))))
-                                                 (progress {:stage :restoring :chunk-id chunk-id
-                                                            :datoms-done @done :datoms-total total})
-                                                 datoms)
-                                               (restore-batches h decoder)))]
-            @(load-entities conn group)
-            (vswap! calls inc))
+          (try
+            (doseq [group (partition-all batch-size
+                                         (mapcat (fn [{:keys [chunk-id datoms]}]
+                                                   (vswap! done + (count datoms))
+                                                   (doseq [d datoms]
+                                                     (let [tx (nth d 3)]
+                                                       (when-not (= tx @last-tx)
+                                                         (vreset! last-tx tx)
+                                                         (vswap! txs inc))))
+                                                   (progress {:stage :restoring :chunk-id chunk-id
+                                                              :datoms-done @done :datoms-total total})
+                                                   datoms)
+                                                 (restore-batches h decoder)))]
+              (vreset! loading? true)
+              @(load-entities conn group)
+              (vreset! loading? false)
+              (vswap! loaded + (count group))
+              (vswap! calls inc))
+            (catch Throwable e
+              ;; Datoms already reached the target: the caller must know it is not untouched.
+              (let [e (if (instance? DatacampException e)
+                        (native/native-ex e {:database-id database-id :backup-id backup-id})
+                        e)]
+                (throw (if (or (pos? @loaded) @loading?)
+                         (partially-restored e @loaded)
+                         e)))))
           (progress {:stage :done :datoms-done @done :datoms-total total})
           {:success true
            :backup-id (parse-id (:backup-id info))
@@ -391,9 +483,14 @@
   1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
 
   Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks decoded ahead,
-  default 2), `:fetch-ahead` (chunks read ahead concurrently, default 32), `:verify-first?` (check every chunk's checksum before loading anything,
-  default true), `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done …
-  :datoms-total …}`)."
+  default 2), `:fetch-ahead` (chunks read ahead concurrently, default 32), `:verify-first?`
+  (read, check and decode every chunk before loading anything, default true),
+  `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done … :datoms-total …}`),
+  `:tmp-dir` and `:sort-buffer-bytes` (where and with how much memory backups of the
+  original implementation are sorted).
+
+  A failure after datoms reached the target carries `:datacamp/target-partially-restored
+  true` and `:datacamp/datoms-loaded n`: discard that database."
   [conn target backup-id & {:as opts}]
   (restore! conn (dir-target target) backup-id opts))
 

@@ -92,6 +92,11 @@
   [target database-id older-than-ms]
   (read-edn (Native/cleanupIncomplete (edn-str target) database-id (long older-than-ms))))
 
+(defn repair-manifest
+  "Rebuild the damaged manifest of finished backup `backup-id`; return the report."
+  [target database-id backup-id]
+  (read-edn (Native/repairManifest (edn-str target) database-id backup-id)))
+
 (defn- decode-columns
   "Load the columns the core returned (`Object[]{id e a tx added vtag vnum vbytes newAttrs}`)
   into `decoder`; return `{:id … :datoms [[e a v tx added] …]}`."

@@ -76,8 +76,12 @@ import java.util.UUID;
 public final class DatomBatch {
     /** The default soft limit of {@code vbytes}, 4 MiB: {@link #add} reports "full" beyond it. */
     public static final int DEFAULT_BYTE_BUDGET = 4 << 20;
-    /** The deepest collection nesting {@link #add} accepts (the top-level value is depth 0). */
-    public static final int MAX_DEPTH = 512;
+    /**
+     * The deepest collection nesting {@link #add} accepts (the top-level value is depth 0):
+     * the native codecs' limit ({@code codec::MAX_DEPTH} in the crate), so that a backup
+     * refuses what a restore could not read.
+     */
+    public static final int MAX_DEPTH = 100;
 
     private static final int MAX_ARRAY = Integer.MAX_VALUE - 16;
     private static final String OP = "encode datom";

@@ -86,6 +86,9 @@ public final class Native {
     /** Free restore session {@code handle}. Safe to call once per handle. */
     public static native void restoreFree(long handle);
 
+    /** Rebuild the damaged manifest of a finished backup from its checkpoint; return the EDN report. */
+    public static native String repairManifest(String targetEdn, String databaseId, String backupId);
+
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,
                                                   long olderThanMillis);

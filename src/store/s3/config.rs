@@ -155,7 +155,10 @@ impl S3Config {
             Some(other) => {
                 return Err(Error::invalid(
                     OP,
-                    format!(":storage-class must be a keyword such as :standard-ia, got {other:?}"),
+                    format!(
+                        ":storage-class must be a keyword such as :standard-ia, got {}",
+                        crate::options::describe(other)
+                    ),
                 ))
             }
         };
@@ -169,7 +172,10 @@ impl S3Config {
             Some(other) => {
                 return Err(Error::invalid(
                     OP,
-                    format!(":sse must be :aes256 or :kms, got {other:?}"),
+                    format!(
+                        ":sse must be :aes256 or :kms, got {}",
+                        crate::options::describe(other)
+                    ),
                 ))
             }
         };
@@ -226,7 +232,10 @@ fn storage_class(name: &str) -> Result<StorageClass> {
     } else {
         Err(Error::invalid(
             "open S3 target",
-            format!(":storage-class {name:?} is not an S3 storage class"),
+            format!(
+                ":storage-class {} is not an S3 storage class",
+                crate::error::excerpt(name)
+            ),
         )
         .with_hint(format!("one of {}", known.join(", "))))
     }
@@ -244,7 +253,8 @@ pub(super) fn normalize_prefix(p: &str) -> String {
 pub(super) fn normalize_endpoint(e: &str) -> Result<String> {
     let e = e.trim();
     let bad = |why: &str| {
-        Error::invalid("open S3 target", format!(":endpoint {e:?} {why}"))
+        // Never echo the endpoint: a URL may carry credentials (user:password@host).
+        Error::invalid("open S3 target", format!("the :endpoint {why}"))
             .with_hint("give host:port (\"localhost:9000\") or a URL (\"https://s3.example.com\")")
     };
     if let Some((scheme, rest)) = e.split_once("://") {

@@ -86,6 +86,62 @@ impl S3Store {
         format!("{}{key}", self.cfg.prefix)
     }
 
+    /// GET `key`, refusing (`Corrupt`, not retried) an object of more than `max` bytes: by
+    /// its announced length before the body is read, and while the body streams (one
+    /// request; no HEAD first).
+    fn get_bounded(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let object = self.checked_key(key)?;
+        let loc = self.location(key);
+        let op = "get object";
+        block_on(retry(&self.cfg.retry, op, &loc, || async {
+            let req = self
+                .client
+                .get_object()
+                .bucket(&self.cfg.bucket)
+                .key(&object);
+            let read = async {
+                let mut out = req.send().await.map_err(|e| map_sdk_error(op, &loc, e))?;
+                let announced = out.content_length().unwrap_or(0).max(0) as u64;
+                if announced > max {
+                    return Err(super::too_large(loc.clone(), announced, max));
+                }
+                let mut bytes = Vec::with_capacity(announced as usize);
+                loop {
+                    let next = out.body.try_next().await.map_err(|e| {
+                        Error::new(
+                            ErrorKind::Transient,
+                            op,
+                            format!("reading the body failed: {e}"),
+                        )
+                        .with_key(&loc)
+                    })?;
+                    let Some(piece) = next else { break };
+                    if (bytes.len() + piece.len()) as u64 > max {
+                        return Err(super::too_large(
+                            loc.clone(),
+                            (bytes.len() + piece.len()) as u64,
+                            max,
+                        ));
+                    }
+                    bytes.extend_from_slice(&piece);
+                }
+                Ok(bytes)
+            };
+            match tokio::time::timeout(self.cfg.attempt_timeout, read).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Transient,
+                    op,
+                    format!(
+                        "no complete answer within {} ms",
+                        self.cfg.attempt_timeout.as_millis()
+                    ),
+                )
+                .with_key(&loc)),
+            }
+        }))?
+    }
+
     fn checked_key(&self, key: &str) -> Result<String> {
         crate::repo::layout::check_key(key)?;
         Ok(self.object_key(key))
@@ -301,40 +357,11 @@ impl Store for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let object = self.checked_key(key)?;
-        let loc = self.location(key);
-        let op = "get object";
-        block_on(retry(&self.cfg.retry, op, &loc, || async {
-            let req = self
-                .client
-                .get_object()
-                .bucket(&self.cfg.bucket)
-                .key(&object);
-            let read = async {
-                let out = req.send().await.map_err(|e| map_sdk_error(op, &loc, e))?;
-                let body = out.body.collect().await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Transient,
-                        op,
-                        format!("reading the body failed: {e}"),
-                    )
-                    .with_key(&loc)
-                })?;
-                Ok(body.into_bytes().to_vec())
-            };
-            match tokio::time::timeout(self.cfg.attempt_timeout, read).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Transient,
-                    op,
-                    format!(
-                        "no complete answer within {} ms",
-                        self.cfg.attempt_timeout.as_millis()
-                    ),
-                )
-                .with_key(&loc)),
-            }
-        }))?
+        self.get_bounded(key, u64::MAX)
+    }
+
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        self.get_bounded(key, max)
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {

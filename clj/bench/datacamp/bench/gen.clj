@@ -47,6 +47,7 @@
    [:order/status :db.type/keyword :one nil]
    [:order/total :db.type/double :one nil]
    [:person/active :db.type/boolean :one nil]
+   [:person/age :db.type/long :one nil]
    [:person/bio :db.type/string :one nil]
    [:person/born :db.type/instant :one nil]
    [:person/email :db.type/string :one :db.unique/identity]
