@@ -6,10 +6,10 @@ use jni::JNIEnv;
 
 use crate::codec::wire::Batch;
 use crate::log::catchup::CatchUpReport;
-use crate::log::session::{Plan, Session};
 use crate::log::writer::{ErrorInfo, Status};
 use crate::model::{kw_map, Value};
 use crate::ops::backup::BackupResult;
+use crate::ops::capture::{Plan, Session};
 use crate::ops::cleanup::CleanupReport;
 use crate::ops::list::BackupSummary;
 use crate::ops::repair::RepairReport;

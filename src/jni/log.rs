@@ -1,5 +1,5 @@
 //! The `Java_datacamp_jni_Native_log*` entry points: a continuous capture session
-//! ([`crate::log::session::Session`]) driven by the JVM's capture thread.
+//! ([`crate::ops::capture::Session`]) driven by the JVM's capture thread.
 //!
 //! A session is shared behind an `Arc`: the registry's lock is held only to find it, so a
 //! status call from another JVM thread never waits for a push or a catch-up in progress.
@@ -12,9 +12,9 @@ use jni::sys::{jboolean, jint, jlong, jstring};
 use jni::JNIEnv;
 
 use crate::error::{Error, Result};
-use crate::log::session::{order_spec, Session, SessionOptions};
 use crate::log::writer::{Appended, TxMark};
 use crate::model::Value;
+use crate::ops::capture::{order_spec, Session, SessionOptions};
 
 use super::boundary::{guard, jni_error};
 use super::handles::Registry;

@@ -20,16 +20,15 @@
 //! - [`writer`]: the segment writer: open segment, sealing, the uploader, the durable point.
 //! - [`spool`]: where sealed segments wait on local disk while the target is unreachable.
 //! - [`catchup`]: transactions read from the history instead of seen live.
-//! - [`session`]: a capture session: the lock, the plan, new chains, catch-ups.
 //!
-//! The JVM side (`datacamp.continuous`) listens to the database, computes each
-//! transaction's exact delta and pushes it here.
+//! The capture session that uses them (the lock, the plan, new chains, catch-ups) is an
+//! operation: [`crate::ops::capture`]. The JVM side (`datacamp.continuous`) listens to the
+//! database, computes each transaction's exact delta and pushes it there.
 
 pub mod catchup;
 pub mod head;
 pub mod name;
 pub mod read;
-pub mod session;
 pub mod spool;
 pub mod tip;
 pub mod writer;

@@ -16,8 +16,8 @@ use crate::store::memory::MemoryStore;
 use crate::store::{ObjectMeta, Store};
 
 use super::read::{self, StoredLog};
-use super::session::{DbFacts, Plan, Session, SessionOptions};
 use super::writer::{Appended, LogWriter, TxMark, WriterOptions};
+use crate::ops::capture::{DbFacts, Plan, Session, SessionOptions};
 
 /// A memory store whose writes and reads fail (transiently) while it is down.
 #[derive(Clone, Default)]

@@ -1,10 +1,12 @@
-//! A capture session: what `start-continuous-backup` opens and the JVM drives.
+//! A continuous capture session: what `start-continuous-backup` opens and the JVM drives
+//! (the operation; the log's own machinery — segment writer, spool, catch-up, reading —
+//! lives in [`crate::log`]).
 //!
 //! Opening ([`Session::open`]):
 //! 1. take the capture lock of the database (`{database-id}/.continuous/`, the lease lock
 //!    of [`crate::repo::lock`]; waiting at most `lock_wait` for an expired lease);
 //! 2. store what an earlier, killed session left in the spool, when it continues its log;
-//! 3. find where the database's chains end ([`super::tip`]) and decide ([`Plan`]):
+//! 3. find where the database's chains end ([`crate::log::tip`]) and decide ([`Plan`]):
 //!    continue the furthest chain of this database (a new log whose parent is that end,
 //!    catching up the transactions since, when the database keeps history), or start a new
 //!    chain (the JVM takes a full backup with the id the plan names; the new log follows
@@ -31,12 +33,12 @@ use crate::repo::lock::{Busy, ResumeLock};
 use crate::repo::meta::write_edn;
 use crate::store::Store;
 
-use super::catchup::{CatchUp, CatchUpOptions, CatchUpReport};
-use super::head::LogHead;
-use super::read;
-use super::spool::Spool;
-use super::tip::{self, Links};
-use super::writer::{Appended, LogWriter, Status, TxMark, WriterOptions};
+use crate::log::catchup::{CatchUp, CatchUpOptions, CatchUpReport};
+use crate::log::head::LogHead;
+use crate::log::read;
+use crate::log::spool::Spool;
+use crate::log::tip::{self, Links};
+use crate::log::writer::{Appended, LogWriter, Status, TxMark, WriterOptions};
 
 const OP: &str = "start continuous backup";
 
