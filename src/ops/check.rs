@@ -139,6 +139,7 @@ mod tests {
             uncompressed_bytes: c.fressian.len() as u64,
             checksum: chunk::sha256_hex(&gz),
             raw_checksum: None,
+            instant_range: None,
         };
         (meta, gz)
     }

@@ -31,6 +31,8 @@ pub struct BackupSummary {
     pub updated_at_ms: i64,
     /// Bytes stored under the backup's folder.
     pub stored_bytes: u64,
+    /// `prune-backups` is deleting it (its tombstone is present): never complete.
+    pub pruning: bool,
 }
 
 fn millis(o: &ObjectMeta) -> i64 {
@@ -85,7 +87,9 @@ pub(crate) fn summarize(
     } else {
         None
     };
-    let completed = manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER);
+    let pruning = has(layout::PRUNE_TOMBSTONE);
+    let completed =
+        manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER) && !pruning;
     let oldest = objects.iter().map(millis).min().unwrap_or(0);
     let newest = objects.iter().map(millis).max().unwrap_or(0);
     let created_at_ms = manifest
@@ -102,6 +106,7 @@ pub(crate) fn summarize(
         created_at_ms,
         updated_at_ms,
         stored_bytes: objects.iter().map(|o| o.size).sum(),
+        pruning,
     })
 }
 

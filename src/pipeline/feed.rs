@@ -22,11 +22,18 @@ use crate::pipeline::order::RestoreOrder;
 /// Batches that may wait in the channel (each up to the JVM's batch size, 8,192 datoms).
 pub const FEED_DEPTH: usize = 2;
 
-/// What receives the datoms: the order, the attribute table, a reusable datom buffer.
+/// Sees every datom on its way into the order, on the feeding thread, before the order's
+/// own rules (window, tx0): e.g. the chain state's collector (`crate::chain::state`). An
+/// error stops the feed as a bad batch does.
+pub type Tap = Box<dyn FnMut(&Datom) -> Result<()> + Send + Sync>;
+
+/// What receives the datoms: the order, the attribute table, a reusable datom buffer, and
+/// the tap, if any.
 struct Sink {
     order: RestoreOrder,
     attrs: Vec<Attr>,
     scratch: Vec<Datom>,
+    tap: Option<Tap>,
 }
 
 impl Sink {
@@ -35,9 +42,19 @@ impl Sink {
         self.scratch.clear();
         wire::decode_batch(&batch.columns(), &self.attrs, &mut self.scratch)?;
         for d in self.scratch.drain(..) {
+            if let Some(tap) = &mut self.tap {
+                tap(&d)?;
+            }
             self.order.push(d)?;
         }
         Ok(())
+    }
+
+    fn push(&mut self, d: Datom) -> Result<()> {
+        if let Some(tap) = &mut self.tap {
+            tap(&d)?;
+        }
+        self.order.push(d)
     }
 }
 
@@ -61,18 +78,24 @@ pub struct Feed {
 impl Feed {
     /// Given a restore order, return a feed into it (the thread starts with the first batch).
     pub fn new(order: RestoreOrder) -> Self {
+        Self::with_tap(order, None)
+    }
+
+    /// Like [`Feed::new`], with a [`Tap`] that sees every datom before the order does.
+    pub fn with_tap(order: RestoreOrder, tap: Option<Tap>) -> Self {
         Feed {
             state: State::Here(Box::new(Sink {
                 order,
                 attrs: Vec::new(),
                 scratch: Vec::new(),
+                tap,
             })),
         }
     }
 
     /// Push one datom on the caller's thread, after every batch pushed before.
     pub fn push(&mut self, d: Datom) -> Result<()> {
-        self.here()?.order.push(d)
+        self.here()?.push(d)
     }
 
     /// Hand one columnar batch to the feeding thread; blocks while `FEED_DEPTH` batches

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{kw_map, Value};
+use crate::repo::link::LinkMeta;
 
 /// The manifest format version we write.
 pub const FORMAT_VERSION: &str = "1.0.0";
@@ -31,7 +32,7 @@ impl ChunkOrder {
 }
 
 /// One chunk's entry in the manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChunkMeta {
     /// Chunk number, from 0.
     pub id: u64,
@@ -55,6 +56,10 @@ pub struct ChunkMeta {
     /// SHA-256 of the encoded bytes before compression (lets a resumed backup check that
     /// it would write the same chunk without compressing it again).
     pub raw_checksum: Option<String>,
+    /// Smallest and largest `:db/txInstant` (epoch ms) of the transactions that start in
+    /// this chunk (`None` when none does): lets a point-in-time restore by instant find
+    /// its chunk without reading the others.
+    pub instant_range: Option<(i64, i64)>,
 }
 
 /// A backup's manifest.
@@ -64,7 +69,7 @@ pub struct Manifest {
     pub backup_id: String,
     /// The database id.
     pub database_id: String,
-    /// `:full` for now.
+    /// `full` or `incremental` (see [`crate::repo::link`]).
     pub backup_type: String,
     /// When the backup started, epoch millis.
     pub created_at_ms: i64,
@@ -92,6 +97,8 @@ pub struct Manifest {
     pub max_tx: i64,
     /// The chunks, by id.
     pub chunks: Vec<ChunkMeta>,
+    /// The backup's place in its chain (parent, base, tx and instant ranges, state).
+    pub link: LinkMeta,
 }
 
 fn tx_range_value(r: Option<(i64, i64)>) -> Value {
@@ -136,6 +143,10 @@ impl ChunkMeta {
             (
                 "chunk/raw-checksum",
                 self.raw_checksum.as_deref().map_or(Value::Nil, Value::str),
+            ),
+            (
+                "chunk/instant-range",
+                crate::repo::link::instant_range_value(self.instant_range),
             ),
         ])
     }
@@ -184,6 +195,7 @@ impl ChunkMeta {
                 .get("chunk/raw-checksum")
                 .and_then(Value::as_str)
                 .map(String::from),
+            instant_range: crate::repo::link::range_of(v.get("chunk/instant-range")),
         })
     }
 }
@@ -206,7 +218,7 @@ impl Manifest {
     /// Return the manifest as an EDN map with the original implementation's keys.
     pub fn to_value(&self) -> Value {
         let duration_ms = self.completed_at_ms - self.created_at_ms;
-        kw_map([
+        let mut v = kw_map([
             ("backup/id", Value::str(&self.backup_id)),
             ("backup/type", Value::kw(&self.backup_type)),
             ("backup/created-at", Value::Inst(self.created_at_ms)),
@@ -245,7 +257,12 @@ impl Manifest {
                 "chunks",
                 Value::Vector(self.chunks.iter().map(ChunkMeta::to_value).collect()),
             ),
-        ])
+        ]);
+        if let Value::Map(entries) = &mut v {
+            let link = self.link.entries(self.max_tx);
+            entries.extend(link.into_iter().map(|(k, x)| (Value::kw(k), x)));
+        }
+        v
     }
 
     /// Parse a manifest written by us or by the original implementation.
@@ -313,6 +330,7 @@ impl Manifest {
             max_eid: v.get("stats/max-eid").and_then(Value::as_long).unwrap_or(0),
             max_tx: v.get("stats/max-tx").and_then(Value::as_long).unwrap_or(0),
             chunks,
+            link: LinkMeta::from_manifest(v)?,
         })
     }
 }
@@ -350,7 +368,9 @@ mod tests {
                 uncompressed_bytes: 900,
                 checksum: "ab".repeat(32),
                 raw_checksum: Some("cd".repeat(32)),
+                instant_range: Some((1_700_000_000_000, 1_700_000_000_500)),
             }],
+            link: LinkMeta::default(),
         }
     }
 
