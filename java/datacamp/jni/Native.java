@@ -86,6 +86,13 @@ public final class Native {
     /** Free restore session {@code handle}. Safe to call once per handle. */
     public static native void restoreFree(long handle);
 
+    /**
+     * Apply a retention policy ({@code optionsEdn}: {@code :keep-last :keep-daily :keep-weekly
+     * :keep-monthly :dry-run?}) to the complete backups of {@code databaseId}, never deleting a
+     * backup that a kept one depends on; return the EDN report of what was kept and deleted.
+     */
+    public static native String pruneBackups(String targetEdn, String databaseId, String optionsEdn);
+
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,
                                                   long olderThanMillis);
