@@ -182,11 +182,8 @@ pub fn plan(
                 .links
                 .iter()
                 .flat_map(|l| l.manifest.chunks.iter().map(move |c| (l, c)))
-                .filter(|(_, c)| c.instant_range.is_some_and(|r| r.0 <= ms))
-                .last()
-                .ok_or_else(|| {
-                    outside(op, format!("as-of-time {shown}"), &avail, &tip)
-                })?;
+                .rfind(|(_, c)| c.instant_range.is_some_and(|r| r.0 <= ms))
+                .ok_or_else(|| outside(op, format!("as-of-time {shown}"), &avail, &tip))?;
             lookup_bytes = chunk.size_bytes;
             let tx = fetch(&link.prefix, chunk)?
                 .iter()

@@ -195,7 +195,7 @@ pub fn decide(policy: &Policy, entries: &[Entry]) -> Decision {
         .iter()
         .filter(|e| !e.complete && !e.pruning)
         .collect();
-    incomplete.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+    incomplete.sort_by_key(|e| std::cmp::Reverse(e.created_ms));
     Decision {
         keep,
         delete: delete.into_iter().map(|e| e.id.clone()).collect(),

@@ -399,14 +399,14 @@ mod tests {
     #[test]
     fn merging_finds_what_is_gone_and_keeps_the_rest() {
         let key = |x: &Datom| state_key(x).unwrap();
-        let mut parent = vec![
+        let mut parent = [
             d(1, "p/nick", Value::str("a"), TX0 + 1, true),
             d(3, "p/nick", Value::str("c"), TX0 + 1, true),
             d(4, "p/nick", Value::str("d"), TX0 + 1, true),
             d(7, "p/nick", Value::str("g"), TX0 + 1, true),
         ];
         parent.sort_by_key(key);
-        let mut current = vec![
+        let mut current = [
             d(3, "p/nick", Value::str("c"), TX0 + 5, true), // same [e a v], moved tx
             d(5, "p/nick", Value::str("e"), TX0 + 5, true),
         ];

@@ -241,7 +241,10 @@ pub fn restore_info(info: &RestoreInfo, reached: (Option<i64>, Option<i64>)) -> 
         ),
     ]);
     if let (None, Value::Map(entries)) = (&info.chain, &mut v) {
-        entries.push((Value::kw("chain"), strings(std::slice::from_ref(&m.backup_id))));
+        entries.push((
+            Value::kw("chain"),
+            strings(std::slice::from_ref(&m.backup_id)),
+        ));
     }
     if let (Some(c), Value::Map(entries)) = (&info.chain, &mut v) {
         let point = match c.point {

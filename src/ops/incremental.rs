@@ -42,7 +42,8 @@ fn refuse(message: String, hint: &str) -> Error {
 /// Errors: `InvalidArgument` (with a hint) for a database without history, no complete
 /// backup to continue, an incomplete, foreign or newer parent, or one whose
 /// `:db/noHistory` state was not recorded while the database has such attributes;
-/// `NotFound` for a `:parent` that does not exist.
+/// `NotFound` for a `:parent` that does not exist; `Corrupt` when a state chunk of the
+/// parent is missing or truncated.
 pub fn parent_of(store: &dyn Store, opts: &BackupOptions) -> Result<Option<Parent>> {
     if !opts.incremental && opts.parent.is_none() {
         return Ok(None);
@@ -108,6 +109,14 @@ pub fn parent_of(store: &dyn Store, opts: &BackupOptions) -> Result<Option<Paren
             format!("backup {id} did not record the :db/noHistory state this database needs"),
             "take a full backup with this version first",
         ));
+    }
+    // The parent's state is read at the end of the walk: check it is there now.
+    for meta in m.link.no_history.iter().flatten() {
+        let key = crate::repo::layout::chunk_in(&link.prefix, meta);
+        match store.size(&key)? {
+            None => return Err(super::check::missing(meta, store.location(&key))),
+            Some(n) => super::check::check_size(meta, n, || store.location(&key))?,
+        }
     }
     Ok(Some(Parent {
         base: m.link.base.clone().unwrap_or_else(|| id.clone()),

@@ -289,7 +289,7 @@ mod tests {
             crate::error::ErrorKind::Conflict
         );
         let r = prune(store.as_ref(), "db", &policy(1)).unwrap();
-        assert_eq!(r.finished, [id.clone()]);
+        assert_eq!(r.finished, std::slice::from_ref(id));
         assert_eq!(r.deleted, [old[0].clone()]);
         let left: Vec<String> = crate::ops::list::list(store.as_ref(), "db")
             .unwrap()
