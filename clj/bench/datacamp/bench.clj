@@ -351,7 +351,7 @@
         first-tx (inc datacamp.bench.gen/schema-tx)
         max-tx (long (:max-tx spec))
         txs (- max-tx datacamp.bench.gen/schema-tx)
-        at (fn [fraction] (+ datacamp.bench.gen/schema-tx (long (Math/round (* fraction txs)))))
+        at (fn [fraction] (+ datacamp.bench.gen/schema-tx (long (Math/round (* (double fraction) txs)))))
         label (str "synthetic " (if (zero? (rem n 1000000)) (str (quot n 1000000) "M") (str (quot n 1000) "k")))
         dir (io/file work (str (str/replace label " " "-") "-chain"))
         heap [synthetic-heap]
@@ -374,11 +374,11 @@
           full (step "full backup (99%)" #(verified! (child {:measure :chain-backup :ds ds :dir inc-dir
                                                                :through one-pct} heap opts)
                                                        "full"))
+          ;; every run writes a sibling: an incremental continuing the same full backup
           incr (step "incremental (last 1%)" #(verified! (median-run runs {:measure :chain-backup :ds ds :dir inc-dir
-                                                                           :incremental? true} heap opts)
+                                                                           :parent (str (:backup-id full))}
+                                                                      heap opts)
                                                           "incremental"))
-          ;; median-run wrote `runs` incrementals continuing each other: the first is the one
-          ;; after 1%; the others are empty links (nothing new) — count the first's bytes.
           links (mapv (fn [[fraction inc?]]
                         (verified! (child {:measure :chain-backup :ds ds :dir chain-dir
                                            :through (at fraction) :incremental? inc?} heap opts)
@@ -407,40 +407,42 @@
   (let [lines (transient [])
         add (fn [& xs] (conj! lines (apply str xs)))
         mb #(fmt "%.2f" (/ (double %) MB))]
-    (add "Machine and method as above (" (:git machine) "; median of " (:runs machine)
-         " fresh JVM(s), -Xmx192m). Incremental: the database as it was before its last 1% of "
+    (add "Machine: " (:nproc machine) " cores (" (:cpu-model machine) "), " (:date machine)
+         ", code " (:git machine) "; each row the median of " (:runs machine)
+         " fresh JVM(s), -Xmx192m. Incremental: the database as it was before its last 1% of "
          "transactions is backed up in full, then an incremental continues it: it walks the whole "
          "history (Datahike has no transaction index), notes every id's first transaction, and "
          "stores only the last 1%. Point in time: a chain of a full backup at a quarter of the "
          "transactions and incrementals at half, three quarters and the end, restored (native "
-         "session, datoms decoded, no Datahike) to the middle transaction; "read" counts the "
-         "chunks' stored bytes the plan reads, "process read" what the process read through "
+         "session, datoms decoded, no Datahike) to the middle transaction; 'read' counts the "
+         "chunks' stored bytes the plan reads, 'process read' what the process read through "
          "read(2) meanwhile (rchar, class files included).")
     (add "")
-    (add "| database | run | wall s | datoms stored | output MB | output / full | peak RSS MB |")
-    (add "|---|---|---:|---:|---:|---:|---:|")
-    (doseq [{:keys [label walk full incremental one-pct-txs txs]} results]
+    (add "| database | run | wall s | datoms stored | output MB | output / full | peak RSS MB | others' CPU |")
+    (add "|---|---|---:|---:|---:|---:|---:|---:|")
+    (doseq [{:keys [label walk full incremental one-pct-txs txs]} results
+            :let [rss #(fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb %)) MB))
+                  others #(fmt "%.2f" (double (:foreign-cores % 0.0)))
+                  ratio (/ (double (:total-size-bytes incremental)) (:total-size-bytes full))]]
       (add "| " label " | walk only (limit) | " (fmt "%.2f" (:seconds walk)) " | " (fmt "%,d" (:datom-count walk))
-           " | | | " (fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb walk)) MB)) " |")
+           " | | | " (rss walk) " | " (others walk) " |")
       (add "| " label " | full backup (" (- txs one-pct-txs) " of " txs " txs) | " (fmt "%.2f" (:seconds full))
-           " | " (fmt "%,d" (:datom-count full)) " | " (mb (:total-size-bytes full)) " | 1 | "
-           (fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb full)) MB)) " |")
+           " | " (fmt "%,d" (:datom-count full)) " | " (mb (:total-size-bytes full)) " | 1 | " (rss full)
+           " | " (others full) " |")
       (add "| " label " | incremental (last " one-pct-txs " txs) | " (fmt "%.2f" (:seconds incremental))
            " | " (fmt "%,d" (:datom-count incremental)) " | " (mb (:total-size-bytes incremental))
-           " | " (fmt "%.4f" (/ (double (:total-size-bytes incremental)) (:total-size-bytes full)))
-           (if (<= (/ (double (:total-size-bytes incremental)) (:total-size-bytes full)) 0.02)
-             " (target <= 0.02 met)" " (target <= 0.02 **missed**)")
-           " | " (fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb incremental)) MB)) " |"))
+           " | " (fmt "%.4f" ratio) (if (<= ratio 0.02) " (target <= 0.02 met)" " (target <= 0.02 **missed**)")
+           " | " (rss incremental) " | " (others incremental) " |"))
     (add "")
-    (add "| database | restore | wall s | datoms | chunks read | read MB | chain MB | read / chain | process read MB |")
-    (add "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    (add "| database | restore | wall s | datoms | chunks read | read MB | chain MB | read / chain | process read MB | others' CPU |")
+    (add "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     (doseq [{:keys [label links pit whole mid]} results
             :let [chain-bytes (reduce + (map :total-size-bytes links))]
             [what r] [[(str "as of tx " mid " (middle)") pit] ["whole chain" whole]]]
       (add "| " label " | " what " | " (fmt "%.2f" (:seconds r)) " | " (fmt "%,d" (:datom-count r))
            " | " (:chunk-count r) " | " (mb (:bytes-to-read r)) " | " (mb chain-bytes)
            " | " (fmt "%.2f" (/ (double (:bytes-to-read r)) chain-bytes))
-           " | " (mb (:process-read-bytes r)) " |"))
+           " | " (mb (:process-read-bytes r)) " | " (fmt "%.2f" (double (:foreign-cores r 0.0))) " |"))
     (persistent! lines)))
 
 (def ^:private chain-begin "<!-- BEGIN GENERATED chains by `make bench` (datacamp.bench/chain-bench): do not edit by hand -->")
@@ -455,7 +457,7 @@
         text (if (and (str/includes? old chain-begin) (str/includes? old chain-end))
                (str (subs old 0 (str/index-of old chain-begin)) generated
                     (subs old (+ (str/index-of old chain-end) (count chain-end))))
-               (str old "\n## Backup chains\n\n" generated "\n"))]
+               (str (str/trimr old) "\n\n## Backup chains\n\n" generated "\n"))]
     (spit file text)))
 
 ;; ------------------------------------------------------------------ main

@@ -19,7 +19,8 @@
   - `:restore`          native restore session: restore-open, restore-next + ValueDecoder
   - `:baseline-restore` GZIPInputStream + data.fressian/read of the same chunk files
   - `:chain-backup`     a full backup of the database as of tx `:through`, or an incremental
-                        (`:incremental? true`) continuing the newest backup in `:dir`
+                        continuing `:parent` (or with `:incremental? true` the newest backup
+                        in `:dir`)
   - `:pit-restore`      a native restore session of a chain to `:as-of-tx`, with the bytes read"
   (:require [clojure.data.fressian :as fress]
             [clojure.edn :as edn]
@@ -271,12 +272,14 @@
   [datoms through]
   (if through (filter #(<= (long (RT/nth % 3)) (long through)) datoms) datoms))
 
-(defmethod measure :chain-backup [{:keys [ds dir through incremental?]}]
-  ;; A full backup of the database at `through`, or an incremental (continuing the newest
-  ;; backup in `dir`) of the database at `through`; timed, then verified (untimed).
+(defmethod measure :chain-backup [{:keys [ds dir through incremental? parent]}]
+  ;; A full backup of the database at `through`, or an incremental (continuing `parent`, or
+  ;; the newest backup in `dir`) of the database at `through`; timed, then verified
+  ;; (untimed).
   (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
         opts (cond-> (core/backup-options {} (db-id ds) (cond-> facts through (assoc :max-tx through)))
-               incremental? (assoc :incremental? true))]
+               incremental? (assoc :incremental? true)
+               parent (assoc :parent (str parent)))]
     (walk (warm-up-fn))
     (native/ensure-loaded!)
     (let [[r t] (timed (core/backup-datoms {:path dir} opts (up-to (datoms-fn) through) {}))
