@@ -174,6 +174,16 @@ fn verify_chain(store: &dyn Store, report: &mut VerifyReport) -> Result<()> {
         return Ok(());
     }
     let (db, id) = (report.database_id.clone(), report.backup_id.clone());
+    if store
+        .size(&layout::backup_file(&db, &id, layout::PRUNE_TOMBSTONE))?
+        .is_some()
+    {
+        report.complete = false;
+        report
+            .problems
+            .push("backup is being deleted by prune-backups (prune.edn present)".into());
+        return Ok(());
+    }
     let chain = match crate::chain::resolve::resolve(store, &db, &id, "verify backup") {
         Ok(c) => c,
         Err(e) if e.kind == ErrorKind::Corrupt => {

@@ -362,3 +362,51 @@
               (doseq [id old] (is (not (.exists (u/backup-dir root "crash" id))))))
             (let [again (backup/prune-backups t "crash" :keep-last 2 :dry-run? false)]
               (is (= [] (:deleted again) (:finished again))))))))))
+
+(defn- s3-data-files
+  "The chunk and state objects of backup `id` of \"crash\" in S3 target `t`, by relative key."
+  [t id]
+  (let [base (str "crash/" id "/")]
+    (into (sorted-map)
+          (for [k (s3/list-keys t base)
+                :let [rel (subs k (count base))]
+                :when (or (.startsWith ^String rel "chunks/") (.startsWith ^String rel "state/"))]
+            [rel (vec (s3/get-object t k))]))))
+
+(deftest killed-s3-incrementals-resume-to-the-same-bytes
+  (let [ref-t (fresh-s3-target)
+        opts [:database-id "crash" :chunk-size 300]
+        _ (apply backup/backup-to-s3 (w/conn-at workload-name 10) ref-t opts)
+        ref (apply backup/backup-to-s3 (w/conn-at workload-name 23) ref-t :incremental? true opts)
+        ref-files (s3-data-files ref-t (:backup-id ref))
+        chunks (count (filter #(.startsWith ^String % "chunks/") (keys ref-files)))
+        rnd (Random. 2020)
+        points ["before-first-chunk" "chunk-stored" "checkpoint-written" "before-manifest" "before-marker"]
+        resumed (atom 0)]
+    (is (< 3 chunks))
+    (dotimes [trial 6]
+      (let [point (nth points (.nextInt rnd (count points)))
+            failpoint (if (#{"chunk-stored" "checkpoint-written"} point)
+                        (str point ":" (inc (.nextInt rnd (int chunks))))
+                        point)
+            t (fresh-s3-target)
+            base (apply backup/backup-to-s3 (w/conn-at workload-name 10) t opts)]
+        (testing (str "S3 trial " trial " " failpoint)
+          (let [{:keys [exit out]} (child-eval! `(do (require 'datacamp.core 'datacamp.workload)
+                                                     (apply (resolve 'datacamp.core/backup-to-s3)
+                                                            ((resolve 'datacamp.workload/conn-at) ~workload-name 23)
+                                                            ~t :incremental? true ~opts)
+                                                     (shutdown-agents)
+                                                     (System/exit 0))
+                                                  failpoint)
+                killed (first (remove :completed? (backup/list-backups t "crash")))]
+            (is (= 137 exit) out)
+            (is (some? killed))
+            (when killed
+              (let [r (backup/resume-backup (w/conn-at workload-name 23) t (:backup-id killed) :database-id "crash")]
+                (is (true? (:resumed? r)))
+                (is (= (:backup-id base) (:parent r)))
+                (is (true? (= ref-files (s3-data-files t (:backup-id killed)))) "byte-identical chunks and state")
+                (is (:success (backup/verify-backup t (:backup-id killed) :database-id "crash" :deep? true)))
+                (swap! resumed inc)))))))
+    (println (format "S3 incremental crash trials: %d killed and resumed byte-identical" @resumed))))
