@@ -308,10 +308,11 @@ impl<'a> StateWriter<'a> {
     fn put(&mut self, c: chunk::EncodedChunk) -> Result<()> {
         let gz = chunk::gzip(&c.fressian, self.level)?;
         let rel = layout::no_history_state_relative(c.id);
-        self.store.put(&format!("{}{rel}", self.prefix), &gz)?;
+        let key = layout::key_in(&self.prefix, &rel);
+        self.store.put(&key, &gz)?;
         self.stored.push(ChunkMeta {
             id: c.id,
-            s3_key: self.store.object_key_of(&format!("{}{rel}", self.prefix)),
+            s3_key: self.store.object_key_of(&key),
             key: rel,
             tx_range: c.tx_range,
             max_eid: c.max_eid,

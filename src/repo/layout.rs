@@ -89,7 +89,13 @@ pub fn chunk_key(database_id: &str, backup_id: &str, chunk_id: u64) -> String {
 
 /// The key of a manifest's chunk in the backup folder `prefix` (from [`backup_prefix`]).
 pub fn chunk_in(prefix: &str, meta: &crate::repo::manifest::ChunkMeta) -> String {
-    format!("{prefix}{}", meta.key)
+    key_in(prefix, &meta.key)
+}
+
+/// The key of `relative` (a path inside a backup's folder, as manifests record it) in the
+/// backup folder `prefix` (from [`backup_prefix`]).
+pub fn key_in(prefix: &str, relative: &str) -> String {
+    format!("{prefix}{relative}")
 }
 
 /// A chain state chunk's path relative to its backup folder (the current `:db/noHistory`

@@ -155,3 +155,90 @@ pub fn range_of(v: Option<&Value>) -> Option<(i64, i64)> {
 pub fn instant_range_value(r: Option<(i64, i64)>) -> Value {
     pair(r, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::edn;
+    use crate::repo::manifest::{ChunkOrder, Manifest};
+
+    fn incremental() -> Manifest {
+        let state = ChunkMeta {
+            id: 0,
+            key: "state/no-history-0.fressian.gz".into(),
+            tx_range: Some((536870913, 536870920)),
+            datom_count: 3,
+            size_bytes: 90,
+            checksum: "ef".repeat(32),
+            ..ChunkMeta::default()
+        };
+        Manifest {
+            backup_id: "b2".into(),
+            database_id: "prod".into(),
+            backup_type: "incremental".into(),
+            created_at_ms: 1_700_000_000_000,
+            completed_at_ms: 1_700_000_000_100,
+            completed: true,
+            datahike_version: None,
+            compression: "gzip".into(),
+            history: true,
+            order: ChunkOrder::Restore,
+            datom_count: 0,
+            size_bytes: 0,
+            tx_range: None,
+            max_eid: 9,
+            max_tx: 536870930,
+            chunks: vec![],
+            link: LinkMeta {
+                parent: Some("b1".into()),
+                base: Some("b0".into()),
+                after_tx: Some(536870925),
+                instant_range: Some((1_700_000_000_000, 1_700_000_000_050)),
+                no_history: Some(vec![state]),
+            },
+        }
+    }
+
+    #[test]
+    fn chain_fields_round_trip_and_read_as_the_issue_names_them() {
+        let m = incremental();
+        let v = m.to_value();
+        assert_eq!(v.get("backup/type"), Some(&Value::kw("incremental")));
+        assert_eq!(v.get("backup/parent"), Some(&Value::str("b1")));
+        assert_eq!(v.get("backup/base"), Some(&Value::str("b0")));
+        assert_eq!(
+            v.get("backup/tx-range"),
+            Some(&Value::Vector(vec![
+                Value::Long(536870925),
+                Value::Long(536870930)
+            ]))
+        );
+        let text = edn::write_pretty(&v);
+        assert_eq!(
+            Manifest::from_value(&edn::parse(&text).unwrap()).unwrap(),
+            m
+        );
+        // A full backup: no parent, the range open below, no state recorded (older version).
+        let full = Manifest {
+            backup_type: "full".into(),
+            link: LinkMeta::default(),
+            ..m.clone()
+        };
+        let v = full.to_value();
+        assert_eq!(
+            v.get("backup/tx-range"),
+            Some(&Value::Vector(vec![Value::Nil, Value::Long(536870930)]))
+        );
+        assert_eq!(v.get("state/no-history"), None);
+        assert_eq!(Manifest::from_value(&v).unwrap().link, LinkMeta::default());
+    }
+
+    #[test]
+    fn a_state_of_another_version_is_corrupt() {
+        let text = edn::write_pretty(&incremental().to_value())
+            .replace(":state/version 1", ":state/version 2");
+        let err = Manifest::from_value(&edn::parse(&text).unwrap()).unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::Corrupt);
+        assert!(err.message.contains(":state/version"), "{err}");
+    }
+}

@@ -78,7 +78,13 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()>
         } else {
             format!("{rel}/{name}")
         };
-        let meta = entry.metadata()?;
+        // A file another writer renames or deletes meanwhile (a temporary becoming its
+        // final name, a resume lock released) is simply not listed.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             walk(&entry.path(), &key, out)?;
         } else if !name.contains(TMP_MARK) {

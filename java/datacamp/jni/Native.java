@@ -73,7 +73,11 @@ public final class Native {
      */
     public static native long restoreOpen(String targetEdn, String optionsEdn);
 
-    /** Return what restore session {@code handle}'s backup says about itself, as EDN. */
+    /**
+     * Return what restore session {@code handle}'s backup says about itself, as EDN (for a
+     * chain or a point in time also the links and the plan); {@code :restored-to-tx} and
+     * {@code :restored-to-instant} tell how far the datoms handed out so far reach.
+     */
     public static native String restoreInfo(long handle);
 
     /**
