@@ -7,7 +7,11 @@
 //! ```text
 //! jni/        every JNI entry point: marshalling, the panic boundary, session handles
 //!   │
-//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair (typed results)
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair, prune
+//!   │         (typed results)
+//!   │
+//! chain/      backup chains: resolve a chain, plan a point-in-time restore, the
+//!   │         :db/noHistory state, the retention policy
 //!   │
 //!   ├── pipeline/   datoms ⇄ chunks: feed (decode thread), order + sort (restore order,
 //!   │               external merge sort), chunk (cut, gzip, SHA-256, decode)
@@ -24,6 +28,7 @@
 //! The backup layout and formats are those of the original Clojure datacamp
 //! ([`repo::layout`]), which can read our backups and whose backups we read.
 
+pub mod chain;
 pub mod clock;
 pub mod codec;
 pub mod crypto;

@@ -4,46 +4,78 @@
 use jni::objects::{JObject, JValue};
 use jni::JNIEnv;
 
+use crate::chain::plan::{Available, Point};
+use crate::chain::retention::Reason;
 use crate::codec::wire::Batch;
 use crate::model::{kw_map, Value};
 use crate::ops::backup::BackupResult;
 use crate::ops::cleanup::CleanupReport;
 use crate::ops::list::BackupSummary;
+use crate::ops::prune::PruneReport;
 use crate::ops::repair::RepairReport;
 use crate::ops::restore::RestoreInfo;
 use crate::ops::resume::BackupStatus;
 use crate::ops::verify::VerifyReport;
 use crate::repo::checkpoint::Checkpoint;
+use crate::repo::manifest::Manifest;
 
 fn strings(v: &[String]) -> Value {
     Value::Vector(v.iter().map(|s| Value::str(s)).collect())
 }
 
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Nil, Value::str)
+}
+
+fn opt_long(n: Option<i64>) -> Value {
+    n.map_or(Value::Nil, Value::Long)
+}
+
+fn pair(r: Option<(i64, i64)>, inst: bool) -> Value {
+    let one = |x| if inst { Value::Inst(x) } else { Value::Long(x) };
+    r.map_or(Value::Nil, |(a, b)| Value::Vector(vec![one(a), one(b)]))
+}
+
+/// A backup's chain facts: `:type :parent :base :after-tx :tx-range :instant-range`.
+fn link_entries(m: &Manifest) -> Vec<(&'static str, Value)> {
+    vec![
+        ("type", Value::kw(&m.backup_type)),
+        ("parent", opt_str(m.link.parent.as_deref())),
+        ("base", opt_str(m.link.base.as_deref())),
+        ("after-tx", opt_long(m.link.after_tx)),
+        ("tx-range", pair(m.tx_range, false)),
+        ("instant-range", pair(m.link.instant_range, true)),
+    ]
+}
+
 /// A completed backup: `{:success true :backup-id … :path … :datom-count … …}`.
 pub fn backup_result(r: &BackupResult) -> Value {
     let m = &r.manifest;
-    kw_map([
-        ("success", Value::Bool(true)),
-        ("backup-id", Value::str(&m.backup_id)),
-        ("database-id", Value::str(&m.database_id)),
-        ("path", Value::str(&r.location)),
-        ("type", Value::kw(&m.backup_type)),
-        ("history?", Value::Bool(m.history)),
-        ("datom-count", Value::Long(m.datom_count as i64)),
-        ("chunk-count", Value::Long(m.chunks.len() as i64)),
-        ("total-size-bytes", Value::Long(m.size_bytes as i64)),
-        (
-            "uncompressed-bytes",
-            Value::Long(r.uncompressed_bytes as i64),
-        ),
-        (
-            "skipped-system-datoms",
-            Value::Long(r.skipped_system_datoms as i64),
-        ),
-        ("max-eid", Value::Long(m.max_eid)),
-        ("max-tx", Value::Long(m.max_tx)),
-        ("duration-ms", Value::Long(r.duration_ms as i64)),
-    ])
+    kw_map(
+        [
+            ("success", Value::Bool(true)),
+            ("backup-id", Value::str(&m.backup_id)),
+            ("database-id", Value::str(&m.database_id)),
+            ("path", Value::str(&r.location)),
+            ("history?", Value::Bool(m.history)),
+            ("datom-count", Value::Long(m.datom_count as i64)),
+            ("chunk-count", Value::Long(m.chunks.len() as i64)),
+            ("total-size-bytes", Value::Long(m.size_bytes as i64)),
+            (
+                "uncompressed-bytes",
+                Value::Long(r.uncompressed_bytes as i64),
+            ),
+            (
+                "skipped-system-datoms",
+                Value::Long(r.skipped_system_datoms as i64),
+            ),
+            ("max-eid", Value::Long(m.max_eid)),
+            ("max-tx", Value::Long(m.max_tx)),
+            ("duration-ms", Value::Long(r.duration_ms as i64)),
+        ]
+        .into_iter()
+        .chain(link_entries(m)),
+    )
 }
 
 /// One backup as `list-backups` shows it.
@@ -79,6 +111,11 @@ pub fn summary(s: &BackupSummary) -> Value {
     if let Some(m) = m {
         entries.push(("history?", Value::Bool(m.history)));
         entries.push(("format", Value::kw(m.order.format_name())));
+        entries.push(("max-tx", Value::Long(m.max_tx)));
+        entries.extend(link_entries(m).into_iter().skip(1));
+    }
+    if s.pruning {
+        entries.push(("pruning?", Value::Bool(true)));
     }
     if !s.problems.is_empty() {
         entries.push(("problems", strings(&s.problems)));
@@ -137,6 +174,7 @@ pub fn verify_report(r: &VerifyReport) -> Value {
         entries.push(("datoms-verified", Value::Long(n as i64)));
     }
     entries.push(("problems", strings(&r.problems)));
+    entries.push(("chain", strings(&r.chain)));
     kw_map(entries)
 }
 
@@ -183,12 +221,30 @@ pub fn status(s: &BackupStatus) -> Value {
     v
 }
 
+fn available(a: &Available) -> Value {
+    kw_map([
+        ("first-tx", Value::Long(a.first_tx)),
+        ("last-tx", Value::Long(a.last_tx)),
+        (
+            "first-instant",
+            a.first_instant.map_or(Value::Nil, Value::Inst),
+        ),
+        (
+            "last-instant",
+            a.last_instant.map_or(Value::Nil, Value::Inst),
+        ),
+    ])
+}
+
 /// What a restore session knows before the first datom: `{:backup-id … :format …
 /// :history? … :datom-count … :chunk-count … :max-eid … :max-tx … :created-at …
-/// :datahike-config …}`.
-pub fn restore_info(info: &RestoreInfo) -> Value {
+/// :datahike-config …}`; for a chain or a point in time also `:chain`, `:links`,
+/// `:available`, `:as-of`, `:through-tx` and `:bytes-to-read` (`:datom-count` and
+/// `:chunk-count` are then those of the chunks read). `reached` — the last transaction
+/// handed out and its instant — gives `:restored-to-tx` and `:restored-to-instant`.
+pub fn restore_info(info: &RestoreInfo, reached: (Option<i64>, Option<i64>)) -> Value {
     let m = &info.manifest;
-    kw_map([
+    let mut v = kw_map([
         ("backup-id", Value::str(&m.backup_id)),
         ("database-id", Value::str(&m.database_id)),
         ("format", Value::kw(m.order.format_name())),
@@ -199,6 +255,81 @@ pub fn restore_info(info: &RestoreInfo) -> Value {
         ("max-tx", Value::Long(m.max_tx)),
         ("created-at", Value::Inst(m.created_at_ms)),
         ("datahike-config", info.datahike_config.clone()),
+        ("restored-to-tx", opt_long(reached.0)),
+        (
+            "restored-to-instant",
+            reached.1.map_or(Value::Nil, Value::Inst),
+        ),
+    ]);
+    if let (None, Value::Map(entries)) = (&info.chain, &mut v) {
+        entries.push((
+            Value::kw("chain"),
+            strings(std::slice::from_ref(&m.backup_id)),
+        ));
+    }
+    if let (Some(c), Value::Map(entries)) = (&info.chain, &mut v) {
+        let point = match c.point {
+            Point::Latest => Value::Nil,
+            Point::Tx(t) => kw_map([("tx", Value::Long(t))]),
+            Point::Time(ms) => kw_map([("time", Value::Inst(ms))]),
+        };
+        for (k, x) in [
+            ("datom-count", Value::Long(c.datoms as i64)),
+            ("chunk-count", Value::Long(c.chunks as i64)),
+        ] {
+            if let Some(slot) = entries.iter_mut().find(|(key, _)| *key == Value::kw(k)) {
+                slot.1 = x;
+            }
+        }
+        for (k, x) in [
+            ("chain", strings(&c.chain)),
+            ("links", strings(&c.links)),
+            ("available", available(&c.available)),
+            ("as-of", point),
+            ("through-tx", opt_long(c.through_tx)),
+            ("bytes-to-read", Value::Long(c.bytes as i64)),
+        ] {
+            entries.push((Value::kw(k), x));
+        }
+    }
+    v
+}
+
+fn reason(r: &Reason) -> Value {
+    match r {
+        Reason::Last => Value::kw("keep-last"),
+        Reason::Daily => Value::kw("keep-daily"),
+        Reason::Weekly => Value::kw("keep-weekly"),
+        Reason::Monthly => Value::kw("keep-monthly"),
+        Reason::DependencyOf(id) => Value::Vector(vec![Value::kw("dependency-of"), Value::str(id)]),
+    }
+}
+
+/// `{:dry-run? … :kept [{:backup-id … :reasons […]}] :deleted [ids] :finished [ids]
+/// :rescued [ids] :incomplete [ids] :objects-deleted n}`.
+pub fn prune_report(r: &PruneReport) -> Value {
+    kw_map([
+        ("database-id", Value::str(&r.database_id)),
+        ("dry-run?", Value::Bool(r.dry_run)),
+        (
+            "kept",
+            Value::Vector(
+                r.kept
+                    .iter()
+                    .map(|(id, why)| {
+                        kw_map([
+                            ("backup-id", Value::str(id)),
+                            ("reasons", Value::Vector(why.iter().map(reason).collect())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("deleted", strings(&r.deleted)),
+        ("finished", strings(&r.finished)),
+        ("rescued", strings(&r.rescued)),
+        ("incomplete", strings(&r.incomplete)),
+        ("objects-deleted", Value::Long(r.objects_deleted as i64)),
     ])
 }
 

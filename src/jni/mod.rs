@@ -20,6 +20,7 @@ use crate::codec::wire::{Batch, BatchBuilder};
 use crate::error::{Error, Result};
 use crate::model::Value;
 use crate::ops::backup::{BackupOptions, BackupSession};
+use crate::ops::prune::{self, PruneOptions};
 use crate::ops::restore::{RestoreOptions, RestoreSession};
 use crate::ops::{cleanup, list, repair, resume, verify};
 use crate::pipeline::chunk;
@@ -351,6 +352,25 @@ pub extern "system" fn Java_datacamp_jni_Native_cleanupIncomplete(
     )
 }
 
+/// `String Native.pruneBackups(String targetEdn, String databaseId, String optionsEdn)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_pruneBackups(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    options_edn: JString,
+) -> jstring {
+    guard(&mut env, "prune backups", std::ptr::null_mut(), |env| {
+        let opts = PruneOptions::from_edn(&edn_arg(env, &options_edn, "the options")?)?;
+        let store = target(env, &target_edn)?;
+        let db = string(env, &database_id, "the database id")?;
+        crate::repo::layout::check_segment("database-id", &db)?;
+        let report = prune::prune(store.as_ref(), &db, &opts)?;
+        edn_result(env, &convert::prune_report(&report))
+    })
+}
+
 /// `Object[] Native.decodeChunk(byte[] stored)`: decode one chunk natively.
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_decodeChunk(
@@ -403,7 +423,7 @@ pub extern "system" fn Java_datacamp_jni_Native_restoreInfo(
     handle: jlong,
 ) -> jstring {
     guard(&mut env, "restore info", std::ptr::null_mut(), |env| {
-        let info = RESTORES.with(handle, |s| Ok(convert::restore_info(s.info())))?;
+        let info = RESTORES.with(handle, |s| Ok(convert::restore_info(s.info(), s.reached())))?;
         edn_result(env, &info)
     })
 }

@@ -280,6 +280,17 @@ impl ContentCheck {
         }
     }
 
+    /// Go on with the next link of a chain (its manifest's facts; `expected` datoms in the
+    /// chunks that will be read of it): attributes declared so far stay declared, and
+    /// transactions must keep ascending. Call [`ContentCheck::finish`] at each link's end.
+    pub fn next_link(&mut self, manifest: &Manifest, expected: u64) {
+        self.order = manifest.order;
+        self.max_eid = manifest.max_eid;
+        self.max_tx = manifest.max_tx;
+        self.expected_datoms = expected;
+        self.datoms = 0;
+    }
+
     /// Check chunk `meta`'s decoded datoms (chunks in manifest order). `Corrupt`, naming the
     /// chunk, the datom and what is wrong, on the first datom that contradicts the manifest.
     pub fn chunk(&mut self, meta: &ChunkMeta, chunk: &DecodedChunk) -> Result<()> {
@@ -434,6 +445,7 @@ mod tests {
             uncompressed_bytes: c.fressian.len() as u64,
             checksum: chunk::sha256_hex(&gz),
             raw_checksum: None,
+            instant_range: None,
         };
         (meta, gz)
     }

@@ -38,6 +38,8 @@ pub struct BackupSummary {
     /// Whether it has a `complete.marker`: it finished, whatever its manifest says now
     /// (`cleanup-incomplete` never removes such a backup).
     pub marked_complete: bool,
+    /// `prune-backups` is deleting it (its tombstone is present): never complete.
+    pub pruning: bool,
 }
 
 /// What list and verify say about a backup whose manifest is damaged although it has a
@@ -118,8 +120,11 @@ pub(crate) fn summarize(
     } else {
         None
     };
-    let completed =
-        manifest.as_ref().is_some_and(|m| m.completed) && marked_complete && problems.is_empty();
+    let pruning = has(layout::PRUNE_TOMBSTONE);
+    let completed = manifest.as_ref().is_some_and(|m| m.completed)
+        && marked_complete
+        && problems.is_empty()
+        && !pruning;
     let oldest = objects.iter().map(millis).min().unwrap_or(0);
     let newest = objects.iter().map(millis).max().unwrap_or(0);
     let created_at_ms = manifest
@@ -138,6 +143,7 @@ pub(crate) fn summarize(
         stored_bytes: objects.iter().map(|o| o.size).sum(),
         problems,
         marked_complete,
+        pruning,
     })
 }
 

@@ -98,6 +98,23 @@ pub fn repair_manifest(
     }
     let config = read_edn_opt(store, &key(layout::CONFIG))?
         .ok_or_else(|| unusable("its config.edn is missing"))?;
+    // A chain link's manifest also holds its place in the chain and its :db/noHistory
+    // state, which no checkpoint records.
+    let incremental =
+        matches!(config.get("backup/type"), Some(Value::Keyword(n)) if &*n.name == "incremental");
+    let with_state = config
+        .get("schema/no-history-attrs")
+        .and_then(Value::as_seq)
+        .is_some_and(|s| !s.is_empty());
+    if incremental || with_state {
+        return Err(unusable(
+            "it is an incremental backup or holds :db/noHistory state, which its checkpoint does not record; take a new full backup",
+        ));
+    }
+    let compression = match config.get("backup/compression") {
+        Some(Value::Keyword(n)) => n.name.to_string(),
+        _ => "gzip".to_owned(),
+    };
     let long = |k: &str| config.get(k).and_then(Value::as_long).unwrap_or(0);
     let chunks = checkpoint.chunks;
     let tx_range = chunks
@@ -117,7 +134,7 @@ pub fn repair_manifest(
             .get("datahike/version")
             .and_then(Value::as_str)
             .map(String::from),
-        compression: "gzip".into(),
+        compression,
         history: config
             .get("backup/history?")
             .and_then(Value::as_bool)
@@ -130,6 +147,10 @@ pub fn repair_manifest(
         max_eid: long("stats/max-eid"),
         max_tx: long("stats/max-tx"),
         chunks,
+        link: crate::repo::link::LinkMeta {
+            no_history: Some(Vec::new()),
+            ..Default::default()
+        },
     };
     manifest.check(database_id, backup_id)?;
     // Every chunk read, checked against the checkpoint's checksums and decoded.

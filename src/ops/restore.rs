@@ -8,6 +8,9 @@
 //! through the bounded external sort of [`crate::pipeline::order`] — before datoms flow.
 //! Memory: about `2 × parallel` decoded chunks, plus up to `fetch_ahead` stored (compressed)
 //! chunks of at most [`FETCH_AHEAD_BYTES`] together; or the sort buffer for original backups.
+//!
+//! An incremental backup restores with its whole chain, and any backup to a point in time:
+//! see [`super::restore_chain`], which builds the same session over the chain's links.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use std::thread;
 
 use crossbeam_channel::{bounded, Receiver};
 
+use crate::chain::plan::Point;
 use crate::codec::wire::{Batch, BatchBuilder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
@@ -50,6 +54,11 @@ pub struct RestoreOptions {
     pub sort_buffer_bytes: usize,
     /// Where sorted runs spill.
     pub tmp_dir: Option<PathBuf>,
+    /// Restore to right after this transaction (a prefix of the chain).
+    pub as_of_tx: Option<i64>,
+    /// Restore to right after the last transaction whose `:db/txInstant` (epoch ms) is at
+    /// or before this.
+    pub as_of_time_ms: Option<i64>,
 }
 
 impl Default for RestoreOptions {
@@ -63,6 +72,8 @@ impl Default for RestoreOptions {
             batch_datoms: 8192,
             sort_buffer_bytes: 64 << 20,
             tmp_dir: None,
+            as_of_tx: None,
+            as_of_time_ms: None,
         }
     }
 }
@@ -90,7 +101,37 @@ impl RestoreOptions {
                 1 << 40,
             )? as usize,
             tmp_dir: o.string("tmp-dir")?.map(PathBuf::from),
+            as_of_tx: o.long("as-of-tx")?,
+            as_of_time_ms: match o.get("as-of-time") {
+                None => None,
+                Some(Value::Inst(ms)) => Some(*ms),
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "open restore",
+                        format!(":as-of-time must be an instant, got {other:?}"),
+                    ))
+                }
+            },
         })
+        .and_then(|r| {
+            if r.as_of_tx.is_some() && r.as_of_time_ms.is_some() {
+                return Err(Error::invalid(
+                    "open restore",
+                    "give :as-of-tx or :as-of-time, not both",
+                ));
+            }
+            Ok(r)
+        })
+    }
+
+    /// The point the options ask for.
+    pub fn point(&self) -> crate::chain::plan::Point {
+        use crate::chain::plan::Point;
+        match (self.as_of_tx, self.as_of_time_ms) {
+            (Some(t), _) => Point::Tx(t),
+            (None, Some(ms)) => Point::Time(ms),
+            (None, None) => Point::Latest,
+        }
     }
 }
 
@@ -202,7 +243,7 @@ impl FetchAhead {
 ///
 /// Worker `k` handles chunks `k, k + parallel, …` and hands each over through its own
 /// one-slot channel, so at most `2 × parallel` decoded chunks exist at once.
-struct Prefetch {
+pub(super) struct Prefetch {
     receivers: Vec<Receiver<Result<DecodedChunk>>>,
     next: usize,
     count: usize,
@@ -211,7 +252,7 @@ struct Prefetch {
 }
 
 impl Prefetch {
-    fn start(
+    pub(super) fn start(
         store: Arc<dyn Store>,
         prefix: String,
         chunks: Arc<Vec<ChunkMeta>>,
@@ -286,9 +327,11 @@ impl Drop for Prefetch {
 }
 
 /// The datoms of a backup in restore order, with the chunk each came from.
-type DatomSource = Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send>;
+pub(super) type DatomSource = Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send>;
 
-fn streamed(chunks: impl Iterator<Item = Result<DecodedChunk>> + Send + 'static) -> DatomSource {
+pub(super) fn streamed(
+    chunks: impl Iterator<Item = Result<DecodedChunk>> + Send + 'static,
+) -> DatomSource {
     Box::new(chunks.flat_map(
         |r| -> Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send> {
             match r {
@@ -388,6 +431,8 @@ pub struct RestoreInfo {
     pub manifest: Manifest,
     /// The source database's configuration as `config.edn` records it (`Nil` if unknown).
     pub datahike_config: Value,
+    /// For a chain or a point-in-time restore: the links and the reading plan.
+    pub chain: Option<super::restore_chain::ChainInfo>,
 }
 
 /// An open restore: hands out the backup's datoms in restore order, batch by batch.
@@ -399,9 +444,38 @@ pub struct RestoreSession {
     done: u64,
     last_chunk: Option<u64>,
     finished: bool,
+    /// The `:db/txInstant` attribute, to report the instant restored to.
+    tx_instant: Option<Attr>,
+    /// The last transaction handed out, and its `:db/txInstant` when seen.
+    reached: (Option<i64>, Option<i64>),
 }
 
 impl RestoreSession {
+    /// Assemble a session over a datom source (the chain restore builds its own).
+    pub(super) fn from_source(
+        info: RestoreInfo,
+        source: DatomSource,
+        batch_datoms: usize,
+        tx_instant: Option<Attr>,
+    ) -> Self {
+        RestoreSession {
+            info,
+            source,
+            builder: BatchBuilder::new(),
+            batch_datoms,
+            done: 0,
+            last_chunk: None,
+            finished: false,
+            tx_instant,
+            reached: (None, None),
+        }
+    }
+
+    /// The last transaction handed out so far and its `:db/txInstant` (epoch ms), when the
+    /// stream carried it: at the end, the point the restore reached.
+    pub fn reached(&self) -> (Option<i64>, Option<i64>) {
+        self.reached
+    }
     /// Given a store and options, read and check the backup's metadata and start streaming.
     ///
     /// Refuses (`NotFound`) a backup that does not exist, (`Conflict`) one that is
@@ -418,6 +492,9 @@ impl RestoreSession {
         let manifest = match read_edn(store.as_ref(), &manifest_key) {
             Ok(v) => {
                 Manifest::from_value(&v).map_err(|e| e.with_key(store.location(&manifest_key)))?
+            }
+            Err(e) if e.kind == ErrorKind::NotFound && opts.point() != Point::Latest => {
+                return super::restore_chain::open(store, opts)
             }
             Err(e) if e.kind == ErrorKind::NotFound => {
                 let exists = !store.list(&layout::backup_prefix(db, id))?.is_empty();
@@ -439,6 +516,9 @@ impl RestoreSession {
             }
             Err(e) => return Err(e),
         };
+        if manifest.backup_type != "full" || opts.point() != Point::Latest {
+            return super::restore_chain::open(store, opts);
+        }
         let marker = layout::backup_file(db, id, layout::COMPLETE_MARKER);
         if !manifest.completed || store.size(&marker)?.is_none() {
             return Err(Error::new(
@@ -504,22 +584,22 @@ impl RestoreSession {
                 Box::new(order.finish()?.map(move |r| r.map(|d| (last, d))))
             }
         };
-        Ok(RestoreSession {
-            info: RestoreInfo {
+        let tx_instant =
+            super::restore_chain::tx_instant_attr(config.as_ref().unwrap_or(&Value::Nil));
+        Ok(Self::from_source(
+            RestoreInfo {
                 datahike_config: config
                     .as_ref()
                     .and_then(|c| c.get("datahike/config"))
                     .cloned()
                     .unwrap_or(Value::Nil),
                 manifest,
+                chain: None,
             },
             source,
-            builder: BatchBuilder::new(),
-            batch_datoms: opts.batch_datoms,
-            done: 0,
-            last_chunk: None,
-            finished: false,
-        })
+            opts.batch_datoms,
+            Some(tx_instant),
+        ))
     }
 
     /// What the backup says about itself (manifest facts and the source's configuration).
@@ -557,6 +637,14 @@ impl RestoreSession {
                     self.last_chunk = Some(chunk_id);
                     if d.tx == TX0 {
                         continue;
+                    }
+                    if self.reached.0 != Some(d.tx) {
+                        self.reached = (Some(d.tx), None);
+                    }
+                    if let (Some(a), Value::Inst(ms)) = (&self.tx_instant, &d.v) {
+                        if d.added && d.e == d.tx && d.a == *a {
+                            self.reached.1 = Some(*ms);
+                        }
                     }
                     self.builder.push(&d)?;
                     self.done += 1;
@@ -705,9 +793,9 @@ mod tests {
         let mut other = m.clone();
         other.backup_id = "../../evil".into();
         cases.push((other, ErrorKind::Corrupt));
-        let mut incremental = m.clone();
-        incremental.backup_type = "incremental".into();
-        cases.push((incremental, ErrorKind::Unsupported));
+        let mut unknown = m.clone();
+        unknown.backup_type = "differential".into();
+        cases.push((unknown, ErrorKind::Unsupported));
         for (bad, kind) in cases {
             crate::repo::meta::write_edn(&mem, &mkey, &bad.to_value()).unwrap();
             let err = testing::restore(&store, "db", &id).unwrap_err();

@@ -66,7 +66,7 @@ pub fn status(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<B
 /// The options a resumed backup must share with the interrupted one, as `config.edn`
 /// records them: one sentence per difference.
 fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
-    const KEYS: [&str; 10] = [
+    const KEYS: [&str; 13] = [
         "database/id",
         "backup/history?",
         "backup/chunk-size",
@@ -77,9 +77,14 @@ fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
         "schema/tx-instant-attr",
         "stats/max-tx",
         "datahike/id",
+        "backup/parent",
+        "backup/after-tx",
+        "schema/no-history-attrs",
     ];
+    // A key an older version did not record reads as nil.
+    let at = |v: &'_ Value, k: &str| v.get(k).cloned().unwrap_or(Value::Nil);
     KEYS.iter()
-        .filter(|k| recorded.get(k) != now.get(k))
+        .filter(|k| at(recorded, k) != at(now, k))
         .map(|k| {
             format!(
                 ":{k} was {} and is now {}",
@@ -175,6 +180,7 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
     let prior = checkpoint
         .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
         .unwrap_or_default();
+    let parent = super::incremental::parent_of(store.as_ref(), &opts)?;
     let session = BackupSession::assemble(
         store.clone(),
         opts,
@@ -182,6 +188,7 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
         started_ms,
         prior,
         Some(lock),
+        parent,
     )?;
     let mismatches = resume_mismatches(&recorded, &session.config_value());
     if !mismatches.is_empty() {

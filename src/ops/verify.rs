@@ -7,6 +7,11 @@
 //! A report with problems is a result, not an error: verify fails only when the backup does
 //! not exist or the store cannot be read. What verify proves, and what it cannot, is said
 //! in [`super::check`].
+//!
+//! Chains: every link's `:db/noHistory` state chunks are checked (size and SHA-256), and an
+//! incremental's chain must be complete and contiguous back to its base
+//! ([`crate::chain::resolve`], the first broken link named); the ancestors' chunks are
+//! checked for presence and size, or fully with `deep`.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
@@ -37,6 +42,9 @@ pub struct VerifyReport {
     pub datoms_verified: Option<u64>,
     /// What is wrong, one sentence each; empty for a good backup.
     pub problems: Vec<String>,
+    /// The backup's chain, base first (just the backup for a full one; as far as it
+    /// resolves when broken).
+    pub chain: Vec<String>,
 }
 
 impl VerifyReport {
@@ -52,6 +60,18 @@ impl VerifyReport {
 /// Fails (`NotFound`) when the backup does not exist; everything wrong with an existing
 /// backup is reported in [`VerifyReport::problems`].
 pub fn verify(
+    store: &dyn Store,
+    database_id: &str,
+    backup_id: &str,
+    deep: bool,
+) -> Result<VerifyReport> {
+    let mut report = verify_one(store, database_id, backup_id, deep)?;
+    verify_chain(store, &mut report)?;
+    Ok(report)
+}
+
+/// The checks of one backup's own chunks (what [`verify`] did before chains).
+fn verify_one(
     store: &dyn Store,
     database_id: &str,
     backup_id: &str,
@@ -182,7 +202,82 @@ pub fn verify(
         deep,
         datoms_verified: deep.then_some(datoms),
         problems,
+        chain: vec![backup_id.to_owned()],
     })
+}
+
+/// Add the chain checks of a complete backup to its report: state chunks of every link,
+/// the chain's integrity, the ancestors' chunks.
+fn verify_chain(store: &dyn Store, report: &mut VerifyReport) -> Result<()> {
+    if !report.complete {
+        return Ok(());
+    }
+    let (db, id) = (report.database_id.clone(), report.backup_id.clone());
+    if store
+        .size(&layout::backup_file(&db, &id, layout::PRUNE_TOMBSTONE))?
+        .is_some()
+    {
+        report.complete = false;
+        report
+            .problems
+            .push("backup is being deleted by prune-backups (prune.edn present)".into());
+        return Ok(());
+    }
+    let chain = match crate::chain::resolve::resolve(store, &db, &id, "verify backup") {
+        Ok(c) => c,
+        Err(e) if e.kind == ErrorKind::Corrupt => {
+            report.problems.push(e.message);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    report.chain = chain.ids();
+    for link in &chain.links {
+        let name = |what: String| {
+            if link.id() == id {
+                what
+            } else {
+                format!("link {}: {what}", link.id())
+            }
+        };
+        for meta in link.manifest.link.no_history.iter().flatten() {
+            if let Err(e) = check::fetch_stored(store, &link.prefix, meta) {
+                if e.kind != ErrorKind::Corrupt {
+                    return Err(e);
+                }
+                report
+                    .problems
+                    .push(name(format!("state {} ({})", e.message, meta.key)));
+            }
+        }
+        if link.id() == id {
+            continue;
+        }
+        if report.deep {
+            let r = verify_one(store, &db, link.id(), true)?;
+            report.problems.extend(r.problems.into_iter().map(&name));
+            continue;
+        }
+        let sizes: std::collections::HashMap<String, u64> = store
+            .list(&link.prefix)?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        for c in &link.manifest.chunks {
+            let key = layout::chunk_in(&link.prefix, c);
+            let location = || store.location(&key);
+            let problem = match sizes.get(&key) {
+                None => Some(check::missing(c, location())),
+                Some(&n) => check::check_size(c, n, location).err(),
+            };
+            if let Some(e) = problem {
+                report
+                    .problems
+                    .push(name(format!("{} ({})", e.message, c.key)));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::fmt;
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{kw_map, Value};
 use crate::pipeline::chunk::MAX_STORED_BYTES;
+use crate::repo::link::LinkMeta;
 
 /// The manifest format version we write.
 pub const FORMAT_VERSION: &str = "1.0.0";
@@ -25,7 +26,7 @@ pub const ACCEPTED_FORMAT_VERSIONS: &[&str] = &[FORMAT_VERSION];
 /// The `:backup/type`s this version lists as complete and restores; a backup of another
 /// type (a newer version's `:incremental`, …) is refused, never restored as a full one.
 /// Add a type here when it is supported.
-pub const ACCEPTED_TYPES: &[&str] = &["full"];
+pub const ACCEPTED_TYPES: &[&str] = &["full", "incremental"];
 
 /// The `:format/compression`s this version reads.
 pub const ACCEPTED_COMPRESSIONS: &[&str] = crate::pipeline::chunk::COMPRESSIONS;
@@ -61,7 +62,7 @@ impl ChunkOrder {
 }
 
 /// One chunk's entry in the manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChunkMeta {
     /// Chunk number, from 0.
     pub id: u64,
@@ -85,6 +86,10 @@ pub struct ChunkMeta {
     /// SHA-256 of the encoded bytes before compression (lets a resumed backup check that
     /// it would write the same chunk without compressing it again).
     pub raw_checksum: Option<String>,
+    /// Smallest and largest `:db/txInstant` (epoch ms) of the transactions that start in
+    /// this chunk (`None` when none does): lets a point-in-time restore by instant find
+    /// its chunk without reading the others.
+    pub instant_range: Option<(i64, i64)>,
 }
 
 /// A backup's manifest.
@@ -94,7 +99,7 @@ pub struct Manifest {
     pub backup_id: String,
     /// The database id.
     pub database_id: String,
-    /// `:backup/type` (see [`ACCEPTED_TYPES`]).
+    /// `full` or `incremental` (see [`ACCEPTED_TYPES`] and [`crate::repo::link`]).
     pub backup_type: String,
     /// `:format/version` (`"1.0.0"` when missing; see [`ACCEPTED_FORMAT_VERSIONS`]).
     pub format_version: String,
@@ -128,6 +133,8 @@ pub struct Manifest {
     pub max_tx: i64,
     /// The chunks, by id.
     pub chunks: Vec<ChunkMeta>,
+    /// The backup's place in its chain (parent, base, tx and instant ranges, state).
+    pub link: LinkMeta,
 }
 
 fn tx_range_value(r: Option<(i64, i64)>) -> Value {
@@ -196,6 +203,10 @@ impl ChunkMeta {
                 "chunk/raw-checksum",
                 self.raw_checksum.as_deref().map_or(Value::Nil, Value::str),
             ),
+            (
+                "chunk/instant-range",
+                crate::repo::link::instant_range_value(self.instant_range),
+            ),
         ])
     }
 
@@ -248,6 +259,7 @@ impl ChunkMeta {
                 .get("chunk/raw-checksum")
                 .and_then(Value::as_str)
                 .map(String::from),
+            instant_range: crate::repo::link::range_of(v.get("chunk/instant-range")),
         })
     }
 }
@@ -274,7 +286,7 @@ impl Manifest {
     /// Return the manifest as an EDN map with the original implementation's keys.
     pub fn to_value(&self) -> Value {
         let duration_ms = self.completed_at_ms - self.created_at_ms;
-        kw_map([
+        let mut v = kw_map([
             ("backup/id", Value::str(&self.backup_id)),
             ("backup/type", Value::kw(&self.backup_type)),
             ("backup/created-at", Value::Inst(self.created_at_ms)),
@@ -316,7 +328,12 @@ impl Manifest {
                 "chunks",
                 Value::Vector(self.chunks.iter().map(ChunkMeta::to_value).collect()),
             ),
-        ])
+        ]);
+        if let Value::Map(entries) = &mut v {
+            let link = self.link.entries(self.max_tx);
+            entries.extend(link.into_iter().map(|(k, x)| (Value::kw(k), x)));
+        }
+        v
     }
 
     /// Parse a manifest written by us or by the original implementation: `Corrupt` when it
@@ -421,6 +438,7 @@ impl Manifest {
             max_eid: opt_long(v, "stats/max-eid", op)?.unwrap_or(0),
             max_tx: opt_long(v, "stats/max-tx", op)?.unwrap_or(0),
             chunks,
+            link: LinkMeta::from_manifest(v)?,
         })
     }
 
@@ -773,7 +791,9 @@ mod tests {
                 uncompressed_bytes: 900,
                 checksum: "ab".repeat(32),
                 raw_checksum: Some("cd".repeat(32)),
+                instant_range: Some((1_700_000_000_000, 1_700_000_000_500)),
             }],
+            link: LinkMeta::default(),
         }
     }
 
@@ -894,7 +914,7 @@ mod tests {
         );
         let unsupported = problems(&|m| {
             m.format_version = "99.0.0".into();
-            m.backup_type = "incremental".into();
+            m.backup_type = "differential".into();
             m.compression = "lz4".into();
             m.encryption = Some("aes-gcm".into());
         });

@@ -27,11 +27,14 @@
   --native-lib FILE (the libdatacamp.so to load; default the one `make native` built),
   --code LABEL (what code was measured, for the report; default the git commit),
   --env NAME=VALUE (repeatable, set in every measurement's environment, e.g.
-  MALLOC_ARENA_MAX=1)."
+  MALLOC_ARENA_MAX=1), --no-chains / --only-chains (the backup-chain measurements of
+  `chain-bench`: incremental after 1% new transactions, point-in-time restore of a chain;
+  on the synthetic databases up to 5M)."
   (:require [clojure.edn :as edn]
             [clojure.java.io :as io]
             [clojure.java.shell :as sh]
             [clojure.string :as str]
+            [datacamp.bench.gen]
             [datacamp.s3-server :as s3])
   (:import [java.io File]
            [java.lang ProcessBuilder$Redirect]
@@ -427,11 +430,137 @@
                     generated "\n" (when old (str "\n" old))))]
     (spit file text)))
 
+;; ------------------------------------------------------------------ backup chains (#10)
+;; Kept apart from `run-dataset` and `report` (its own measurements, table and markers).
+
+(defn chain-bench
+  "For the synthetic database of `n` datoms: the bare walk; a full backup of the database
+  as it was before its last 1% of transactions; an incremental continuing it (the whole
+  history walked, the last 1% stored); and a chain — a full backup at a quarter of the
+  transactions, incrementals at half, three quarters and the end — restored to the
+  middle transaction (native restore session), counting the bytes read. Each run in a
+  fresh JVM; every backup deep-verified. Return the results."
+  [n {:keys [runs work parallel] :as opts}]
+  (let [ds {:kind :synthetic :datoms n}
+        spec (datacamp.bench.gen/spec n 42)
+        first-tx (inc datacamp.bench.gen/schema-tx)
+        max-tx (long (:max-tx spec))
+        txs (- max-tx datacamp.bench.gen/schema-tx)
+        at (fn [fraction] (+ datacamp.bench.gen/schema-tx (long (Math/round (* (double fraction) txs)))))
+        label (str "synthetic " (if (zero? (rem n 1000000)) (str (quot n 1000000) "M") (str (quot n 1000) "k")))
+        dir (io/file work (str (str/replace label " " "-") "-chain"))
+        heap [synthetic-heap]
+        step (fn [what f]
+               (print (format "  %-26s" what)) (flush)
+               (let [r (f)]
+                 (println (format "%8.2f s  (peak RSS %.0f MB)" (double (:seconds r))
+                                  (/ (* 1024.0 (:peak-rss-kb r)) 1e6)))
+                 r))
+        verified! (fn [r what]
+                    (when-not (get-in r [:verify :success])
+                      (fail! (str label " " what ": the backup does not verify") (:verify r)))
+                    r)
+        one-pct (max first-tx (- max-tx (max 1 (long (Math/round (* 0.01 txs))))))
+        inc-dir (str (io/file dir "incremental"))
+        chain-dir (str (io/file dir "chain"))]
+    (delete-tree dir)
+    (println (str "== " label ": backup chains"))
+    (let [walk (step "walk (limit)" #(median-run runs {:measure :walk :ds ds} heap opts))
+          full (step "full backup (99%)" #(verified! (child {:measure :chain-backup :ds ds :dir inc-dir
+                                                               :through one-pct} heap opts)
+                                                       "full"))
+          ;; every run writes a sibling: an incremental continuing the same full backup
+          incr (step "incremental (last 1%)" #(verified! (median-run runs {:measure :chain-backup :ds ds :dir inc-dir
+                                                                           :parent (str (:backup-id full))}
+                                                                      heap opts)
+                                                          "incremental"))
+          links (mapv (fn [[fraction inc?]]
+                        (verified! (child {:measure :chain-backup :ds ds :dir chain-dir
+                                           :through (at fraction) :incremental? inc?} heap opts)
+                                   "chain link"))
+                      [[0.25 false] [0.5 true] [0.75 true] [1.0 true]])
+          mid (at 0.5)
+          pit (step "point-in-time restore" #(median-run runs {:measure :pit-restore :dir chain-dir
+                                                               :database-id (:database-id (last links))
+                                                               :backup-id (str (:backup-id (last links)))
+                                                               :as-of-tx mid :parallel parallel}
+                                                          heap opts))
+          full-restore (step "whole-chain restore" #(median-run runs {:measure :pit-restore :dir chain-dir
+                                                                     :database-id (:database-id (last links))
+                                                                     :backup-id (str (:backup-id (last links)))
+                                                                     :as-of-tx max-tx :parallel parallel}
+                                                                heap opts))]
+      (when-not (= mid (:restored-to-tx pit))
+        (fail! (str label ": the point-in-time restore reached tx " (:restored-to-tx pit) ", not " mid) pit))
+      (when-not (:keep? opts) (delete-tree dir))
+      {:label label :walk walk :full full :incremental incr :links links :pit pit :whole full-restore
+       :one-pct-txs (- max-tx one-pct) :txs txs :mid mid})))
+
+(defn chain-report
+  "The markdown lines of the chain results."
+  [machine results]
+  (let [lines (transient [])
+        add (fn [& xs] (conj! lines (apply str xs)))
+        mb #(fmt "%.2f" (/ (double %) MB))]
+    (add "Machine: " (:nproc machine) " cores (" (:cpu-model machine) "), " (:date machine)
+         ", code " (:git machine) "; each row the median of " (:runs machine)
+         " fresh JVM(s), -Xmx192m. Incremental: the database as it was before its last 1% of "
+         "transactions is backed up in full, then an incremental continues it: it walks the whole "
+         "history (Datahike has no transaction index), notes every id's first transaction, and "
+         "stores only the last 1%. Point in time: a chain of a full backup at a quarter of the "
+         "transactions and incrementals at half, three quarters and the end, restored (native "
+         "session, datoms decoded, no Datahike) to the middle transaction; 'read' counts the "
+         "chunks' stored bytes the plan reads, 'process read' what the process read through "
+         "read(2) meanwhile (rchar, class files included).")
+    (add "")
+    (add "| database | run | wall s | datoms stored | output MB | output / full | peak RSS MB | others' CPU |")
+    (add "|---|---|---:|---:|---:|---:|---:|---:|")
+    (doseq [{:keys [label walk full incremental one-pct-txs txs]} results
+            :let [rss #(fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb %)) MB))
+                  others #(fmt "%.2f" (double (:foreign-cores % 0.0)))
+                  ratio (/ (double (:total-size-bytes incremental)) (:total-size-bytes full))]]
+      (add "| " label " | walk only (limit) | " (fmt "%.2f" (:seconds walk)) " | " (fmt "%,d" (:datom-count walk))
+           " | | | " (rss walk) " | " (others walk) " |")
+      (add "| " label " | full backup (" (- txs one-pct-txs) " of " txs " txs) | " (fmt "%.2f" (:seconds full))
+           " | " (fmt "%,d" (:datom-count full)) " | " (mb (:total-size-bytes full)) " | 1 | " (rss full)
+           " | " (others full) " |")
+      (add "| " label " | incremental (last " one-pct-txs " txs) | " (fmt "%.2f" (:seconds incremental))
+           " | " (fmt "%,d" (:datom-count incremental)) " | " (mb (:total-size-bytes incremental))
+           " | " (fmt "%.4f" ratio) (if (<= ratio 0.02) " (target <= 0.02 met)" " (target <= 0.02 **missed**)")
+           " | " (rss incremental) " | " (others incremental) " |"))
+    (add "")
+    (add "| database | restore | wall s | datoms | chunks read | read MB | chain MB | read / chain | process read MB | others' CPU |")
+    (add "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    (doseq [{:keys [label links pit whole mid]} results
+            :let [chain-bytes (reduce + (map :total-size-bytes links))]
+            [what r] [[(str "as of tx " mid " (middle)") pit] ["whole chain" whole]]]
+      (add "| " label " | " what " | " (fmt "%.2f" (:seconds r)) " | " (fmt "%,d" (:datom-count r))
+           " | " (:chunk-count r) " | " (mb (:bytes-to-read r)) " | " (mb chain-bytes)
+           " | " (fmt "%.2f" (/ (double (:bytes-to-read r)) chain-bytes))
+           " | " (mb (:process-read-bytes r)) " | " (fmt "%.2f" (double (:foreign-cores r 0.0))) " |"))
+    (persistent! lines)))
+
+(def ^:private chain-begin "<!-- BEGIN GENERATED chains by `make bench` (datacamp.bench/chain-bench): do not edit by hand -->")
+(def ^:private chain-end "<!-- END GENERATED chains -->")
+
+(defn write-chain-report!
+  "Put the chain lines between their markers in `file` (appended with a heading when the
+  markers are missing)."
+  [^File file lines]
+  (let [generated (str chain-begin "\n" (str/join "\n" lines) "\n" chain-end)
+        old (if (.exists file) (slurp file) "")
+        text (if (and (str/includes? old chain-begin) (str/includes? old chain-end))
+               (str (subs old 0 (str/index-of old chain-begin)) generated
+                    (subs old (+ (str/index-of old chain-end) (count chain-end))))
+               (str (str/trimr old) "\n\n## Backup chains\n\n" generated "\n"))]
+    (spit file text)))
+
 ;; ------------------------------------------------------------------ main
 
 (defn- parse-args [args]
   (loop [[a & more :as args] args opts {:sizes [1000000 5000000] :large? true :runs 1 :parallel 2 :s3-parallels [1 2 4]
                                         :codecs [:gzip :zstd :zstd-6]
+                                        :chains? true
                                         :out "BENCHMARKS.md" :work "target/bench" :jvm-opts []}]
     (if-not (seq args)
       opts
@@ -445,6 +574,8 @@
         "--stages" (recur more (assoc opts :stages? true))
         "--no-s3" (recur more (assoc opts :s3-parallels []))
         "--codecs" (recur (next more) (assoc opts :codecs (mapv keyword (str/split (first more) #","))))
+        "--no-chains" (recur more (assoc opts :chains? false))
+        "--only-chains" (recur more (assoc opts :only-chains? true))
         "--s3-parallel" (recur (next more) (assoc opts :s3-parallels (mapv parse-long (str/split (first more) #","))))
         "--out" (recur (next more) (assoc opts :out (first more)))
         "--work" (recur (next more) (assoc opts :work (first more)))
@@ -468,16 +599,20 @@
                      (if (:smoke? opts) " (smoke)" "") (:nproc machine) (:cpu-model machine)
                      (:date machine) (:load-avg machine) (:git machine)))
     (try
-      (let [results (mapv #(run-dataset % opts) datasets)
+      (let [results (if (:only-chains? opts) [] (mapv #(run-dataset % opts) datasets))
+            chains (when (:chains? opts)
+                     (mapv #(chain-bench % opts) (if (:smoke? opts) [20000] (filter #(<= % 5000000) (:sizes opts)))))
             lines (report machine results)
             raw (io/file (:work opts) "results.edn")]
         (io/make-parents raw)
         (spit raw (pr-str {:machine machine :results results}))
         (println)
         (run! println lines)
+        (when chains (println) (run! println (chain-report machine chains)))
         (if (:smoke? opts)
           (println "\nbench-smoke: every run succeeded, every backup verified (:deep? true)")
-          (do (write-report! (io/file (:out opts)) lines)
+          (do (when (seq results) (write-report! (io/file (:out opts)) lines))
+              (when chains (write-chain-report! (io/file (:out opts)) (chain-report machine chains)))
               (println (str "\nwritten to " (:out opts)))))
         (shutdown-agents)
         (System/exit 0))

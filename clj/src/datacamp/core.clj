@@ -1,9 +1,10 @@
 (ns datacamp.core
   "Backup and restore for Datahike databases, done by a native (Rust) core.
 
-  Backups:    `backup-to-directory`, `backup-to-s3`, `resume-backup`
-  Restore:    `restore-from-directory`, `restore-from-s3`
-  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`
+  Backups:    `backup-to-directory`, `backup-to-s3` (full, or `:incremental? true`), `resume-backup`
+  Restore:    `restore-from-directory`, `restore-from-s3` (a whole chain; `:as-of-tx`, `:as-of-time`)
+  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`,
+              `prune-backups`
 
   A target is a map: `{:path \"/backups\"}` for a local directory, `{:bucket …}` for S3.
   Every failure throws `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
@@ -104,8 +105,14 @@
   (or (and (string? id) (parse-uuid id)) id))
 
 (defn- with-ids
+  "Parse the backup ids a result map carries (`:backup-id :parent :base :chain :links`)."
   [m]
-  (cond-> m (:backup-id m) (update :backup-id parse-id)))
+  (cond-> m
+    (:backup-id m) (update :backup-id parse-id)
+    (:parent m) (update :parent parse-id)
+    (:base m) (update :base parse-id)
+    (:chain m) (update :chain #(mapv parse-id %))
+    (:links m) (update :links #(mapv parse-id %))))
 
 (defn ^:no-doc backup-options
   "The options map sent to the core."
@@ -119,6 +126,7 @@
     (cond-> {:database-id db-id
              :history? (boolean history?)
              :ref-attrs (:ref-attrs facts)
+             :no-history-attrs (vec (:no-history-attrs facts))
              :tx-instant-attr (:tx-instant-attr facts)
              :skip-tx0? (:attribute-refs? facts)
              :max-eid (:max-eid facts)
@@ -131,7 +139,9 @@
       (:sort-buffer-bytes opts) (assoc :sort-buffer-bytes (long (:sort-buffer-bytes opts)))
       (:compression opts) (assoc :compression (:compression opts))
       (:compression-level opts) (assoc :compression-level (long (:compression-level opts)))
-      (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts))))))
+      (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts)))
+      (:incremental? opts) (assoc :incremental? true)
+      (:parent opts) (assoc :parent (str (:parent opts))))))
 
 (defn ^:no-doc backup-datoms
   "Given a canonical target, the native options and a seqable of datoms in EAVT order,
@@ -146,12 +156,17 @@
         (with-ids (native/backup-finish h))))))
 
 (defn- backup!
-  "A full backup of `conn` to a canonical target."
+  "A full or incremental backup of `conn` to a canonical target."
   [conn target opts]
   (let [db (dh/current-db conn)
         db-id (database-id opts db)
         facts (dh/describe db)
         native-opts (backup-options opts db-id facts)]
+    (when (and (or (:incremental? opts) (:parent opts)) (not (:history? native-opts)))
+      (invalid! (str "an incremental backup needs the database's history, and "
+                     (if (:keep-history? facts) ":history? false was given" "this database keeps none (:keep-history? false)")
+                     ": its retractions would be lost")
+                {:datacamp/hint "take a full backup instead"}))
     (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))
 
 (defn backup-to-directory
@@ -166,7 +181,14 @@
   this library only), `:compression-level` (gzip 0-9, default 6; zstd 1-19, default 3),
   `:parallel` (chunks compressed and written at
   once, default 2), `:history?` (default true when the db keeps history),
-  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill)."
+  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill).
+
+  Incremental: `:incremental? true` continues the newest complete backup of the database
+  (full or incremental), `:parent backup-id` a given one; the backup stores only the
+  transactions after the parent's basis (`:type :incremental`, `:parent`, `:base`,
+  `:after-tx`, `:tx-range` in the result). With nothing new it still writes a valid,
+  empty incremental. Refused (`:datacamp/invalid-argument`) for a database without
+  history, and for a parent that is incomplete, of another database or ahead of it."
   [conn target & {:as opts}]
   (backup! conn (dir-target target) opts))
 
@@ -208,10 +230,11 @@
               basis (:stats/max-tx cfg)
               db (dh/current-db conn)
               facts (assoc (dh/describe db) :max-tx basis :max-eid (:stats/max-eid cfg))
-              recorded {:chunk-size (:backup/chunk-size cfg)
-                        :compression (:backup/compression cfg)
-                        :compression-level (:backup/compression-level cfg)
-                        :history? (:backup/history? cfg)}
+              recorded (cond-> {:chunk-size (:backup/chunk-size cfg)
+                                :compression (:backup/compression cfg)
+                                :compression-level (:backup/compression-level cfg)
+                                :history? (:backup/history? cfg)}
+                         (:backup/parent cfg) (assoc :parent (:backup/parent cfg)))
               native-opts (cond-> (-> (backup-options (merge recorded (dissoc opts :database-id)) database-id facts)
                                       (assoc :backup-id id :resume? true))
                             (:break-lock? opts) (assoc :break-lock? true)
@@ -240,7 +263,10 @@
 (defn list-backups
   "Given a target and a database id, return its backups as a vector of maps
   `{:backup-id :type :created-at :completed? :datom-count :size-bytes :chunk-count …}`,
-  newest first; incomplete backups are included with `:completed? false` and `:progress`."
+  newest first; incomplete backups are included with `:completed? false` and `:progress`.
+  Chain facts: `:type` (`:full`/`:incremental`), `:parent`, `:base`, `:after-tx` (the
+  parent's basis), `:max-tx` (the basis), `:tx-range` and `:instant-range` (the first and
+  last transaction whose datoms it holds, and their `:db/txInstant`s)."
   [target database-id]
   (let [target (canonical-target target)]
     (native/with-native-errors {:database-id database-id}
@@ -250,7 +276,10 @@
   "Given a target and a backup id (and `:database-id`), check that every chunk is present
   with the right size and SHA-256; with `:deep? true` also decode every chunk and check the
   datom counts. Returns `{:success … :backup-id … :chunk-count … :all-chunks-present …
-  :checksums-valid … :problems […]}`; an incomplete backup never verifies."
+  :checksums-valid … :problems […] :chain [ids]}`; an incomplete backup never verifies.
+  For an incremental, also checks that its chain back to the base is complete and
+  contiguous (naming the first missing or broken link) and that the ancestors' chunks are
+  present with their sizes (`:deep? true`: fully checked)."
   [target backup-id & {:keys [database-id deep?]}]
   (let [target (canonical-target target)]
     (when-not (string? database-id)
@@ -288,6 +317,34 @@
       (invalid! "repair-manifest needs :database-id" {:backup-id backup-id}))
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
       (with-ids (native/repair-manifest target database-id (str backup-id))))))
+
+(defn prune-backups
+  "Given a target and a database id, delete the complete backups that no retention rule
+  keeps: `:keep-last n` (the n newest), `:keep-daily n`, `:keep-weekly n`, `:keep-monthly n`
+  (the newest backup of each of the n most recent days, ISO weeks, months with one; UTC).
+  A backup is kept when any rule keeps it, and so is everything a kept or incomplete
+  backup depends on (its chain back to the base). Incomplete backups are never touched.
+  `:dry-run?` (default true) only reports. Returns `{:dry-run? … :kept [{:backup-id …
+  :reasons […]}] :deleted [ids] :finished [ids] :rescued [ids] :incomplete [ids]
+  :objects-deleted n}`; safe to re-run after a crash (`:finished` are backups an
+  interrupted prune had begun to delete)."
+  [target database-id & {:keys [keep-last keep-daily keep-weekly keep-monthly dry-run?]
+                         :or {dry-run? true}}]
+  (let [target (canonical-target target)
+        rules {:keep-last keep-last :keep-daily keep-daily :keep-weekly keep-weekly
+               :keep-monthly keep-monthly}]
+    (doseq [[k v] rules]
+      (when (and (some? v) (not (and (integer? v) (not (neg? v)))))
+        (invalid! (str k " must be a non-negative integer, got " (pr-str v)) {k v})))
+    (native/with-native-errors {:database-id database-id}
+      (-> (native/prune-backups target (str database-id)
+                                (into {:dry-run? (boolean dry-run?)}
+                                      (keep (fn [[k v]] (when v [k (long v)]))) rules))
+          (update :kept (fn [ks] (mapv #(update % :backup-id parse-id) ks)))
+          (update :deleted #(mapv parse-id %))
+          (update :finished #(mapv parse-id %))
+          (update :rescued #(mapv parse-id %))
+          (update :incomplete #(mapv parse-id %))))))
 
 (def ^:private default-load-batch
   "Datoms per `load-entities` call when restoring: one call restores tx ids exactly."
@@ -342,8 +399,24 @@
                      :datacamp/datoms-loaded loaded})
              e)))
 
+(defn- point-options
+  "The native options of a point in time: `:as-of-tx` (a tx id) or `:as-of-time` (an
+  instant)."
+  [{:keys [as-of-tx as-of-time]}]
+  (when (and as-of-tx as-of-time)
+    (invalid! "give :as-of-tx or :as-of-time, not both" {:as-of-tx as-of-tx :as-of-time as-of-time}))
+  (when (and (some? as-of-tx) (not (integer? as-of-tx)))
+    (invalid! (str ":as-of-tx must be a transaction id, got " (pr-str as-of-tx)) {:as-of-tx as-of-tx}))
+  (when (and (some? as-of-time) (not (inst? as-of-time)))
+    (invalid! (str ":as-of-time must be an instant (#inst, java.util.Date), got " (pr-str as-of-time))
+              {:as-of-time as-of-time}))
+  (cond-> {}
+    as-of-tx (assoc :as-of-tx (long as-of-tx))
+    as-of-time (assoc :as-of-time (java.util.Date. (long (inst-ms as-of-time))))))
+
 (defn- restore!
-  "Restore a backup from a canonical target into `conn`."
+  "Restore a backup (its whole chain, up to a point in time) from a canonical target into
+  `conn`."
   [conn target backup-id {:keys [database-id batch-size parallel fetch-ahead verify-first? progress-fn
                                  tmp-dir sort-buffer-bytes]
                           :or {batch-size default-load-batch verify-first? true}
@@ -359,11 +432,12 @@
     (positive-long! :batch-size batch-size)
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-open [h (native/restore-open target (cond-> {:database-id database-id
-                                                          :backup-id (str backup-id)
-                                                          :verify-first? (boolean verify-first?)
-                                                          ;; no native batch larger than a load-entities call
-                                                          :batch-datoms (min (long batch-size) 8192)}
+      (with-open [h (native/restore-open target (cond-> (merge {:database-id database-id
+                                                                 :backup-id (str backup-id)
+                                                                 :verify-first? (boolean verify-first?)
+                                                                 ;; no native batch larger than a load-entities call
+                                                                 :batch-datoms (min (long batch-size) 8192)}
+                                                                (point-options opts))
                                                    parallel (assoc :parallel (long parallel))
                                                    fetch-ahead (assoc :fetch-ahead (long fetch-ahead))
                                                    tmp-dir (assoc :tmp-dir (str tmp-dir))
@@ -407,15 +481,20 @@
                          (partially-restored e @loaded)
                          e)))))
           (progress {:stage :done :datoms-done @done :datoms-total total})
-          {:success true
-           :backup-id (parse-id (:backup-id info))
-           :database-id database-id
-           :format (:format info)
-           :datoms-restored @done
-           :tx-count @txs
-           :chunks-processed (:chunk-count info)
-           :load-entities-calls @calls
-           :duration-ms (- (System/currentTimeMillis) started)})))))
+          (let [end (native/restore-info h)]
+            (cond-> {:success true
+                     :backup-id (parse-id (:backup-id info))
+                     :database-id database-id
+                     :format (:format info)
+                     :datoms-restored @done
+                     :tx-count @txs
+                     :chunks-processed (:chunk-count info)
+                     :load-entities-calls @calls
+                     :restored-to-tx (:restored-to-tx end)
+                     :restored-to-instant (:restored-to-instant end)
+                     :duration-ms (- (System/currentTimeMillis) started)}
+              true (merge (with-ids (select-keys info [:chain :links :available :as-of])))
+              (:bytes-to-read info) (assoc :bytes-read (:bytes-to-read info)))))))))
 
 (defn restore-from-directory
   "Given a connection to an EMPTY Datahike database and a directory target, load backup
@@ -435,7 +514,17 @@
   original implementation are sorted).
 
   A failure after datoms reached the target carries `:datacamp/target-partially-restored
-  true` and `:datacamp/datoms-loaded n`: discard that database."
+  true` and `:datacamp/datoms-loaded n`: discard that database.
+
+  An incremental backup restores with its whole chain (base, then every link in order) as
+  one load stream; a broken or missing link stops the restore before the target is
+  touched. `:as-of-tx t` restores the database as it was right after transaction t,
+  `:as-of-time inst` as it was right after the last transaction whose `:db/txInstant` is
+  at or before inst — inside a single full backup too; chunks wholly after the point are
+  never read. A point outside what the chain holds is `:datacamp/invalid-argument`,
+  naming the available range. The result adds `:restored-to-tx` and
+  `:restored-to-instant` (the source's last transaction restored and its instant), and
+  for chains and points `:chain`, `:links` (those read), `:available` and `:bytes-read`."
   [conn target backup-id & {:as opts}]
   (restore! conn (dir-target target) backup-id opts))
 

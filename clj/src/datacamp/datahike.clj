@@ -92,6 +92,15 @@
              a (cond-> [ident] (:db/id attr) (conj (:db/id attr)))]
          a)))
 
+(defn no-history-attrs
+  "Given a db, return its `:db/noHistory` attributes: their idents and, for
+  `:attribute-refs? true` databases, their entity ids too."
+  [db]
+  (vec (for [[ident attr] (attr-entries (:schema db))
+             :when (:db/noHistory attr)
+             a (cond-> [ident] (:db/id attr) (conj (:db/id attr)))]
+         a)))
+
 (defn tx-instant-attr
   "The attribute under which datoms carry `:db/txInstant`: the keyword, or its entity id in
   `:attribute-refs? true` databases."
@@ -120,4 +129,5 @@
    :attribute-refs? (boolean (get-in db [:config :attribute-refs?]))
    :db-config (safe-config db)
    :ref-attrs (ref-attrs db)
+   :no-history-attrs (no-history-attrs db)
    :tx-instant-attr (tx-instant-attr db)})

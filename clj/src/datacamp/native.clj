@@ -97,6 +97,11 @@
   [target database-id backup-id]
   (read-edn (Native/repairManifest (edn-str target) database-id backup-id)))
 
+(defn prune-backups
+  "Apply the retention options to the backups of `database-id`; return the report."
+  [target database-id opts]
+  (read-edn (Native/pruneBackups (edn-str target) database-id (edn-str opts))))
+
 (defn- decode-columns
   "Load the columns the core returned (`Object[]{id e a tx added vtag vnum vbytes newAttrs}`)
   into `decoder`; return `{:id … :datoms [[e a v tx added] …]}`."

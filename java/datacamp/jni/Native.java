@@ -73,7 +73,11 @@ public final class Native {
      */
     public static native long restoreOpen(String targetEdn, String optionsEdn);
 
-    /** Return what restore session {@code handle}'s backup says about itself, as EDN. */
+    /**
+     * Return what restore session {@code handle}'s backup says about itself, as EDN (for a
+     * chain or a point in time also the links and the plan); {@code :restored-to-tx} and
+     * {@code :restored-to-instant} tell how far the datoms handed out so far reach.
+     */
     public static native String restoreInfo(long handle);
 
     /**
@@ -88,6 +92,13 @@ public final class Native {
 
     /** Rebuild the damaged manifest of a finished backup from its checkpoint; return the EDN report. */
     public static native String repairManifest(String targetEdn, String databaseId, String backupId);
+
+    /**
+     * Apply a retention policy ({@code optionsEdn}: {@code :keep-last :keep-daily :keep-weekly
+     * :keep-monthly :dry-run?}) to the complete backups of {@code databaseId}, never deleting a
+     * backup that a kept one depends on; return the EDN report of what was kept and deleted.
+     */
+    public static native String pruneBackups(String targetEdn, String databaseId, String optionsEdn);
 
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,
