@@ -1,15 +1,30 @@
 //! The operations, one module each: [`backup`] (and [`resume`]), [`restore`], [`list`],
-//! [`verify`], [`cleanup`]. They combine the [`crate::pipeline`] with a
+//! [`verify`], [`cleanup`], [`inspect`] (a backup's metadata and datoms, for tools). They combine the [`crate::pipeline`] with a
 //! [`crate::repo`] on a [`crate::store::Store`], and return typed results; the JNI layer
 //! (and the CLI) render them.
 
 pub mod backup;
 pub mod check;
 pub mod cleanup;
+pub mod inspect;
 pub mod list;
 pub mod restore;
 pub mod resume;
 pub mod verify;
+
+/// Given an operation's name (`"backup"`, `"resume"`, `"restore"`, `"verify"`,
+/// `"cleanup"`), return the option keys its callers may pass (each listed next to its
+/// operation's options); `None` for an unknown operation.
+pub fn option_keys(op: &str) -> Option<&'static [&'static str]> {
+    Some(match op {
+        "backup" => backup::KEYS,
+        "resume" => resume::KEYS,
+        "restore" => restore::KEYS,
+        "verify" => verify::KEYS,
+        "cleanup" => cleanup::KEYS,
+        _ => return None,
+    })
+}
 
 #[cfg(test)]
 pub(crate) mod testing;

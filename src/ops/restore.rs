@@ -28,6 +28,17 @@ use crate::store::Store;
 
 use super::check;
 
+/// The option keys a caller of a restore may pass (checked by
+/// [`crate::options::check_keys`]; the Clojure API removes its own — `:batch-size`,
+/// `:progress-fn`, `:load-timeout-ms` — first). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "parallel",
+    "verify-first?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+];
+
 /// Validated restore options.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {

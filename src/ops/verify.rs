@@ -5,6 +5,8 @@
 //! runs). A report with problems is a result, not an error: verify fails only when the
 //! backup does not exist or the store cannot be read.
 
+use serde::Serialize;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
@@ -13,8 +15,11 @@ use crate::store::Store;
 
 use super::check;
 
+/// The option keys of `verify-backup` (checked by [`crate::options::check_keys`]).
+pub const KEYS: &[&str] = &["database-id", "deep?"];
+
 /// What `verify-backup` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// The backup id.
     pub backup_id: String,

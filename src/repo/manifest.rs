@@ -4,6 +4,8 @@
 //! and restores the other's backups; extra keys (history flag, chunk order, uncompressed
 //! sizes) are ignored by the original.
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::model::{kw_map, Value};
 
@@ -11,7 +13,8 @@ use crate::model::{kw_map, Value};
 pub const FORMAT_VERSION: &str = "1.0.0";
 
 /// How the datoms of a backup are ordered across its chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ChunkOrder {
     /// Restore order (tx ascending, see `order.rs`): chunks stream straight into Datahike.
     Restore,
@@ -31,7 +34,7 @@ impl ChunkOrder {
 }
 
 /// One chunk's entry in the manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ChunkMeta {
     /// Chunk number, from 0.
     pub id: u64,
@@ -58,7 +61,7 @@ pub struct ChunkMeta {
 }
 
 /// A backup's manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Manifest {
     /// The backup id (a UUID string for ours, `yyyyMMdd-HHmmss-xxxxxx` for the original's).
     pub backup_id: String,

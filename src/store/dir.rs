@@ -21,10 +21,24 @@ pub struct DirStore {
 
 impl DirStore {
     /// Given a directory path, return a store rooted there (created if missing).
+    ///
+    /// A path that is (or runs through) a file fails with `InvalidArgument`: "… is not a
+    /// directory".
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(&root)
-            .map_err(|e| Error::io("open backup directory", root.display().to_string(), e))?;
+        let op = "open backup directory";
+        let not_a_dir = || {
+            Error::invalid(op, format!("{} is not a directory", root.display()))
+                .with_key(root.display().to_string())
+                .with_hint(":path must name a directory (it is created when missing)")
+        };
+        if root.exists() && !root.is_dir() {
+            return Err(not_a_dir());
+        }
+        fs::create_dir_all(&root).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => not_a_dir(),
+            _ => Error::io(op, root.display().to_string(), e),
+        })?;
         Ok(DirStore { root })
     }
 
@@ -226,6 +240,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::open(tmp.path().join("root")).unwrap();
         crate::store::conformance::run(&store);
+    }
+
+    #[test]
+    fn a_file_is_not_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        for path in [file.clone(), file.join("below")] {
+            let err = DirStore::open(&path).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument);
+            assert_eq!(
+                err.message,
+                format!("{} is not a directory", path.display()),
+                "{err}"
+            );
+        }
     }
 
     #[test]
