@@ -201,13 +201,13 @@ public final class NativeLoader {
                             in.transferTo(out);
                         }
                         System.load(tmp.toAbsolutePath().toString());
-                        String where = tmp.toAbsolutePath() + " (extracted from " + resource + ")";
+                        String from = tmp.toAbsolutePath() + " (extracted from " + resource + ")";
                         if (!windows()) {
                             // Loaded: the mapping outlives the file, so none is left behind.
                             deleteQuietly(tmp);
-                            where += ", deleted once loaded";
+                            from += ", deleted once loaded";
                         }
-                        return where;
+                        return from;
                     } catch (IOException e) {
                         failures.add(where + ": cannot extract to " + dir + ": " + e
                                      + " (set " + TMPDIR_PROPERTY + " to a writable directory)");
