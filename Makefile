@@ -74,7 +74,7 @@ test-rust:
 test-java: native
 	rm -rf $(JAVA_TEST_OUT) && mkdir -p $(JAVA_TEST_OUT)
 	javac -Xlint:all -Werror -cp /usr/share/java/clojure.jar -d $(JAVA_TEST_OUT) java/datacamp/jni/*.java java-test/datacamp/jni/*.java
-	$(WITH_TMP) java -cp /usr/share/java/clojure.jar:$(JAVA_TEST_OUT) datacamp.jni.DatomBatchTest
+	$(WITH_TMP) sh -c 'exec java -Djava.io.tmpdir="$$TMPDIR" -cp /usr/share/java/clojure.jar:$(JAVA_TEST_OUT) datacamp.jni.DatomBatchTest'
 
 # The Clojure suite; datacamp.cli-test runs the CLI binary against the API.
 test-clj: native cli

@@ -7,7 +7,8 @@
 //! ```text
 //! jni/        every JNI entry point: marshalling, the panic boundary, session handles
 //!   │
-//! ops/        the operations: backup, resume, restore, list, verify, cleanup (typed results)
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup, inspect
+//!             (typed results; the JNI layer and the `datacamp` CLI render them)
 //!   │
 //!   ├── pipeline/   datoms ⇄ chunks: feed (decode thread), order + sort (restore order,
 //!   │               external merge sort), chunk (cut, gzip, SHA-256, decode)
@@ -19,6 +20,9 @@
 //! codec/      byte formats: fressian, edn, tagged values, wire (JNI columns), record (spills)
 //! model, error, options, clock, runtime, failpoint      shared by every layer
 //! ```
+//!
+//! The operator CLI (`src/bin/datacamp.rs`, its code in `src/cli/`) is a binary of this
+//! crate built on `ops`; it is not part of the library (nor of the JNI cdylib).
 //!
 //! The backup layout and formats are those of the original Clojure datacamp
 //! ([`repo::layout`]), which can read our backups and whose backups we read.

@@ -86,11 +86,14 @@ pub fn listing(database_id: &str, where_: &str, list: &[Listing]) -> String {
         .map(|l| {
             let status = match &l.progress {
                 None => "complete".to_owned(),
-                Some(p) => format!(
-                    "INCOMPLETE ({}, {} chunks stored)",
-                    p.phase.map_or("no checkpoint", |ph| ph.keyword()),
-                    p.chunks_stored
-                ),
+                Some(p) => match p.phase {
+                    Some(ph) => format!(
+                        "INCOMPLETE (last checkpoint: {}, {} chunks stored)",
+                        ph.keyword(),
+                        p.chunks_stored
+                    ),
+                    None => "INCOMPLETE (no checkpoint)".to_owned(),
+                },
             };
             vec![
                 l.backup_id.clone(),

@@ -200,9 +200,10 @@
       (invalid! (str ":progress-fn must be a function, got " (pr-str progress-fn)) {}))
     (native/with-native-errors {:database-id (:database-id native-opts)}
       (with-open [h (native/backup-open target native-opts)]
-        (let [work (fn []
-                     (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
-                     (with-ids (native/backup-finish h)))]
+        ;; ^:once: the closure lets go of the seq's head as it walks it (no database in memory).
+        (let [work (^:once fn* []
+                    (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
+                    (with-ids (native/backup-finish h)))]
           (if-not progress-fn
             (work)
             (let [last-event (volatile! nil)
