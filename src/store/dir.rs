@@ -22,15 +22,17 @@ pub struct DirStore {
 impl DirStore {
     /// Given a directory path, return a store rooted there (created if missing).
     ///
-    /// A path that is (or runs through) a file fails with `InvalidArgument`: "… is not a
-    /// directory".
+    /// A path that is (or runs through) a file fails with `Io`: "… is not a directory".
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let op = "open backup directory";
         let not_a_dir = || {
-            Error::invalid(op, format!("{} is not a directory", root.display()))
-                .with_key(root.display().to_string())
-                .with_hint(":path must name a directory (it is created when missing)")
+            Error::new(
+                crate::error::ErrorKind::Io,
+                op,
+                format!("{} is not a directory", root.display()),
+            )
+            .with_hint(":path must name a directory (it is created when missing)")
         };
         if root.exists() && !root.is_dir() {
             return Err(not_a_dir());
@@ -249,7 +251,7 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         for path in [file.clone(), file.join("below")] {
             let err = DirStore::open(&path).unwrap_err();
-            assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument);
+            assert_eq!(err.kind, crate::error::ErrorKind::Io);
             assert_eq!(
                 err.message,
                 format!("{} is not a directory", path.display()),

@@ -73,7 +73,7 @@
     (testing "a target path that is a file"
       (let [f (doto (io/file (u/temp-dir) "a-file") (spit "x"))
             {:keys [message data]} (thrown #(backup/backup-to-directory conn {:path (str f)} :database-id "x"))]
-        (is (= :datacamp/invalid-argument (:datacamp/error data)))
+        (is (= :datacamp/io (:datacamp/error data)))
         (is (str/includes? message (str f " is not a directory")) message)
         (is (not (str/includes? message "os error")) message)))
     (testing "one wording for a bad database id, whichever function meets it"
