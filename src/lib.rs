@@ -7,8 +7,8 @@
 //! ```text
 //! jni/        every JNI entry point: marshalling, the panic boundary, session handles
 //!   │
-//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair, prune
-//!   │         (typed results)
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair, prune,
+//!   │         inspect (typed results; the JNI layer and the `datacamp` CLI render them)
 //!   │
 //! chain/      backup chains: resolve a chain, plan a point-in-time restore, the
 //!   │         :db/noHistory state, the retention policy
@@ -24,6 +24,9 @@
 //! codec/      byte formats: fressian, edn, tagged values, wire (JNI columns), record (spills)
 //! model, error, options, clock, runtime, failpoint      shared by every layer
 //! ```
+//!
+//! The operator CLI (`src/bin/datacamp.rs`, its code in `src/cli/`) is a binary of this
+//! crate built on `ops`; it is not part of the library (nor of the JNI cdylib).
 //!
 //! The backup layout and formats are those of the original Clojure datacamp
 //! ([`repo::layout`]), which can read our backups and whose backups we read.

@@ -8,15 +8,15 @@ use crate::chain::plan::{Available, Point};
 use crate::chain::retention::Reason;
 use crate::codec::wire::Batch;
 use crate::model::{kw_map, Value};
-use crate::ops::backup::BackupResult;
+use crate::ops::backup::{BackupResult, ProgressSnapshot, Stage};
 use crate::ops::cleanup::CleanupReport;
+use crate::ops::inspect::Inspection;
 use crate::ops::list::BackupSummary;
 use crate::ops::prune::PruneReport;
 use crate::ops::repair::RepairReport;
 use crate::ops::restore::RestoreInfo;
 use crate::ops::resume::BackupStatus;
 use crate::ops::verify::VerifyReport;
-use crate::repo::checkpoint::Checkpoint;
 use crate::repo::manifest::Manifest;
 
 fn strings(v: &[String]) -> Value {
@@ -80,76 +80,73 @@ pub fn backup_result(r: &BackupResult) -> Value {
 
 /// One backup as `list-backups` shows it.
 pub fn summary(s: &BackupSummary) -> Value {
-    let m = s.manifest.as_ref();
-    let cp = s.checkpoint.as_ref();
+    let l = s.listing();
     let mut entries = vec![
-        ("backup-id", Value::str(&s.backup_id)),
-        (
-            "type",
-            Value::kw(m.map_or("full", |m| m.backup_type.as_str())),
-        ),
-        ("created-at", Value::Inst(s.created_at_ms)),
-        ("completed?", Value::Bool(s.completed)),
-        (
-            "datom-count",
-            Value::Long(
-                m.map_or_else(|| cp.map_or(0, |c| c.datoms_stored), |m| m.datom_count) as i64,
-            ),
-        ),
-        (
-            "size-bytes",
-            Value::Long(m.map_or(s.stored_bytes, |m| m.size_bytes) as i64),
-        ),
-        (
-            "chunk-count",
-            Value::Long(
-                m.map_or_else(|| cp.map_or(0, |c| c.chunks.len()), |m| m.chunks.len()) as i64,
-            ),
-        ),
-        ("updated-at", Value::Inst(s.updated_at_ms)),
+        ("backup-id", Value::str(&l.backup_id)),
+        ("type", Value::kw(&l.backup_type)),
+        ("created-at", Value::Inst(l.created_at_ms)),
+        ("completed?", Value::Bool(l.completed)),
+        ("datom-count", Value::Long(l.datom_count as i64)),
+        ("size-bytes", Value::Long(l.size_bytes as i64)),
+        ("chunk-count", Value::Long(l.chunk_count as i64)),
+        ("updated-at", Value::Inst(l.updated_at_ms)),
     ];
-    if let Some(m) = m {
-        entries.push(("history?", Value::Bool(m.history)));
-        entries.push(("format", Value::kw(m.order.format_name())));
-        entries.push(("max-tx", Value::Long(m.max_tx)));
-        entries.extend(link_entries(m).into_iter().skip(1));
+    if let Some(h) = l.history {
+        entries.push(("history?", Value::Bool(h)));
     }
-    if s.pruning {
+    if let Some(f) = l.format {
+        entries.push(("format", Value::kw(f)));
+    }
+    if let Some(t) = l.max_tx {
+        entries.push(("max-tx", Value::Long(t)));
+    }
+    if let Some(c) = &l.chain {
+        entries.extend([
+            ("parent", opt_str(c.parent.as_deref())),
+            ("base", opt_str(c.base.as_deref())),
+            ("after-tx", opt_long(c.after_tx)),
+            ("tx-range", pair(c.tx_range, false)),
+            ("instant-range", pair(c.instant_range, true)),
+        ]);
+    }
+    if l.pruning {
         entries.push(("pruning?", Value::Bool(true)));
     }
-    if !s.problems.is_empty() {
-        entries.push(("problems", strings(&s.problems)));
+    if !l.problems.is_empty() {
+        entries.push(("problems", strings(&l.problems)));
     }
-    if !s.completed {
+    if let Some(p) = &l.progress {
         let progress = kw_map([
-            ("phase", cp.map_or(Value::Nil, |c| Value::kw(phase_name(c)))),
             (
-                "chunks-stored",
-                Value::Long(cp.map_or(0, |c| c.chunks.len()) as i64),
+                "phase",
+                p.phase.map_or(Value::Nil, |ph| Value::kw(ph.keyword())),
             ),
-            (
-                "datoms-received",
-                Value::Long(cp.map_or(0, |c| c.datoms_received) as i64),
-            ),
-            (
-                "error",
-                cp.and_then(|c| c.error.as_deref())
-                    .map_or(Value::Nil, Value::str),
-            ),
+            ("chunks-stored", Value::Long(p.chunks_stored as i64)),
+            ("datoms-received", Value::Long(p.datoms_received as i64)),
+            ("error", p.error.as_deref().map_or(Value::Nil, Value::str)),
         ]);
         entries.push(("progress", progress));
     }
     kw_map(entries)
 }
 
-fn phase_name(c: &Checkpoint) -> &'static str {
-    use crate::repo::checkpoint::Phase::*;
-    match c.phase {
-        Ingest => "ingest",
-        Writing => "writing",
-        Committing => "committing",
-        Aborted => "aborted",
-    }
+/// A running backup's counters: `{:stage :reading|:sorting|:writing|:committing|:done
+/// :datoms-received … :chunks-stored … :datoms-stored … :bytes-stored …}`.
+pub fn backup_progress(p: &ProgressSnapshot) -> Value {
+    let stage = match p.stage {
+        Stage::Reading => "reading",
+        Stage::Sorting => "sorting",
+        Stage::Writing => "writing",
+        Stage::Committing => "committing",
+        Stage::Done => "done",
+    };
+    kw_map([
+        ("stage", Value::kw(stage)),
+        ("datoms-received", Value::Long(p.datoms_received as i64)),
+        ("chunks-stored", Value::Long(p.chunks_stored as i64)),
+        ("datoms-stored", Value::Long(p.datoms_stored as i64)),
+        ("bytes-stored", Value::Long(p.bytes_stored as i64)),
+    ])
 }
 
 /// The vector `list-backups` returns.
@@ -203,6 +200,51 @@ pub fn repair_report(r: &RepairReport) -> Value {
         ("repaired?", Value::Bool(r.repaired)),
         ("chunk-count", Value::Long(r.chunk_count as i64)),
         ("datom-count", Value::Long(r.datom_count as i64)),
+    ])
+}
+
+/// What `inspect` found: `{:backup-id … :database-id … :complete? … :manifest {…}|nil
+/// :manifest-error … :checkpoint {…}|nil :objects n :stored-bytes n :time-range [#inst
+/// #inst]|nil :chain [{:backup-id … :type … :tx-range […]} …]}` (manifest and checkpoint as
+/// their files hold them).
+pub fn inspection(i: &Inspection) -> Value {
+    let range = |r: Option<(i64, i64)>, f: fn(i64) -> Value| {
+        r.map_or(Value::Nil, |(a, b)| Value::Vector(vec![f(a), f(b)]))
+    };
+    kw_map([
+        ("backup-id", Value::str(&i.backup_id)),
+        ("database-id", Value::str(&i.database_id)),
+        ("complete?", Value::Bool(i.complete)),
+        (
+            "manifest",
+            i.manifest.as_ref().map_or(Value::Nil, |m| m.to_value()),
+        ),
+        (
+            "manifest-error",
+            i.manifest_error.as_deref().map_or(Value::Nil, Value::str),
+        ),
+        (
+            "checkpoint",
+            i.checkpoint.as_ref().map_or(Value::Nil, |c| c.to_value()),
+        ),
+        ("objects", Value::Long(i.objects as i64)),
+        ("stored-bytes", Value::Long(i.stored_bytes as i64)),
+        ("time-range", range(i.time_range, Value::Inst)),
+        (
+            "chain",
+            Value::Vector(
+                i.chain
+                    .iter()
+                    .map(|l| {
+                        kw_map([
+                            ("backup-id", Value::str(&l.backup_id)),
+                            ("type", Value::kw(&l.backup_type)),
+                            ("tx-range", range(l.tx_range, Value::Long)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }
 

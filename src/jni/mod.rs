@@ -9,7 +9,10 @@ pub mod boundary;
 pub mod convert;
 pub mod handles;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use once_cell::sync::Lazy;
 
 use jni::objects::{JBooleanArray, JByteArray, JClass, JIntArray, JLongArray, JString};
 use jni::sys::{jboolean, jint, jlong, jobjectArray, jstring};
@@ -19,10 +22,10 @@ use crate::codec::edn;
 use crate::codec::wire::{Batch, BatchBuilder};
 use crate::error::{Error, Result};
 use crate::model::Value;
-use crate::ops::backup::{BackupOptions, BackupSession};
+use crate::ops::backup::{BackupOptions, BackupProgress, BackupSession};
 use crate::ops::prune::{self, PruneOptions};
 use crate::ops::restore::{RestoreOptions, RestoreSession};
-use crate::ops::{cleanup, list, repair, resume, verify};
+use crate::ops::{cleanup, inspect, list, repair, resume, verify};
 use crate::pipeline::chunk;
 use crate::store::{self, Store};
 use boundary::{guard, jni_error};
@@ -31,6 +34,13 @@ use handles::Registry;
 
 static BACKUPS: Registry<Option<BackupSession>> = Registry::new("backup session");
 static RESTORES: Registry<RestoreSession> = Registry::new("restore session");
+/// The progress counters of each open backup session, by its handle: readable while the
+/// session finishes (when [`BACKUPS`] no longer holds it).
+static PROGRESS: Lazy<Mutex<HashMap<i64, Arc<BackupProgress>>>> = Lazy::new(Default::default);
+
+fn progress_map() -> std::sync::MutexGuard<'static, HashMap<i64, Arc<BackupProgress>>> {
+    PROGRESS.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn string(env: &mut JNIEnv, s: &JString, what: &str) -> Result<String> {
     if s.is_null() {
@@ -85,7 +95,10 @@ pub extern "system" fn Java_datacamp_jni_Native_backupOpen(
         let opts = BackupOptions::from_edn(&edn_arg(env, &options_edn, "the options")?)?;
         let store = target(env, &target_edn)?;
         let session = BackupSession::open(store, opts)?;
-        Ok(BACKUPS.insert(Some(session)))
+        let progress = session.progress();
+        let handle = BACKUPS.insert(Some(session));
+        progress_map().insert(handle, progress);
+        Ok(handle)
     })
 }
 
@@ -242,6 +255,7 @@ pub extern "system" fn Java_datacamp_jni_Native_backupFree(
     handle: jlong,
 ) {
     guard(&mut env, "free backup", (), |_| {
+        progress_map().remove(&handle);
         if let Some(slot) = BACKUPS.remove(handle) {
             let open = slot.lock().ok().and_then(|mut s| s.take());
             if let Some(s) = open {
@@ -249,6 +263,70 @@ pub extern "system" fn Java_datacamp_jni_Native_backupFree(
             }
         }
         Ok(())
+    })
+}
+
+/// `String Native.backupProgress(long handle)`: the session's progress counters as EDN
+/// (also while another thread finishes it).
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupProgress(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) -> jstring {
+    guard(&mut env, "backup progress", std::ptr::null_mut(), |env| {
+        let progress = progress_map().get(&handle).cloned().ok_or_else(|| {
+            Error::invalid(
+                "backup progress",
+                format!("no open backup session with handle {handle}"),
+            )
+        })?;
+        edn_result(env, &convert::backup_progress(&progress.snapshot()))
+    })
+}
+
+/// `void Native.checkOptions(String op, String optionsEdn)`: fail (`InvalidArgument`) on an
+/// option key that operation `op` does not know, naming the closest known one.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_checkOptions(
+    mut env: JNIEnv,
+    _: JClass,
+    op: JString,
+    options_edn: JString,
+) {
+    guard(&mut env, "check options", (), |env| {
+        let op = string(env, &op, "the operation")?;
+        let keys = crate::ops::option_keys(&op).ok_or_else(|| {
+            Error::internal("check options", format!("no option keys for {op:?}"))
+        })?;
+        crate::options::check_keys(&edn_arg(env, &options_edn, "the options")?, &op, keys)
+    })
+}
+
+/// `String Native.readMetadata(String targetEdn, String databaseId, String backupId,
+/// String name)`: read and parse one EDN metadata file (size-limited), returned as EDN.
+/// With a database and backup id, `name` is one of the backup's metadata files
+/// (`manifest.edn`, …); with both null, a key relative to the target's root.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_readMetadata(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    backup_id: JString,
+    name: JString,
+) -> jstring {
+    guard(&mut env, "read metadata", std::ptr::null_mut(), |env| {
+        let store = target(env, &target_edn)?;
+        let name = string(env, &name, "the file name")?;
+        let v = if database_id.is_null() && backup_id.is_null() {
+            inspect::read_metadata(store.as_ref(), &name)?
+        } else {
+            let db = string(env, &database_id, "the database id")?;
+            let id = string(env, &backup_id, "the backup id")?;
+            inspect::read_backup_file(store.as_ref(), &db, &id, &name)?
+        };
+        edn_result(env, &v)
     })
 }
 

@@ -15,12 +15,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::bounded;
+use serde::Serialize;
 
 use crate::chain::state::{self, Collector, StateWriter};
 use crate::clock::now_ms;
@@ -124,13 +125,33 @@ impl Default for BackupOptions {
     }
 }
 
+/// The option keys a caller of a backup may pass (checked by
+/// [`crate::options::check_keys`] before anything is read; the Clojure API removes its own
+/// — `:batch-size`, `:progress-fn` — first, and computes the internal ones, `:ref-attrs`,
+/// `:max-tx`, …). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "chunk-size",
+    "compression",
+    "compression-level",
+    "parallel",
+    "history?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+    "incremental?",
+    "parent",
+];
+
 fn attr_of(v: &Value) -> Result<Attr> {
     match v {
         Value::Keyword(n) => Ok(Attr::Keyword(n.clone())),
         Value::Long(id) => Ok(Attr::Id(*id)),
         other => Err(Error::invalid(
             "open backup",
-            format!("an attribute must be a keyword or an id, got {other:?}"),
+            format!(
+                "an attribute must be a keyword or an id, got {}",
+                crate::codec::edn::write(other)
+            ),
         )),
     }
 }
@@ -258,6 +279,80 @@ pub struct BackupResult {
     pub duration_ms: u64,
 }
 
+/// Where a running backup is, as [`BackupProgress::snapshot`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Receiving datoms from the database.
+    Reading,
+    /// Ordering the received datoms (merging sorted runs).
+    Sorting,
+    /// Compressing and storing chunks.
+    Writing,
+    /// Writing the manifest and the completion marker.
+    Committing,
+    /// Complete.
+    Done,
+}
+
+/// Counters of a running backup, updated as it goes and readable from any thread (the
+/// Clojure API polls them for `:progress-fn`).
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    stage: AtomicU8,
+    datoms_received: AtomicU64,
+    chunks_stored: AtomicU64,
+    datoms_stored: AtomicU64,
+    bytes_stored: AtomicU64,
+}
+
+/// A consistent-enough reading of [`BackupProgress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgressSnapshot {
+    /// The stage.
+    pub stage: Stage,
+    /// Datoms received so far.
+    pub datoms_received: u64,
+    /// Chunks stored so far.
+    pub chunks_stored: u64,
+    /// Datoms in the stored chunks.
+    pub datoms_stored: u64,
+    /// Bytes (compressed) of the stored chunks.
+    pub bytes_stored: u64,
+}
+
+impl BackupProgress {
+    fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
+    fn stored(&self, meta: &ChunkMeta) {
+        self.chunks_stored.fetch_add(1, Ordering::Relaxed);
+        self.datoms_stored
+            .fetch_add(meta.datom_count, Ordering::Relaxed);
+        self.bytes_stored
+            .fetch_add(meta.size_bytes, Ordering::Relaxed);
+    }
+
+    /// Read the counters.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let stage = match self.stage.load(Ordering::Relaxed) {
+            0 => Stage::Reading,
+            1 => Stage::Sorting,
+            2 => Stage::Writing,
+            3 => Stage::Committing,
+            _ => Stage::Done,
+        };
+        ProgressSnapshot {
+            stage,
+            datoms_received: self.datoms_received.load(Ordering::Relaxed),
+            chunks_stored: self.chunks_stored.load(Ordering::Relaxed),
+            datoms_stored: self.datoms_stored.load(Ordering::Relaxed),
+            bytes_stored: self.bytes_stored.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// An open backup: accepts datoms until [`BackupSession::finish`] or [`BackupSession::abort`].
 pub struct BackupSession {
     store: Arc<dyn Store>,
@@ -275,6 +370,8 @@ pub struct BackupSession {
     parent: Option<Parent>,
     /// Collects the `:db/noHistory` state on the feeding thread (`None`: no such attribute).
     collector: Option<Arc<Mutex<Collector>>>,
+    /// Counters for progress reports.
+    progress: Arc<BackupProgress>,
 }
 
 impl BackupSession {
@@ -355,7 +452,13 @@ impl BackupSession {
             parent,
             collector,
             opts,
+            progress: Arc::default(),
         })
+    }
+
+    /// The session's progress counters (shared: they stay readable while it finishes).
+    pub fn progress(&self) -> Arc<BackupProgress> {
+        self.progress.clone()
     }
 
     /// The backup id.
@@ -472,6 +575,9 @@ impl BackupSession {
     /// Push one datom (datoms must arrive in the EAVT order `d/datoms` yields).
     pub fn push(&mut self, d: Datom) -> Result<()> {
         self.received += 1;
+        self.progress
+            .datoms_received
+            .store(self.received, Ordering::Relaxed);
         self.feed.push(d)
     }
 
@@ -482,6 +588,9 @@ impl BackupSession {
         let n = batch.e.len() as u64;
         self.feed.push_batch(batch)?;
         self.received += n;
+        self.progress
+            .datoms_received
+            .store(self.received, Ordering::Relaxed);
         Ok(())
     }
 
@@ -506,13 +615,16 @@ impl BackupSession {
     }
 
     fn write_all(&mut self) -> Result<BackupResult> {
+        self.progress.set_stage(Stage::Sorting);
         let mut order = self.feed.finish()?;
         let state = self.write_state(&mut order)?;
         let skipped = order.skipped();
         let mut datoms = order.finish()?;
         failpoint::hit("before-first-chunk");
+        self.progress.set_stage(Stage::Writing);
         let chunks = self.write_chunks(&mut datoms)?;
         let uncompressed = chunks.iter().map(|c| c.uncompressed_bytes).sum();
+        self.progress.set_stage(Stage::Committing);
         self.write_checkpoint(Phase::Committing, &chunks, None)?;
         failpoint::hit("before-manifest");
         let manifest = self.manifest(chunks, state);
@@ -526,6 +638,10 @@ impl BackupSession {
             &self.key(layout::COMPLETE_MARKER),
             layout::COMPLETE_MARKER_BYTES,
         )?;
+        // The checkpoint says so too; best effort: the manifest and marker are what count,
+        // and a failure here must not turn a complete backup into an aborted one.
+        let _ = self.write_checkpoint(Phase::Complete, &manifest.chunks, None);
+        self.progress.set_stage(Stage::Done);
         Ok(BackupResult {
             location: self.store.location(&layout::backup_prefix(
                 &self.opts.database_id,
@@ -761,6 +877,7 @@ impl BackupSession {
         progress: &Mutex<Progress>,
     ) -> Result<()> {
         let meta = self.store_chunk(job, instants)?;
+        self.progress.stored(&meta);
         failpoint::hit("chunk-stored");
         let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
         p.since_checkpoint += meta.size_bytes;

@@ -22,6 +22,16 @@ use super::list::list;
 
 const OP: &str = "prune backups";
 
+/// The option keys a caller of `prune-backups` may pass (checked by
+/// [`crate::options::check_keys`]). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "keep-last",
+    "keep-daily",
+    "keep-weekly",
+    "keep-monthly",
+    "dry-run?",
+];
+
 /// What to keep, and whether to delete for real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PruneOptions {

@@ -2,7 +2,7 @@
 //! lost or damaged.
 //!
 //! A backup writes `checkpoint.edn` (phase `:committing`, every chunk with its checksums)
-//! before its manifest, and `complete.marker` after it. So a backup with a marker whose
+//! before its manifest, and `complete.marker` after it (then phase `:complete`). So a backup with a marker whose
 //! manifest is unreadable or invalid still has everything the manifest said: the checkpoint
 //! lists the chunks, `config.edn` the snapshot. Repair rebuilds the manifest from them, but
 //! only after every chunk has been read, checked against the checkpoint's checksums,
@@ -21,6 +21,10 @@ use crate::store::Store;
 use super::check::{self, ContentCheck};
 
 const OP: &str = "repair manifest";
+
+/// The option keys a caller of `repair-manifest` may pass (checked by
+/// [`crate::options::check_keys`]).
+pub const KEYS: &[&str] = &["database-id"];
 
 /// What `repair-manifest` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +91,7 @@ pub fn repair_manifest(
         .ok()
         .and_then(|v| Checkpoint::from_value(&v))
         .ok_or_else(|| unusable("its checkpoint.edn is missing or unreadable"))?;
-    if checkpoint.phase != Phase::Committing
+    if !matches!(checkpoint.phase, Phase::Committing | Phase::Complete)
         || checkpoint.backup_id != backup_id
         || checkpoint.database_id != database_id
         || checkpoint.chunks.is_empty()

@@ -34,6 +34,20 @@ use crate::store::Store;
 
 use super::check::{self, ContentCheck};
 
+/// The option keys a caller of a restore may pass (checked by
+/// [`crate::options::check_keys`]; the Clojure API removes its own — `:batch-size`,
+/// `:progress-fn`, `:load-timeout-ms` — first). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "parallel",
+    "fetch-ahead",
+    "verify-first?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+    "as-of-tx",
+    "as-of-time",
+];
+
 /// Validated restore options.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {

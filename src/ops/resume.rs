@@ -21,6 +21,21 @@ use crate::store::Store;
 use super::backup::{BackupOptions, BackupSession};
 use super::list::{summarize, BackupSummary};
 
+/// The option keys a caller of `resume-backup` may pass: the backup's, plus the lock's
+/// (checked by [`crate::options::check_keys`]). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "chunk-size",
+    "compression",
+    "compression-level",
+    "parallel",
+    "history?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+    "break-lock?",
+    "lock-lease-ms",
+];
+
 /// Where a backup stands, for a resumer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BackupStatus {

@@ -13,6 +13,8 @@
 //! ([`crate::chain::resolve`], the first broken link named); the ancestors' chunks are
 //! checked for presence and size, or fully with `deep`.
 
+use serde::Serialize;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
@@ -21,8 +23,11 @@ use crate::store::Store;
 
 use super::check::{self, ContentCheck};
 
+/// The option keys of `verify-backup` (checked by [`crate::options::check_keys`]).
+pub const KEYS: &[&str] = &["database-id", "deep?"];
+
 /// What `verify-backup` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// The backup id.
     pub backup_id: String,

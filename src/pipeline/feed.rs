@@ -26,6 +26,9 @@ use crate::pipeline::order::RestoreOrder;
 /// Batches that may wait in the channel (each up to the JVM's batch size, 8,192 datoms).
 pub const FEED_DEPTH: usize = 2;
 
+/// A tap's callback: called with each datom it sees; an error stops the feed.
+pub type SeeFn = Box<dyn FnMut(&Datom) -> Result<()> + Send + Sync>;
+
 /// Sees the datoms of some attributes on their way into the order, on the feeding thread,
 /// before the order's own rules (window, tx0): e.g. the chain state's collector
 /// (`crate::chain::state`), which needs the `:db/noHistory` attributes' datoms. Only the
@@ -34,7 +37,7 @@ pub struct Tap {
     /// The attributes whose datoms the tap sees.
     pub attrs: std::collections::HashSet<Attr>,
     /// Called with each of their datoms, in input order.
-    pub see: Box<dyn FnMut(&Datom) -> Result<()> + Send + Sync>,
+    pub see: SeeFn,
 }
 
 /// What receives the datoms: the order, the batches' attribute table, per batch attribute

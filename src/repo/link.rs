@@ -28,7 +28,7 @@ pub const STATE_VERSION: i64 = 1;
 
 /// The chain facts of one backup's manifest (all empty for a full backup of an older
 /// version).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LinkMeta {
     /// The predecessor's backup id (`None` for a full backup).
     pub parent: Option<String>,

@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{kw_map, Value};
 use crate::pipeline::chunk::MAX_STORED_BYTES;
@@ -42,7 +44,8 @@ pub const MAX_CHUNKS: usize = 20_000;
 pub const MAX_FILE_BYTES: u64 = (64 << 10) + MAX_CHUNKS as u64 * 1_600;
 
 /// How the datoms of a backup are ordered across its chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ChunkOrder {
     /// Restore order (tx ascending, see `order.rs`): chunks stream straight into Datahike.
     Restore,
@@ -62,7 +65,7 @@ impl ChunkOrder {
 }
 
 /// One chunk's entry in the manifest.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ChunkMeta {
     /// Chunk number, from 0.
     pub id: u64,
@@ -93,7 +96,7 @@ pub struct ChunkMeta {
 }
 
 /// A backup's manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Manifest {
     /// The backup id (a UUID string for ours, `yyyyMMdd-HHmmss-xxxxxx` for the original's).
     pub backup_id: String,

@@ -20,7 +20,12 @@
   Prints the table and the ratios; a full run writes them into BENCHMARKS.md (between
   the generated-section markers, keeping the hand-written analysis).
 
-  Options: --smoke (20k datoms + the kitchen-sink fixture, checks only, writes nothing),
+  `defaults-comparison` (`--defaults`, `make bench-defaults`) backs up and restore-decodes the
+  synthetic databases at our default chunk size and parallelism and at the original
+  datacamp's (64 MB, 4), for the README's defaults note.
+
+  Options: --smoke (20k datoms + the kitchen-sink fixture, checks only, writes nothing;
+  also runs the defaults comparison), --defaults (only the defaults comparison),
   --20m, --no-s3 (skip the S3 runs), --codecs gzip,zstd,zstd-6, --s3-parallel 1,2,4 (their `:parallel` values), --sizes 1000000,5000000, --no-large, --runs N (median of N fresh JVMs per
   measurement), --stages (also time the backup's push and finish phases), --out FILE,
   --work DIR, --keep (keep the backups), --jvm-opt OPT (repeatable, added to every JVM),
@@ -94,6 +99,7 @@
   [args heap-opts {:keys [jvm-opts native-lib env]}]
   (let [cmd (concat [(java-cmd)] heap-opts jvm-opts (native-lib-opts native-lib)
                     [(str "-Ddatacamp.project.dir=" (project-dir))
+                     (str "-Djava.io.tmpdir=" (System/getProperty "java.io.tmpdir"))
                      "-cp" (System/getProperty "java.class.path")
                      "clojure.main" "-m" "datacamp.bench.run" (pr-str args)])
         pb (doto (ProcessBuilder. ^java.util.List (vec cmd))
@@ -274,6 +280,10 @@
 
 (defn- check [ok?] (if ok? "met" "**missed**"))
 
+(def ^:private not-judged
+  "What a smoke run (20k datoms, say nothing about speed) shows instead of met/missed."
+  "smoke: targets not judged")
+
 (def targets
   "The targets of issue #14."
   {:limit 1.5 :speedup 5.0 :size 1.0 :restore 3.0})
@@ -347,7 +357,8 @@
             codec (keys (:backups r))]
       (let [{:keys [ours-over-limit baseline-over-ours baseline-over-limit size-ours-over-baseline
                     restore-baseline-over-ours targets cpu-ours-over-limit cpu-baseline-over-ours
-                    cpu-restore-baseline-over-ours]} (ratios r codec)]
+                    cpu-restore-baseline-over-ours]} (ratios r codec)
+            check (if (:smoke? machine) (constantly not-judged) check)]
         (add "| " (:label r) " | " (name codec)
              " | " (fmt "%.2f" ours-over-limit) " " (check (:limit targets))
              " | " (fmt "%.2f" baseline-over-ours) " " (check (:speedup targets))
@@ -356,6 +367,9 @@
              " | " (fmt "%.2f" restore-baseline-over-ours) " " (check (:restore targets))
              " | " (fmt "%.2f" cpu-ours-over-limit) " | " (fmt "%.2f" cpu-baseline-over-ours)
              " | " (fmt "%.2f" cpu-restore-baseline-over-ours) " |")))
+    (when (:smoke? machine)
+      (add "")
+      (add not-judged " (a smoke run checks that every measurement runs and every backup verifies)."))
     (add "")
     (add "bound = baseline wall / walk wall: the largest speedup over the baseline that any backup "
          "could show, since it must at least walk the datoms. The CPU columns divide CPU seconds "
@@ -555,6 +569,60 @@
                (str (str/trimr old) "\n\n## Backup chains\n\n" generated "\n"))]
     (spit file text)))
 
+;; ------------------------------------------------------------------ defaults (issue #13)
+
+(def default-settings
+  "The backup defaults compared by `defaults-comparison`: ours, and the ones the original
+  datacamp documents (`:chunk-size` 64 MB, `:parallel` 4)."
+  [{:label "ours: 8 MiB, :parallel 2" :chunk-size (* 8 1024 1024) :parallel 2}
+   {:label "original's: 64 MiB, :parallel 4" :chunk-size (* 64 1024 1024) :parallel 4}])
+
+(defn defaults-comparison
+  "Back up each synthetic database of `sizes` at both `default-settings` (directory target,
+  verified, :deep? true) and decode it with our restore session at the same `:parallel`,
+  each in a fresh JVM under the synthetic heap; return one row per database and setting."
+  [sizes {:keys [runs work] :as opts}]
+  (vec (for [n sizes
+             {:keys [label chunk-size parallel] :as setting} default-settings]
+         (let [ds {:kind :synthetic :datoms n}
+               dir (io/file work "defaults" (str n "-" chunk-size "-" parallel))
+               _ (delete-tree dir)
+               _ (println (format "== defaults: %,d datoms, %s" n label))
+               b (median-run runs {:measure :backup :ds ds :dir (str dir) :parallel parallel
+                                   :chunk-size chunk-size}
+                             [synthetic-heap] opts)
+               _ (when-not (get-in b [:verify :success])
+                   (fail! (str "defaults " label ": the backup does not verify") (:verify b)))
+               r (median-run runs {:measure :restore :dir (str dir) :database-id (:database-id b)
+                                   :backup-id (str (:backup-id b)) :parallel parallel}
+                             [synthetic-heap] opts)]
+           (when-not (= (:datom-count b) (:datom-count r))
+             (fail! (str "defaults " label ": the restore decoded " (:datom-count r) " of "
+                         (:datom-count b) " datoms") {}))
+           (delete-tree dir)
+           {:datoms n :setting setting :backup b :restore r}))))
+
+(defn defaults-report
+  "The markdown table of `defaults-comparison`'s rows."
+  [machine rows]
+  (let [mb #(fmt "%.0f" (/ (* 1024.0 (double %)) MB))]
+    (concat
+     [(str "Defaults (`make bench-defaults`): " (:nproc machine) " cores (" (:cpu-model machine) "), "
+           (:java machine) ", " (:date machine) ", code " (:git machine) "; median of " (:runs machine)
+           " fresh JVM(s) each, " synthetic-heap ".")
+      ""
+      "| database | chunk size, :parallel | chunks | backup wall s | backup datoms/s | backup peak RSS MB | backup peak heap MB | restore decode wall s | restore decode peak RSS MB |"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+     (for [{:keys [datoms setting backup restore]} rows]
+       (str "| synthetic " (fmt "%,d" datoms) " | " (:label setting)
+            " | " (:chunk-count backup)
+            " | " (fmt "%.2f" (double (:seconds backup)))
+            " | " (rate datoms (:seconds backup))
+            " | " (mb (:peak-rss-kb backup))
+            " | " (fmt "%.0f" (/ (double (:peak-heap-bytes backup)) MB))
+            " | " (fmt "%.2f" (double (:seconds restore)))
+            " | " (mb (:peak-rss-kb restore)) " |")))))
+
 ;; ------------------------------------------------------------------ main
 
 (defn- parse-args [args]
@@ -566,6 +634,7 @@
       opts
       (case a
         "--smoke" (recur more (assoc opts :smoke? true))
+        "--defaults" (recur more (assoc opts :defaults? true))
         "--20m" (recur more (update opts :sizes conj 20000000))
         "--sizes" (recur (next more) (assoc opts :sizes (mapv parse-long (str/split (first more) #","))))
         "--no-large" (recur more (assoc opts :large? false))
@@ -590,7 +659,8 @@
 (defn -main [& args]
   (let [opts (parse-args args)
         opts (if (:smoke? opts) (assoc opts :sizes [20000] :runs 1 :work "target/bench-smoke") opts)
-        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts) :parallel (:parallel opts))
+        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts) :parallel (:parallel opts)
+                               :smoke? (:smoke? opts))
                   (:code opts) (assoc :git (:code opts)))
         datasets (concat (for [n (:sizes opts)] {:kind :synthetic :datoms n})
                          (cond (:smoke? opts) [{:kind :fixture :name "kitchen-sink"}]
@@ -599,6 +669,12 @@
                      (if (:smoke? opts) " (smoke)" "") (:nproc machine) (:cpu-model machine)
                      (:date machine) (:load-avg machine) (:git machine)))
     (try
+      (when (:defaults? opts)
+        (let [lines (defaults-report machine (defaults-comparison (:sizes opts) opts))]
+          (println)
+          (run! println lines)
+          (shutdown-agents)
+          (System/exit 0)))
       (let [results (if (:only-chains? opts) [] (mapv #(run-dataset % opts) datasets))
             chains (when (:chains? opts)
                      (mapv #(chain-bench % opts) (if (:smoke? opts) [20000] (filter #(<= % 5000000) (:sizes opts)))))
@@ -609,6 +685,9 @@
         (println)
         (run! println lines)
         (when chains (println) (run! println (chain-report machine chains)))
+        (when (:smoke? opts)
+          (println)
+          (run! println (defaults-report machine (defaults-comparison (:sizes opts) opts))))
         (if (:smoke? opts)
           (println "\nbench-smoke: every run succeeded, every backup verified (:deep? true)")
           (do (when (seq results) (write-report! (io/file (:out opts)) lines))

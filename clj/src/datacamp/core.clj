@@ -12,7 +12,9 @@
   act on. Options are documented in the README."
   (:require [clojure.string :as str]
             [datacamp.datahike :as dh]
-            [datacamp.native :as native])
+            [datacamp.native :as native]
+            ;; Loaded with the API, as the original's Quick Start calls it unrequired.
+            [datacamp.utils])
   (:import [datacamp.jni DatacampException DatomWalker NativeHandle ValueDecoder]))
 
 (set! *warn-on-reflection* true)
@@ -26,7 +28,7 @@
   [msg data]
   (throw (ex-info msg (merge {:datacamp/error :datacamp/invalid-argument} data))))
 
-(defn- canonical-target
+(defn ^:no-doc canonical-target
   "Given a target map — a directory `{:path …}` or S3 `{:bucket …}` — return what is sent
   to the core, which validates it (every key, with a hint naming the closest known key for
   a misspelled one; see the README's target tables). Entries with nil values count as
@@ -51,16 +53,47 @@
     (invalid! "an S3 target needs :bucket" {}))
   (canonical-target target))
 
+(def ^:private default-database-id
+  "The database id when neither `:database-id` nor the store's `:id` gives one (as the
+  original datacamp documents it)."
+  "default-db")
+
 (defn- database-id
-  "The database id from the options, else the store's :id; validated as a path segment."
+  "The database id from the options, else the store's :id, else \"default-db\". Only its
+  type is checked here; the core checks the name itself (one wording for a bad id)."
   [opts db]
-  (let [id (or (:database-id opts) (some-> db :config :store :id str))]
-    (when-not (and (string? id) (not (str/blank? id)))
-      (invalid! "pass :database-id (a name for the database's backups)" {}))
-    (when (or (str/includes? id "/") (str/includes? id "\\") (#{"." ".."} id))
-      (invalid! (str "invalid :database-id " (pr-str id) ": it must be a single name without / or \\")
-                {:database-id id}))
+  (let [id (if (some? (:database-id opts))
+             (:database-id opts)
+             (or (some-> db :config :store :id str) default-database-id))]
+    (when-not (string? id)
+      (invalid! (str ":database-id must be a string, got " (pr-str id)) {:database-id id}))
     id))
+
+(defn- database-id-arg
+  "A database id passed as an argument: a string (the core checks the name)."
+  [id]
+  (when-not (string? id)
+    (invalid! (if (nil? id)
+                "the database id is nil: pass the name of the database's backups"
+                (str "the database id must be a string, got " (pr-str id)))
+              {:database-id id}))
+  id)
+
+(defn- backup-id-arg
+  "A backup id passed as an argument (a UUID or the original's string), as the core's
+  string; nil is reported as missing, not as a blank name."
+  [id]
+  (when (nil? id)
+    (invalid! "the backup id is nil: pass the id of a backup (see list-backups)" {:backup-id nil}))
+  (str id))
+
+(defn- check-keys!
+  "Fail (`:datacamp/invalid-argument`) on an option key operation `op` does not know,
+  naming the closest known one: the core knows each operation's keys; this layer only
+  removes its own (`own`) first."
+  [op opts own]
+  (native/with-native-errors {}
+    (native/check-options op (apply dissoc opts own))))
 
 (defn- describe
   "A short description of an option's value for an error message: numbers and booleans
@@ -143,21 +176,80 @@
       (:incremental? opts) (assoc :incremental? true)
       (:parent opts) (assoc :parent (str (:parent opts))))))
 
+(def ^:private backup-own-keys
+  "The backup options this layer handles itself (not sent to the core)."
+  [:batch-size :progress-fn])
+
+(def ^:private progress-interval-ms
+  "How often a backup's `:progress-fn` is called (when something changed)."
+  500)
+
+(defn- progress-event
+  "The map `:progress-fn` receives, from the core's counters."
+  [{:keys [stage datoms-received chunks-stored datoms-stored bytes-stored]}]
+  (if (= :reading stage)
+    {:stage :reading :datoms-done datoms-received :bytes-done 0 :chunks-done 0}
+    {:stage stage :datoms-done datoms-stored :datoms-total datoms-received
+     :bytes-done bytes-stored :chunks-done chunks-stored}))
+
+(defn- run-reporting
+  "Run `work` (a fn of no arguments) on another thread and call `report` on this one every
+  `progress-interval-ms` until it is done; return its value or rethrow its exception. When
+  `report` throws (or this thread is interrupted), `work` is interrupted and waited for,
+  then the exception is rethrown."
+  [work report]
+  (let [done (promise)
+        fut (future (try (work) (finally (deliver done true))))
+        outcome (try
+                  (loop []
+                    (let [v (deref fut progress-interval-ms ::running)]
+                      (if (identical? v ::running)
+                        (do (report) (recur))
+                        [:ok v])))
+                  (catch java.util.concurrent.ExecutionException e [:failed (or (.getCause e) e)])
+                  (catch Throwable t [:stopped t]))]
+    (case (first outcome)
+      :ok (second outcome)
+      :failed (throw ^Throwable (second outcome))
+      :stopped (do (future-cancel fut)
+                   @done
+                   (throw ^Throwable (second outcome))))))
+
 (defn ^:no-doc backup-datoms
   "Given a canonical target, the native options and a seqable of datoms in EAVT order,
   run one backup and return its result map (the engine under `backup-to-directory`;
-  benchmarks call it with generated datoms)."
+  benchmarks call it with generated datoms). With `:progress-fn` in `opts`, the datoms are
+  pushed and the backup finished on another thread while this one calls it with
+  `{:stage :reading|:sorting|:writing|:committing|:done :datoms-done … :datoms-total …
+  :bytes-done … :chunks-done …}` every half second when something changed, and once at
+  the end (`:done`)."
   [target native-opts datoms opts]
   (check-options! opts)
-  (let [batch-size (int (or (:batch-size opts) default-batch-size))]
+  (let [batch-size (int (or (:batch-size opts) default-batch-size))
+        progress-fn (:progress-fn opts)]
     (native/with-native-errors {:database-id (:database-id native-opts)}
       (with-open [h (native/backup-open target native-opts)]
-        (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
-        (with-ids (native/backup-finish h))))))
+        ;; ^:once: the closure lets go of the seq's head as it walks it (no database in memory).
+        (let [work (^:once fn* []
+                    (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
+                    (with-ids (native/backup-finish h)))]
+          (if-not progress-fn
+            (work)
+            (let [last-event (volatile! nil)
+                  report (fn []
+                           (let [e (progress-event (native/backup-progress h))]
+                             (when (not= e @last-event)
+                               (vreset! last-event e)
+                               (progress-fn e))))
+                  r (run-reporting work report)]
+              (progress-fn {:stage :done :datoms-done (:datom-count r) :datoms-total (:datom-count r)
+                            :bytes-done (:total-size-bytes r) :chunks-done (:chunk-count r)})
+              r)))))))
 
 (defn- backup!
   "A full or incremental backup of `conn` to a canonical target."
   [conn target opts]
+  (check-keys! "backup" opts backup-own-keys)
   (let [db (dh/current-db conn)
         db-id (database-id opts db)
         facts (dh/describe db)
@@ -175,13 +267,16 @@
   return `{:success true :backup-id #uuid … :database-id … :path … :datom-count …
   :chunk-count … :total-size-bytes … :max-eid … :max-tx … :duration-ms …}`.
 
-  Options: `:database-id` (required unless the store config has an `:id`), `:chunk-size`
-  (bytes of encoded Fressian per chunk, default 8 MiB), `:compression` (`:gzip`, the
+  Options: `:database-id` (default: the store config's `:id`, else \"default-db\"),
+  `:chunk-size` (bytes of encoded Fressian per chunk, default 8 MiB), `:compression` (`:gzip`, the
   default, which the original datacamp reads too; or `:zstd`: faster and smaller, read by
   this library only), `:compression-level` (gzip 0-9, default 6; zstd 1-19, default 3),
   `:parallel` (chunks compressed and written at
   once, default 2), `:history?` (default true when the db keeps history),
-  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill).
+  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill),
+  `:progress-fn` (called with `{:stage … :datoms-done … :datoms-total … :bytes-done …
+  :chunks-done …}` about every half second, and with `:stage :done` at the end). An
+  unknown option key fails (`:datacamp/invalid-argument`) naming the closest known one.
 
   Incremental: `:incremental? true` continues the newest complete backup of the database
   (full or incremental), `:parent backup-id` a given one; the backup stores only the
@@ -206,16 +301,17 @@
   finish that backup: it reads the same snapshot the backup started from (recorded in its
   `config.edn`), reuses every chunk already stored intact (its checksum re-checked), writes
   the rest and commits the manifest; the chunks are byte-identical to those of an
-  uninterrupted backup. Returns the backup result map with `:resumed? true`, or
+  uninterrupted backup (`:database-id` defaults to \"default-db\"; `:progress-fn` as for
+  `backup-to-directory`). Returns the backup result map with `:resumed? true`, or
   `{:success true :already-complete? true …}` for a complete backup. Refuses
   (`:datacamp/conflict`) other options (e.g. a different `:chunk-size`), another database,
   or a backup another process is resuming (a lock with a lease, `:lock-lease-ms`, default
   60 s, renewed while it runs; `:break-lock? true` takes over a live one)."
-  [conn target backup-id & {:keys [database-id] :as opts}]
+  [conn target backup-id & {:as opts}]
+  (check-keys! "resume" opts backup-own-keys)
   (let [target (canonical-target target)
-        id (str backup-id)]
-    (when-not (and (string? database-id) (not (str/blank? database-id)))
-      (invalid! "resume-backup needs :database-id" {:backup-id backup-id}))
+        id (backup-id-arg backup-id)
+        database-id (database-id-arg (get opts :database-id default-database-id))]
     (let [status (native/with-native-errors {:database-id database-id :backup-id backup-id}
                    (native/backup-status target database-id id))]
       (case (:state status)
@@ -270,36 +366,42 @@
   [target database-id]
   (let [target (canonical-target target)]
     (native/with-native-errors {:database-id database-id}
-      (mapv with-ids (native/list-backups target (str database-id))))))
+      (mapv with-ids (native/list-backups target (database-id-arg database-id))))))
 
 (defn verify-backup
-  "Given a target and a backup id (and `:database-id`), check that every chunk is present
+  "Given a target and a backup id (and `:database-id`, default \"default-db\"), check that every chunk is present
   with the right size and SHA-256; with `:deep? true` also decode every chunk and check the
   datom counts. Returns `{:success … :backup-id … :chunk-count … :all-chunks-present …
   :checksums-valid … :problems […] :chain [ids]}`; an incomplete backup never verifies.
   For an incremental, also checks that its chain back to the base is complete and
   contiguous (naming the first missing or broken link) and that the ancestors' chunks are
   present with their sizes (`:deep? true`: fully checked)."
-  [target backup-id & {:keys [database-id deep?]}]
-  (let [target (canonical-target target)]
-    (when-not (string? database-id)
-      (invalid! "verify-backup needs :database-id" {:backup-id backup-id}))
+  [target backup-id & {:as opts}]
+  (check-keys! "verify" opts [])
+  (let [target (canonical-target target)
+        id (backup-id-arg backup-id)
+        database-id (database-id-arg (get opts :database-id default-database-id))
+        deep? (:deep? opts)]
+    (when-not (or (nil? deep?) (boolean? deep?))
+      (invalid! (str ":deep? must be true or false, got " (pr-str deep?)) {:deep? deep?}))
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-ids (native/verify-backup target database-id (str backup-id) deep?)))))
+      (with-ids (native/verify-backup target database-id id deep?)))))
 
 (defn cleanup-incomplete
   "Given a target and a database id, remove incomplete backups whose last activity is older
   than `:older-than-hours` (default 24); complete backups are never touched. Returns
   `{:removed [ids] :kept-incomplete [ids] :objects-deleted n}`."
-  [target database-id & {:keys [older-than-hours] :or {older-than-hours 24}}]
-  (let [target (canonical-target target)]
+  [target database-id & {:keys [older-than-hours] :or {older-than-hours 24} :as opts}]
+  (check-keys! "cleanup" opts [])
+  (let [target (canonical-target target)
+        database-id (database-id-arg database-id)]
     (when-not (and (number? older-than-hours)
                    (Double/isFinite (double older-than-hours))
                    (<= 0 older-than-hours 1000000))
       (invalid! (str ":older-than-hours must be a finite number from 0 to 1000000, got " (describe older-than-hours))
                 {:older-than-hours (describe older-than-hours)}))
     (native/with-native-errors {:database-id database-id}
-      (-> (native/cleanup-incomplete target (str database-id) (long (* older-than-hours 3600 1000)))
+      (-> (native/cleanup-incomplete target database-id (long (* older-than-hours 3600 1000)))
           (update :removed #(mapv parse-id %))
           (update :kept-incomplete #(mapv parse-id %))
           (update :damaged #(mapv parse-id %))))))
@@ -311,12 +413,13 @@
   `{:backup-id … :repaired? true :chunk-count … :datom-count …}` (`:repaired? false` when
   the manifest was good). `list-backups` and `verify-backup` name such backups in
   `:problems`; `cleanup-incomplete` never removes them (`:damaged`)."
-  [target backup-id & {:keys [database-id]}]
-  (let [target (canonical-target target)]
-    (when-not (string? database-id)
-      (invalid! "repair-manifest needs :database-id" {:backup-id backup-id}))
+  [target backup-id & {:as opts}]
+  (check-keys! "repair" opts [])
+  (let [target (canonical-target target)
+        id (backup-id-arg backup-id)
+        database-id (database-id-arg (get opts :database-id default-database-id))]
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-ids (native/repair-manifest target database-id (str backup-id))))))
+      (with-ids (native/repair-manifest target database-id id)))))
 
 (defn prune-backups
   "Given a target and a database id, delete the complete backups that no retention rule
@@ -329,15 +432,17 @@
   :objects-deleted n}`; safe to re-run after a crash (`:finished` are backups an
   interrupted prune had begun to delete)."
   [target database-id & {:keys [keep-last keep-daily keep-weekly keep-monthly dry-run?]
-                         :or {dry-run? true}}]
+                         :or {dry-run? true} :as opts}]
+  (check-keys! "prune" opts [])
   (let [target (canonical-target target)
+        database-id (database-id-arg database-id)
         rules {:keep-last keep-last :keep-daily keep-daily :keep-weekly keep-weekly
                :keep-monthly keep-monthly}]
     (doseq [[k v] rules]
       (when (and (some? v) (not (and (integer? v) (not (neg? v)))))
         (invalid! (str k " must be a non-negative integer, got " (pr-str v)) {k v})))
     (native/with-native-errors {:database-id database-id}
-      (-> (native/prune-backups target (str database-id)
+      (-> (native/prune-backups target database-id
                                 (into {:dry-run? (boolean dry-run?)}
                                       (keep (fn [[k v]] (when v [k (long v)]))) rules))
           (update :kept (fn [ks] (mapv #(update % :backup-id parse-id) ks)))
@@ -399,6 +504,40 @@
                      :datacamp/datoms-loaded loaded})
              e)))
 
+(def ^:private restore-own-keys
+  "The restore options this layer handles itself (not sent to the core)."
+  [:batch-size :progress-fn :load-timeout-ms])
+
+(def ^:private default-load-timeout-ms
+  "How long one `load-entities` call may take before the restore gives up on Datahike's
+  writer (10 minutes)."
+  600000)
+
+(defn- target-failed
+  "The error for a restore whose target database failed (`cause`, the writer's exception)
+  or stopped answering (`cause` nil) in load-entities call `call`."
+  [cause {:keys [call loaded batch-size timeout-ms] :as ctx}]
+  (ex-info (str "the restore stopped: "
+                (if cause
+                  (str "Datahike failed in load-entities call " call ": " (ex-message cause))
+                  (str "Datahike did not answer load-entities call " call " within " timeout-ms
+                       " ms; its writer has most likely died (a :file store that runs out of file"
+                       " descriptors does this: look for \"Too many open files\" in its log)"))
+                ". " loaded " datoms were loaded before, so the target database is PARTIAL:"
+                " delete it and create it again before restoring again")
+           (merge {:datacamp/error :datacamp/target-failed
+                   :datacamp/hint (str "a smaller :batch-size (now " batch-size
+                                       ") keeps fewer files open in each load-entities call"
+                                       (when-not cause "; :load-timeout-ms sets the wait"))
+                   :datoms-loaded loaded
+                   :load-entities-calls (dec call)
+                   ;; the call itself may have written some of its datoms
+                   :datacamp/target-partially-restored true
+                   :datacamp/datoms-loaded loaded}
+                  (select-keys ctx [:database-id :backup-id :batch-size]))
+           (or cause (java.util.concurrent.TimeoutException.
+                      (str "no answer from load-entities within " timeout-ms " ms")))))
+
 (defn- point-options
   "The native options of a point in time: `:as-of-tx` (a tx id) or `:as-of-time` (an
   instant)."
@@ -417,23 +556,24 @@
 (defn- restore!
   "Restore a backup (its whole chain, up to a point in time) from a canonical target into
   `conn`."
-  [conn target backup-id {:keys [database-id batch-size parallel fetch-ahead verify-first? progress-fn
-                                 tmp-dir sort-buffer-bytes]
-                          :or {batch-size default-load-batch verify-first? true}
-                          :as opts}]
-  (let [db (dh/current-db conn)
+  [conn target backup-id opts]
+  (check-keys! "restore" opts restore-own-keys)
+  (let [{:keys [batch-size parallel fetch-ahead verify-first? progress-fn load-timeout-ms
+                tmp-dir sort-buffer-bytes]
+         :or {batch-size default-load-batch verify-first? true
+              load-timeout-ms default-load-timeout-ms}} opts
+        database-id (database-id-arg (get opts :database-id default-database-id))
+        backup-id (backup-id-arg backup-id)
+        db (dh/current-db conn)
         started (System/currentTimeMillis)
         progress (or progress-fn (constantly nil))]
-    (when-not (and (string? database-id) (not (str/blank? database-id)))
-      (invalid! "restore needs :database-id" {:backup-id backup-id}))
-    (when (nil? backup-id)
-      (invalid! "restore needs a backup id" {}))
     (check-options! (dissoc opts :batch-size))
     (positive-long! :batch-size batch-size)
+    (positive-long! :load-timeout-ms load-timeout-ms)
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
       (with-open [h (native/restore-open target (cond-> (merge {:database-id database-id
-                                                                 :backup-id (str backup-id)
+                                                                 :backup-id backup-id
                                                                  :verify-first? (boolean verify-first?)
                                                                  ;; no native batch larger than a load-entities call
                                                                  :batch-datoms (min (long batch-size) 8192)}
@@ -468,7 +608,15 @@
                                                    datoms)
                                                  (restore-batches h decoder)))]
               (vreset! loading? true)
-              @(load-entities conn group)
+              ;; Never wait forever on Datahike's writer (it may die and never deliver).
+              (let [ctx {:call (inc @calls) :loaded @loaded :batch-size batch-size
+                         :timeout-ms load-timeout-ms :database-id database-id :backup-id backup-id}
+                    r (try
+                        (dh/await-write (load-entities conn group) load-timeout-ms)
+                        (catch Exception e
+                          (throw (target-failed e ctx))))]
+                (when (identical? ::dh/timeout r)
+                  (throw (target-failed nil ctx))))
               (vreset! loading? false)
               (vswap! loaded + (count group))
               (vswap! calls inc))
@@ -477,7 +625,8 @@
               (let [e (if (instance? DatacampException e)
                         (native/native-ex e {:database-id database-id :backup-id backup-id})
                         e)]
-                (throw (if (or (pos? @loaded) @loading?)
+                (throw (if (and (or (pos? @loaded) @loading?)
+                                (not (:datacamp/target-partially-restored (ex-data e))))
                          (partially-restored e @loaded)
                          e)))))
           (progress {:stage :done :datoms-done @done :datoms-total total})
@@ -506,14 +655,17 @@
   tx ids are identical when everything fits one call (`:batch-size` datoms, default
   1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
 
-  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks decoded ahead,
+  Options: `:database-id` (default \"default-db\"), `:batch-size`, `:parallel` (chunks decoded ahead,
   default 2), `:fetch-ahead` (chunks read ahead concurrently, default 32), `:verify-first?`
   (read, check and decode every chunk before loading anything, default true),
   `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done … :datoms-total …}`),
   `:tmp-dir` and `:sort-buffer-bytes` (where and with how much memory backups of the
-  original implementation are sorted).
+  original implementation are sorted), `:load-timeout-ms` (how long one `load-entities` call
+  may take, default 10 minutes).
 
-  A failure after datoms reached the target carries `:datacamp/target-partially-restored
+  When Datahike's writer fails or stops answering mid-restore (e.g. a `:file` store out of
+  file descriptors), throws `:datacamp/target-failed` naming the cause and how many datoms
+  were loaded: the target is then partial and must be recreated. Any other failure after datoms reached the target carries `:datacamp/target-partially-restored
   true` and `:datacamp/datoms-loaded n`: discard that database.
 
   An incremental backup restores with its whole chain (base, then every link in order) as

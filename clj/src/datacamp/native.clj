@@ -72,6 +72,25 @@
   [^NativeHandle h]
   (read-edn (Native/backupFinish (.get h))))
 
+(defn backup-progress
+  "The progress counters of backup session `h` (readable while another thread finishes it):
+  `{:stage … :datoms-received … :chunks-stored … :datoms-stored … :bytes-stored …}`."
+  [^NativeHandle h]
+  (read-edn (Native/backupProgress (.get h))))
+
+(defn check-options
+  "Check the keys of the options map `opts` against those operation `op` accepts (only the
+  keys are sent: values are checked where they are used)."
+  [^String op opts]
+  (Native/checkOptions op (edn-str (zipmap (keys opts) (repeat nil)))))
+
+(defn read-metadata
+  "Read and parse one EDN metadata file of `target` (size-limited): file `name`
+  (\"manifest.edn\", …) of a backup, or, with nil ids, the key `name` relative to the
+  target's root."
+  [target ^String database-id ^String backup-id ^String name]
+  (read-edn (Native/readMetadata (edn-str target) database-id backup-id name)))
+
 (defn list-backups
   "Return the backups of `database-id` under `target`."
   [target database-id]

@@ -37,6 +37,8 @@
                           (System/exit 0)))
         pb (doto (ProcessBuilder. ^"[Ljava.lang.String;"
                                   (into-array String [(str (System/getProperty "java.home") "/bin/java")
+                                                      ;; the run's temp root (scripts/with-temp-root)
+                                                      (str "-Djava.io.tmpdir=" (System/getProperty "java.io.tmpdir"))
                                                       "-cp" (System/getProperty "java.class.path")
                                                       "clojure.main" "-e" code]))
              (.redirectErrorStream true))]

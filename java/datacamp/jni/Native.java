@@ -100,6 +100,30 @@ public final class Native {
      */
     public static native String pruneBackups(String targetEdn, String databaseId, String optionsEdn);
 
+    /**
+     * Return the progress counters of backup session {@code handle} as EDN ({@code {:stage
+     * :reading|:sorting|:writing|:committing|:done :datoms-received … :chunks-stored …
+     * :datoms-stored … :bytes-stored …}}); callable from any thread, also while another
+     * thread finishes the session.
+     */
+    public static native String backupProgress(long handle);
+
+    /**
+     * Check the keys of {@code optionsEdn} (an EDN map) against those operation {@code op}
+     * ({@code "backup"}, {@code "resume"}, {@code "restore"}, {@code "verify"},
+     * {@code "cleanup"}) accepts; throw naming an unknown key and the closest known one.
+     */
+    public static native void checkOptions(String op, String optionsEdn);
+
+    /**
+     * Read and parse one EDN metadata file of the target (size-limited) and return it as
+     * EDN: with {@code databaseId} and {@code backupId}, {@code name} is one of that backup's
+     * metadata files ({@code manifest.edn}, {@code config.edn}, {@code checkpoint.edn}); with
+     * both null, a key relative to the target's root.
+     */
+    public static native String readMetadata(String targetEdn, String databaseId,
+                                             String backupId, String name);
+
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,
                                                   long olderThanMillis);
