@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::record::{decode_datom, encode_datom};
 use crate::codec::tagged::encode_value;
+use crate::crypto::envelope::BackupCipher;
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom, Value};
 use crate::pipeline::chunk::{self, ChunkEncoder};
@@ -289,16 +290,24 @@ pub struct StateWriter<'a> {
     level: u32,
     enc: ChunkEncoder,
     stored: Vec<ChunkMeta>,
+    cipher: Option<&'a BackupCipher>,
 }
 
 impl<'a> StateWriter<'a> {
-    /// Given the store, the backup's folder (`layout::backup_prefix`) and the gzip level,
-    /// return a writer with nothing stored yet.
-    pub fn new(store: &'a dyn Store, prefix: String, level: u32) -> Result<Self> {
+    /// Given the store, the backup's folder (`layout::backup_prefix`), the gzip level and
+    /// the backup's cipher (an encrypted backup seals its state chunks), return a writer
+    /// with nothing stored yet.
+    pub fn new(
+        store: &'a dyn Store,
+        prefix: String,
+        level: u32,
+        cipher: Option<&'a BackupCipher>,
+    ) -> Result<Self> {
         Ok(StateWriter {
             store,
             prefix,
             level,
+            cipher,
             enc: ChunkEncoder::new(STATE_CHUNK_BYTES)?,
             stored: Vec::new(),
         })
@@ -313,8 +322,11 @@ impl<'a> StateWriter<'a> {
     }
 
     fn put(&mut self, c: chunk::EncodedChunk) -> Result<()> {
-        let gz = chunk::gzip(&c.fressian, self.level)?;
         let rel = layout::no_history_state_relative(c.id);
+        let mut gz = chunk::gzip(&c.fressian, self.level)?;
+        if let Some(cipher) = self.cipher {
+            gz = cipher.seal_chunk(&rel, c.id, &gz)?;
+        }
         let key = layout::key_in(&self.prefix, &rel);
         self.store.put(&key, &gz)?;
         self.stored.push(ChunkMeta {
@@ -469,7 +481,7 @@ mod tests {
     #[test]
     fn state_chunks_round_trip_through_a_store() {
         let mem = MemoryStore::new();
-        let mut w = StateWriter::new(&mem, "db/b1/".into(), 6).unwrap();
+        let mut w = StateWriter::new(&mem, "db/b1/".into(), 6, None).unwrap();
         let ds: Vec<Datom> = (0..5)
             .map(|i| d(i, "p/nick", Value::Long(i), TX0 + 1, true))
             .collect();
@@ -487,7 +499,7 @@ mod tests {
                 .datoms,
             ds
         );
-        let empty = StateWriter::new(&mem, "db/b2/".into(), 6).unwrap();
+        let empty = StateWriter::new(&mem, "db/b2/".into(), 6, None).unwrap();
         assert!(empty.finish().unwrap().is_empty());
     }
 }

@@ -379,7 +379,7 @@ fn verify_cmd(
     let total = inspect::chunks(store.as_ref(), database_id, backup_id)?.len() as u64;
     let bar = progress::bar(total, "verifying", quiet);
     let counted = progress::Counting::wrap(store, bar.clone());
-    let report = verify::verify(counted.as_ref(), database_id, backup_id, deep);
+    let report = verify::verify(counted.as_ref(), database_id, backup_id, deep, None);
     bar.finish_and_clear();
     let report = report?;
 

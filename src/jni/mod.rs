@@ -378,7 +378,7 @@ pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
         let store = target(env, &target_edn)?;
         let db = string(env, &database_id, "the database id")?;
         let id = string(env, &backup_id, "the backup id")?;
-        let report = verify::verify(store.as_ref(), &db, &id, deep != 0)?;
+        let report = verify::verify(store.as_ref(), &db, &id, deep != 0, None)?;
         edn_result(env, &convert::verify_report(&report))
     })
 }

@@ -27,6 +27,7 @@ use crate::chain::state::{self, Collector, StateWriter};
 use crate::clock::now_ms;
 use crate::codec::tagged::ValueScratch;
 use crate::codec::wire::Batch;
+use crate::crypto::envelope::{self, BackupCipher, Envelope, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
 use crate::model::{kw_map, Attr, Datom, Value};
@@ -95,6 +96,8 @@ pub struct BackupOptions {
     pub parent: Option<String>,
     /// The `:db/noHistory` attributes (their current datoms are the chain's state).
     pub no_history_attrs: HashSet<Attr>,
+    /// The user's key when the backup is encrypted (`:encryption`).
+    pub encryption: Option<KeySpec>,
 }
 
 impl Default for BackupOptions {
@@ -121,6 +124,7 @@ impl Default for BackupOptions {
             incremental: false,
             parent: None,
             no_history_attrs: HashSet::new(),
+            encryption: None,
         }
     }
 }
@@ -140,6 +144,7 @@ pub const KEYS: &[&str] = &[
     "tmp-dir",
     "incremental?",
     "parent",
+    "encryption",
 ];
 
 fn attr_of(v: &Value) -> Result<Attr> {
@@ -239,6 +244,7 @@ impl BackupOptions {
             incremental: o.bool("incremental?", false)? || parent.is_some(),
             parent,
             no_history_attrs,
+            encryption: KeySpec::from_options(v, "open backup")?,
         })
     }
 }
@@ -372,6 +378,8 @@ pub struct BackupSession {
     collector: Option<Arc<Mutex<Collector>>>,
     /// Counters for progress reports.
     progress: Arc<BackupProgress>,
+    /// An encrypted backup's record (manifest, config) and cipher (`None`: plain).
+    sealing: Option<(Envelope, Arc<BackupCipher>)>,
 }
 
 impl BackupSession {
@@ -404,11 +412,13 @@ impl BackupSession {
             None,
             parent,
         )?;
-        write_edn(
-            session.store.as_ref(),
-            &session.key(layout::CONFIG),
-            &session.config_value(),
-        )?;
+        let mut session = session;
+        if let Some(spec) = &session.opts.encryption {
+            let (envelope, cipher) =
+                spec.seal_new(&session.opts.database_id, &session.backup_id)?;
+            session.set_sealing(envelope, Arc::new(cipher));
+        }
+        session.write_config()?;
         session.write_checkpoint(Phase::Ingest, &[], None)?;
         Ok(session)
     }
@@ -453,7 +463,28 @@ impl BackupSession {
             collector,
             opts,
             progress: Arc::default(),
+            sealing: None,
         })
+    }
+
+    /// Make the session an encrypted backup's, with its record and cipher (a new backup's,
+    /// or the interrupted one's when resuming).
+    pub(super) fn set_sealing(&mut self, envelope: Envelope, cipher: Arc<BackupCipher>) {
+        self.sealing = Some((envelope, cipher));
+    }
+
+    fn cipher(&self) -> Option<&BackupCipher> {
+        self.sealing.as_ref().map(|(_, c)| c.as_ref())
+    }
+
+    /// Write `config.edn` (an encrypted backup's with its schema facts sealed).
+    fn write_config(&self) -> Result<()> {
+        let envelope = self.sealing.as_ref().map(|(e, _)| e);
+        write_edn(
+            self.store.as_ref(),
+            &self.key(layout::CONFIG),
+            &envelope::seal_config(self.config_value(), self.cipher(), envelope)?,
+        )
     }
 
     /// The session's progress counters (shared: they stay readable while it finishes).
@@ -676,7 +707,7 @@ impl BackupSession {
         } else {
             Codec::Gzip.default_level()
         };
-        let mut writer = StateWriter::new(store, prefix, level)?;
+        let mut writer = StateWriter::new(store, prefix, level, self.cipher())?;
         let attrs = &self.opts.no_history_attrs;
         let parent_state: Vec<(String, ChunkMeta)> = match &self.parent {
             Some(p) => p
@@ -689,12 +720,12 @@ impl BackupSession {
         };
         let parent_datoms = parent_state
             .into_iter()
-            .flat_map(
-                |(prefix, meta)| match super::check::fetch_checked(store, &prefix, &meta) {
+            .flat_map(|(prefix, meta)| {
+                match super::check::fetch_checked(store, &prefix, &meta, None) {
                     Ok(c) => c.datoms.into_iter().map(Ok).collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],
-                },
-            )
+                }
+            })
             .filter(|r| r.as_ref().map_or(true, |d| attrs.contains(&d.a)));
         state::merge(
             current,
@@ -743,7 +774,7 @@ impl BackupSession {
             }
             .into(),
             format_version: FORMAT_VERSION.into(),
-            encryption: None,
+            encryption: self.sealing.as_ref().map(|(e, _)| e.clone()),
             created_at_ms: self.started_ms,
             completed_at_ms: now_ms(),
             completed: true,
@@ -912,7 +943,9 @@ impl BackupSession {
             match self.store.get_max(&key, chunk::MAX_STORED_BYTES) {
                 Ok(bytes)
                     if chunk::sha256_hex(&bytes) == prior.checksum
-                        && chunk::decompress(&bytes, c.fressian.len() as u64)
+                        && self
+                            .unseal(&rel, c.id, &bytes)
+                            .and_then(|b| chunk::decompress(&b, c.fressian.len() as u64))
                             .is_ok_and(|raw| raw == c.fressian) =>
                 {
                     return Ok(self.chunk_meta(&c, &bytes, raw_checksum, instants));
@@ -923,13 +956,25 @@ impl BackupSession {
                 Err(e) => return Err(e),
             }
         }
-        let gz = chunk::compress(
+        let mut gz = chunk::compress(
             &c.fressian,
             self.opts.compression,
             self.opts.compression_level,
         )?;
+        // Encrypted after compression; the manifest's size and SHA-256 are the sealed bytes'.
+        if let Some(cipher) = self.cipher() {
+            gz = cipher.seal_chunk(&rel, c.id, &gz)?;
+        }
         self.store.put(&key, &gz)?;
         Ok(self.chunk_meta(&c, &gz, raw_checksum, instants))
+    }
+
+    /// The compressed bytes of a stored chunk (opened for an encrypted backup).
+    fn unseal(&self, rel: &str, id: u64, stored: &[u8]) -> Result<Vec<u8>> {
+        match self.cipher() {
+            Some(cipher) => cipher.open_chunk(rel, id, stored),
+            None => Ok(stored.to_vec()),
+        }
     }
 
     /// The manifest entry of encoded chunk `c` stored as `stored`.
@@ -1095,7 +1140,8 @@ mod tests {
             testing::stored_datoms(&mem, &r),
             testing::stored_datoms(&gz_mem, &gz)
         );
-        let report = crate::ops::verify::verify(store.as_ref(), "db", &m.backup_id, true).unwrap();
+        let report =
+            crate::ops::verify::verify(store.as_ref(), "db", &m.backup_id, true, None).unwrap();
         assert!(report.success(), "{report:?}");
     }
 

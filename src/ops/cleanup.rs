@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].backup_id, done.manifest.backup_id);
         assert!(
-            crate::ops::verify::verify(store, "db", &done.manifest.backup_id, true)
+            crate::ops::verify::verify(store, "db", &done.manifest.backup_id, true, None)
                 .unwrap()
                 .success()
         );

@@ -313,7 +313,7 @@ mod tests {
         let held: Vec<Datom> = state
             .iter()
             .flat_map(|c| {
-                crate::ops::check::fetch_checked(&mem, &prefix, c)
+                crate::ops::check::fetch_checked(&mem, &prefix, c, None)
                     .unwrap()
                     .datoms
             })

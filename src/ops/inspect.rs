@@ -233,7 +233,7 @@ fn time_range(
     m: &Manifest,
     attr: &Attr,
 ) -> Result<Option<(i64, i64)>> {
-    let first = check::fetch_checked(store, prefix, &m.chunks[0])?;
+    let first = check::fetch_checked(store, prefix, &m.chunks[0], None)?;
     let Some(start) = first.datoms.iter().find_map(|d| instant_of(d, attr)) else {
         return Ok(None);
     };
@@ -242,7 +242,7 @@ fn time_range(
         let end = if meta.id == m.chunks[0].id {
             last(&first.datoms)
         } else {
-            last(&check::fetch_checked(store, prefix, meta)?.datoms)
+            last(&check::fetch_checked(store, prefix, meta, None)?.datoms)
         };
         if let Some(end) = end {
             return Ok(Some((start, end)));
@@ -268,7 +268,12 @@ pub fn read_chunk(
     backup_id: &str,
     meta: &ChunkMeta,
 ) -> Result<DecodedChunk> {
-    check::fetch_checked(store, &layout::backup_prefix(database_id, backup_id), meta)
+    check::fetch_checked(
+        store,
+        &layout::backup_prefix(database_id, backup_id),
+        meta,
+        None,
+    )
 }
 
 #[cfg(test)]

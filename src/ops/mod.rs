@@ -36,4 +36,6 @@ pub fn option_keys(op: &str) -> Option<&'static [&'static str]> {
 }
 
 #[cfg(test)]
+mod encryption_tests;
+#[cfg(test)]
 pub(crate) mod testing;

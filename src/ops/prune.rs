@@ -294,7 +294,7 @@ mod tests {
         assert!(listed
             .iter()
             .any(|s| s.backup_id == *id && s.pruning && !s.completed));
-        let v = crate::ops::verify::verify(store.as_ref(), "db", id, false).unwrap();
+        let v = crate::ops::verify::verify(store.as_ref(), "db", id, false, None).unwrap();
         assert!(!v.complete && !v.success(), "{v:?}");
         // Killed right after the tombstone: the marker is still there, but no more complete.
         let other = &old[0];
@@ -304,7 +304,7 @@ mod tests {
             &Value::Nil,
         )
         .unwrap();
-        let v = crate::ops::verify::verify(store.as_ref(), "db", other, false).unwrap();
+        let v = crate::ops::verify::verify(store.as_ref(), "db", other, false, None).unwrap();
         assert!(!v.complete && !v.success(), "{v:?}");
         assert!(v.problems[0].contains("being deleted"), "{v:?}");
         mem.delete(&layout::backup_file("db", other, layout::PRUNE_TOMBSTONE))

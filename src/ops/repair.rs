@@ -161,7 +161,7 @@ pub fn repair_manifest(
     let prefix = layout::backup_prefix(database_id, backup_id);
     let mut content = ContentCheck::new(&manifest, Some(&config));
     for meta in &manifest.chunks {
-        let decoded = check::fetch_checked(store, &prefix, meta)?;
+        let decoded = check::fetch_checked(store, &prefix, meta, None)?;
         content.chunk(meta, &decoded)?;
     }
     content.finish()?;
@@ -206,7 +206,7 @@ mod tests {
                 r.manifest.tx_range
             )
         );
-        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true, None)
             .unwrap()
             .success());
         assert_eq!(

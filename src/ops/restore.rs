@@ -22,6 +22,7 @@ use crossbeam_channel::{bounded, Receiver};
 
 use crate::chain::plan::Point;
 use crate::codec::wire::{Batch, BatchBuilder};
+use crate::crypto::envelope::{self, BackupCipher, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
 use crate::options::Opts;
@@ -46,6 +47,7 @@ pub const KEYS: &[&str] = &[
     "tmp-dir",
     "as-of-tx",
     "as-of-time",
+    "encryption",
 ];
 
 /// Validated restore options.
@@ -73,6 +75,8 @@ pub struct RestoreOptions {
     /// Restore to right after the last transaction whose `:db/txInstant` (epoch ms) is at
     /// or before this.
     pub as_of_time_ms: Option<i64>,
+    /// The key of an encrypted backup (`:encryption`).
+    pub encryption: Option<KeySpec>,
 }
 
 impl Default for RestoreOptions {
@@ -88,6 +92,7 @@ impl Default for RestoreOptions {
             tmp_dir: None,
             as_of_tx: None,
             as_of_time_ms: None,
+            encryption: None,
         }
     }
 }
@@ -115,6 +120,7 @@ impl RestoreOptions {
                 1 << 40,
             )? as usize,
             tmp_dir: o.string("tmp-dir")?.map(PathBuf::from),
+            encryption: KeySpec::from_options(v, "open restore")?,
             as_of_tx: o.long("as-of-tx")?,
             as_of_time_ms: match o.get("as-of-time") {
                 None => None,
@@ -272,6 +278,7 @@ impl Prefetch {
         chunks: Arc<Vec<ChunkMeta>>,
         parallel: usize,
         fetch_ahead: usize,
+        cipher: Option<Arc<BackupCipher>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let fetch = FetchAhead::start(store.clone(), prefix.clone(), chunks.clone(), fetch_ahead);
@@ -279,12 +286,13 @@ impl Prefetch {
         for k in 0..parallel.max(1) {
             let (tx, rx) = bounded(1);
             receivers.push(rx);
-            let (store, prefix, chunks, stop, fetch) = (
+            let (store, prefix, chunks, stop, fetch, cipher) = (
                 store.clone(),
                 prefix.clone(),
                 chunks.clone(),
                 stop.clone(),
                 fetch.clone(),
+                cipher.clone(),
             );
             thread::spawn(move || {
                 for i in (k..chunks.len()).step_by(parallel.max(1)) {
@@ -296,8 +304,9 @@ impl Prefetch {
                         break;
                     };
                     let key = layout::chunk_in(&prefix, meta);
-                    let r = bytes
-                        .and_then(|b| check::decode_checked(meta, &b, || store.location(&key)));
+                    let r = bytes.and_then(|b| {
+                        check::decode_checked(meta, &b, cipher.as_deref(), || store.location(&key))
+                    });
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break;
@@ -545,7 +554,16 @@ impl RestoreSession {
         manifest
             .check(db, id)
             .map_err(|e| e.with_key(store.location(&manifest_key)))?;
-        let config = read_edn_opt(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG))?;
+        // The key before anything else is read: a wrong or missing one stops here.
+        let cipher = envelope::resolve(
+            manifest.encryption.as_ref(),
+            opts.encryption.as_ref(),
+            db,
+            id,
+        )?;
+        let config = read_edn_opt(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG))?
+            .map(|c| envelope::open_config(c, cipher.as_deref()))
+            .transpose()?;
         let prefix = layout::backup_prefix(db, id);
         let chunks = Arc::new(manifest.chunks.clone());
         // The cheap check (one listing): missing or truncated chunks stop the restore before
@@ -565,6 +583,7 @@ impl RestoreSession {
                 chunks.clone(),
                 opts.parallel,
                 opts.fetch_ahead,
+                cipher.clone(),
             )
         };
         let checked = || {

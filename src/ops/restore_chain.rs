@@ -72,7 +72,7 @@ pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Restor
     let tip = chain.tip().clone();
     let tx_instant = tx_instant_attr(&tip.config);
     let plan = plan::plan(OP, &chain, opts.point(), &tx_instant, |prefix, meta| {
-        check::fetch_checked(store.as_ref(), prefix, meta).map(|c| c.datoms)
+        check::fetch_checked(store.as_ref(), prefix, meta, None).map(|c| c.datoms)
     })?;
     for link in &chain.links {
         link.manifest
@@ -210,6 +210,7 @@ impl ChainChecked {
                     link.chunks.clone(),
                     self.parallel,
                     self.fetch_ahead,
+                    None,
                 );
                 self.current = Some((prefetch, link.chunks, 0));
                 continue;
@@ -271,7 +272,7 @@ mod tests {
         let prefix = layout::backup_prefix("db", id);
         m.chunks
             .iter()
-            .flat_map(|c| check::fetch_checked(mem, &prefix, c).unwrap().datoms)
+            .flat_map(|c| check::fetch_checked(mem, &prefix, c, None).unwrap().datoms)
             .collect()
     }
 
@@ -414,7 +415,7 @@ mod tests {
     fn broken_chains_are_refused_before_any_datom_and_named_by_verify() {
         let (mem, store, ids, _) = setup();
         let verify =
-            |id: &str| crate::ops::verify::verify(store.as_ref(), "db", id, false).unwrap();
+            |id: &str| crate::ops::verify::verify(store.as_ref(), "db", id, false, None).unwrap();
         let good = verify(&ids[2]);
         assert!(good.success(), "{good:?}");
         assert_eq!(good.chain, ids[..3]);

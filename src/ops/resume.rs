@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::clock::now_ms;
 use crate::codec::edn;
+use crate::crypto::envelope::{self, Envelope};
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::Value;
 use crate::repo::checkpoint::{Checkpoint, Phase};
@@ -34,6 +35,7 @@ pub const KEYS: &[&str] = &[
     "tmp-dir",
     "break-lock?",
     "lock-lease-ms",
+    "encryption",
 ];
 
 /// Where a backup stands, for a resumer.
@@ -195,8 +197,15 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
     let prior = checkpoint
         .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
         .unwrap_or_default();
+    // An encrypted backup goes on with its own data key: the key given must open it.
+    let envelope = recorded
+        .get("format/encryption")
+        .filter(|v| **v != Value::Nil)
+        .map(Envelope::from_value);
+    let cipher = envelope::resolve(envelope.as_ref(), opts.encryption.as_ref(), &db, &backup_id)?;
+    let recorded = envelope::open_config(recorded, cipher.as_deref())?;
     let parent = super::incremental::parent_of(store.as_ref(), &opts)?;
-    let session = BackupSession::assemble(
+    let mut session = BackupSession::assemble(
         store.clone(),
         opts,
         backup_id.clone(),
@@ -205,6 +214,9 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
         Some(lock),
         parent,
     )?;
+    if let (Some(envelope), Some(cipher)) = (envelope, cipher) {
+        session.set_sealing(envelope, cipher);
+    }
     let mismatches = resume_mismatches(&recorded, &session.config_value());
     if !mismatches.is_empty() {
         return Err(Error::new(
@@ -397,7 +409,7 @@ mod tests {
         assert_eq!(resumed.manifest.chunks, r.manifest.chunks);
         assert_eq!(resumed.manifest.datom_count, r.manifest.datom_count);
         assert_eq!(mem.get(&c1).unwrap(), original);
-        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true, None)
             .unwrap()
             .success());
     }

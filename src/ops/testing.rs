@@ -194,7 +194,7 @@ pub fn stored_datoms(store: &dyn Store, r: &BackupResult) -> Vec<Datom> {
         .chunks
         .iter()
         .flat_map(|c| {
-            super::check::fetch_checked(store, &prefix, c)
+            super::check::fetch_checked(store, &prefix, c, None)
                 .unwrap()
                 .datoms
         })

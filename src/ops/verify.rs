@@ -15,6 +15,7 @@
 
 use serde::Serialize;
 
+use crate::crypto::envelope::{self, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
@@ -24,7 +25,7 @@ use crate::store::Store;
 use super::check::{self, ContentCheck};
 
 /// The option keys of `verify-backup` (checked by [`crate::options::check_keys`]).
-pub const KEYS: &[&str] = &["database-id", "deep?"];
+pub const KEYS: &[&str] = &["database-id", "deep?", "encryption"];
 
 /// What `verify-backup` found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,15 +64,18 @@ impl VerifyReport {
 /// SHA-256; with `deep`, also decode every chunk and check it against the manifest.
 ///
 /// Fails (`NotFound`) when the backup does not exist; everything wrong with an existing
-/// backup is reported in [`VerifyReport::problems`].
+/// backup is reported in [`VerifyReport::problems`]. An encrypted backup's chunks are
+/// checked (size, SHA-256 of the stored bytes) without its key; a deep verify opens them
+/// with `key` and fails (`WrongKey`) without the right one.
 pub fn verify(
     store: &dyn Store,
     database_id: &str,
     backup_id: &str,
     deep: bool,
+    key: Option<&KeySpec>,
 ) -> Result<VerifyReport> {
-    let mut report = verify_one(store, database_id, backup_id, deep)?;
-    verify_chain(store, &mut report)?;
+    let mut report = verify_one(store, database_id, backup_id, deep, key)?;
+    verify_chain(store, &mut report, key)?;
     Ok(report)
 }
 
@@ -81,6 +85,7 @@ fn verify_one(
     database_id: &str,
     backup_id: &str,
     deep: bool,
+    key: Option<&KeySpec>,
 ) -> Result<VerifyReport> {
     layout::check_segment("database-id", database_id)?;
     layout::check_segment("backup-id", backup_id)?;
@@ -123,10 +128,21 @@ fn verify_one(
             None
         }
     };
+    // The key is needed to decode (deep), and checked whenever one is given.
+    let cipher = match manifest.as_ref() {
+        Some(m) if deep || key.is_some() => {
+            envelope::resolve(m.encryption.as_ref(), key, database_id, backup_id)?
+        }
+        _ => None,
+    };
     let config = match read_edn_opt(
         store,
         &layout::backup_file(database_id, backup_id, layout::CONFIG),
-    ) {
+    )
+    .and_then(|c| {
+        c.map(|c| envelope::open_config(c, cipher.as_deref()))
+            .transpose()
+    }) {
         Ok(c) => c,
         Err(e) => {
             problems.push(format!("config.edn is unreadable: {}", e.message));
@@ -179,13 +195,14 @@ fn verify_one(
             Err(e) => return Err(e),
         };
         if deep {
-            let checked = check::decode_checked(c, &bytes, location).and_then(|d| {
-                datoms += d.datoms.len() as u64;
-                match content.as_mut() {
-                    Some(content) => content.chunk(c, &d),
-                    None => Ok(()),
-                }
-            });
+            let checked =
+                check::decode_checked(c, &bytes, cipher.as_deref(), location).and_then(|d| {
+                    datoms += d.datoms.len() as u64;
+                    match content.as_mut() {
+                        Some(content) => content.chunk(c, &d),
+                        None => Ok(()),
+                    }
+                });
             if let Err(e) = checked {
                 decoded_all = false;
                 problems.push(e.message);
@@ -213,7 +230,7 @@ fn verify_one(
 
 /// Add the chain checks of a complete backup to its report: state chunks of every link,
 /// the chain's integrity, the ancestors' chunks.
-fn verify_chain(store: &dyn Store, report: &mut VerifyReport) -> Result<()> {
+fn verify_chain(store: &dyn Store, report: &mut VerifyReport, key: Option<&KeySpec>) -> Result<()> {
     if !report.complete {
         return Ok(());
     }
@@ -259,7 +276,7 @@ fn verify_chain(store: &dyn Store, report: &mut VerifyReport) -> Result<()> {
             continue;
         }
         if report.deep {
-            let r = verify_one(store, &db, link.id(), true)?;
+            let r = verify_one(store, &db, link.id(), true, key)?;
             report.problems.extend(r.problems.into_iter().map(&name));
             continue;
         }
@@ -295,7 +312,7 @@ mod tests {
         let (mem, store) = testing::store();
         let r = testing::backup(&store, testing::options("db", 600, 30), &history(30));
         let id = r.manifest.backup_id.clone();
-        let good = verify(store.as_ref(), "db", &id, true).unwrap();
+        let good = verify(store.as_ref(), "db", &id, true, None).unwrap();
         assert!(good.success(), "{good:?}");
         assert_eq!(good.datoms_verified, Some(r.manifest.datom_count));
         assert_eq!(good.chunk_count, r.manifest.chunks.len() as u64);
@@ -305,7 +322,7 @@ mod tests {
         flipped[25] ^= 1;
         mem.put(&c1, &flipped).unwrap();
         mem.delete(&layout::chunk_key("db", &id, 3)).unwrap();
-        let bad = verify(store.as_ref(), "db", &id, false).unwrap();
+        let bad = verify(store.as_ref(), "db", &id, false, None).unwrap();
         assert!(!bad.success() && !bad.checksums_valid && !bad.all_chunks_present);
         assert!(
             bad.problems
@@ -322,10 +339,10 @@ mod tests {
         assert_eq!(bad.datoms_verified, None);
         mem.delete(&layout::backup_file("db", &id, layout::MANIFEST))
             .unwrap();
-        let incomplete = verify(store.as_ref(), "db", &id, true).unwrap();
+        let incomplete = verify(store.as_ref(), "db", &id, true, None).unwrap();
         assert!(!incomplete.complete && !incomplete.success());
         assert_eq!(
-            verify(store.as_ref(), "db", "missing", false)
+            verify(store.as_ref(), "db", "missing", false, None)
                 .unwrap_err()
                 .kind,
             ErrorKind::NotFound

@@ -7,13 +7,14 @@
 //! A manifest is input from outside the process: [`Manifest::from_value`] refuses wrong
 //! types and negative counts, and [`Manifest::validate`] is the one check of its
 //! consistency (chunk ids `0..n-1` in order, totals equal to the sums, a known format,
-//! type, compression and no encryption, the backup and database ids asked for) that list,
+//! type, compression and encryption record, the backup and database ids asked for) that list,
 //! verify, restore and resume all run.
 
 use std::fmt;
 
 use serde::Serialize;
 
+use crate::crypto::envelope::Envelope;
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{kw_map, Value};
 use crate::pipeline::chunk::MAX_STORED_BYTES;
@@ -106,8 +107,9 @@ pub struct Manifest {
     pub backup_type: String,
     /// `:format/version` (`"1.0.0"` when missing; see [`ACCEPTED_FORMAT_VERSIONS`]).
     pub format_version: String,
-    /// `:format/encryption` when it is not nil (this version reads no encrypted backup).
-    pub encryption: Option<String>,
+    /// `:format/encryption` when it is not nil: how the chunks are encrypted (validated by
+    /// [`Manifest::validate`]; see [`crate::crypto::envelope`]).
+    pub encryption: Option<Envelope>,
     /// When the backup started, epoch millis.
     pub created_at_ms: i64,
     /// When the backup completed, epoch millis.
@@ -303,7 +305,9 @@ impl Manifest {
             ("format/compression", Value::kw(&self.compression)),
             (
                 "format/encryption",
-                self.encryption.as_deref().map_or(Value::Nil, Value::kw),
+                self.encryption
+                    .as_ref()
+                    .map_or(Value::Nil, Envelope::to_value),
             ),
             ("format/serialization", Value::kw("fressian")),
             (
@@ -393,7 +397,7 @@ impl Manifest {
         };
         let encryption = match v.get("format/encryption") {
             None | Some(Value::Nil) => None,
-            Some(_) => Some(text("format/encryption", "")),
+            Some(e) => Some(Envelope::from_value(e)),
         };
         let stats = |key: &str| -> Result<u64> {
             match opt_long(v, key, op)? {
@@ -448,7 +452,7 @@ impl Manifest {
     /// Check the manifest's consistency and that it is the one asked for: the one
     /// validation list, verify, restore and resume run. Returns every problem found (empty
     /// for a good manifest): the backup and database ids are the folder's, the format
-    /// version, type and compression are known and there is no encryption, chunk ids are
+    /// version, type, compression and encryption record are known and well-formed, chunk ids are
     /// `0..n-1` in order with their standard keys, checksums are SHA-256 hex, sizes within
     /// the limits, `:stats/chunk-count`, `:stats/datom-count` and `:stats/size-bytes` equal
     /// the sums over the chunks, and tx ranges are ordered (and, for our restore-order
@@ -481,7 +485,11 @@ impl Manifest {
             ));
         }
         if let Some(e) = &self.encryption {
-            out.push(Problem::Encrypted(clip(e).into_owned()));
+            if !e.known_algorithm() {
+                out.push(Problem::Encrypted(clip(&e.algorithm).into_owned()));
+            } else if let Some(p) = e.problem() {
+                out.push(Problem::Encryption(p));
+            }
         }
         if let Some(n) = self.stated_chunk_count {
             if n != self.chunks.len() as u64 {
@@ -603,8 +611,10 @@ pub enum Problem {
     UnsupportedType(String),
     /// A `:format/compression` this version does not read ([`ACCEPTED_COMPRESSIONS`]).
     UnsupportedCompression(String),
-    /// `:format/encryption` is set: this version reads no encrypted backup.
+    /// `:format/encryption` names an algorithm this version does not read.
     Encrypted(String),
+    /// `:format/encryption` is not a well-formed record (key id, wrapped key, KDF).
+    Encryption(String),
     /// `:stats/chunk-count` is not the number of chunks listed.
     ChunkCount {
         /// What `:stats/chunk-count` says.
@@ -718,8 +728,10 @@ impl fmt::Display for Problem {
             }
             Problem::Encrypted(e) => write!(
                 f,
-                ":format/encryption is {e}: this version reads no encrypted backup"
+                ":format/encryption {e:?} is not supported (only {})",
+                crate::crypto::ALGORITHM
             ),
+            Problem::Encryption(p) => write!(f, ":format/encryption {p}"),
             Problem::ChunkCount { stated, listed } => write!(
                 f,
                 ":stats/chunk-count is {stated} but {listed} chunks are listed"
@@ -919,7 +931,7 @@ mod tests {
             m.format_version = "99.0.0".into();
             m.backup_type = "differential".into();
             m.compression = "lz4".into();
-            m.encryption = Some("aes-gcm".into());
+            m.encryption = Some(Envelope::from_value(&Value::kw("aes-gcm")));
         });
         assert_eq!(unsupported.len(), 4, "{unsupported:?}");
         assert!(unsupported
