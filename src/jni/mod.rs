@@ -20,6 +20,7 @@ use jni::JNIEnv;
 
 use crate::codec::edn;
 use crate::codec::wire::{Batch, BatchBuilder};
+use crate::crypto::envelope::KeySpec;
 use crate::error::{Error, Result};
 use crate::model::Value;
 use crate::ops::backup::{BackupOptions, BackupProgress, BackupSession};
@@ -364,7 +365,8 @@ pub extern "system" fn Java_datacamp_jni_Native_backupStatus(
     })
 }
 
-/// `String Native.verifyBackup(String targetEdn, String databaseId, String backupId, boolean deep)`.
+/// `String Native.verifyBackup(String targetEdn, String databaseId, String backupId, boolean deep,
+/// String optionsEdn)` (`:encryption`, for a deep verify of an encrypted backup).
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
     mut env: JNIEnv,
@@ -373,12 +375,15 @@ pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
     database_id: JString,
     backup_id: JString,
     deep: jboolean,
+    options_edn: JString,
 ) -> jstring {
     guard(&mut env, "verify backup", std::ptr::null_mut(), |env| {
+        let key =
+            KeySpec::from_options(&edn_arg(env, &options_edn, "the options")?, "verify backup")?;
         let store = target(env, &target_edn)?;
         let db = string(env, &database_id, "the database id")?;
         let id = string(env, &backup_id, "the backup id")?;
-        let report = verify::verify(store.as_ref(), &db, &id, deep != 0, None)?;
+        let report = verify::verify(store.as_ref(), &db, &id, deep != 0, key.as_ref())?;
         edn_result(env, &convert::verify_report(&report))
     })
 }

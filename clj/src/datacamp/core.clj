@@ -132,6 +132,20 @@
     (when-not (or (and (string? d) (not (str/blank? d))) (instance? java.io.File d))
       (invalid! (str ":tmp-dir must be a directory path, got " (describe d)) {}))))
 
+(defn- encryption-option
+  "The `:encryption` option as the core reads it (nil when absent): `{:key k}` (32 bytes,
+  or their base64), `{:key-file path}`, `{:key-env \"VAR\"}` or `{:passphrase text}`. The
+  core resolves and checks it; a key given as bytes travels as base64 text. Never echoed."
+  [e]
+  (when (some? e)
+    (when-not (map? e)
+      (invalid! (str ":encryption must be a map such as {:key-file \"…\"}, got " (describe e)) {}))
+    (let [k (:key e)
+          f (:key-file e)]
+      (cond-> e
+        (bytes? k) (assoc :key (.encodeToString (java.util.Base64/getEncoder) ^bytes k))
+        (instance? java.io.File f) (assoc :key-file (str f))))))
+
 (defn- parse-id
   "Our backup ids are UUIDs; the original implementation's are strings."
   [id]
@@ -174,7 +188,8 @@
       (:compression-level opts) (assoc :compression-level (long (:compression-level opts)))
       (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts)))
       (:incremental? opts) (assoc :incremental? true)
-      (:parent opts) (assoc :parent (str (:parent opts))))))
+      (:parent opts) (assoc :parent (str (:parent opts)))
+      (:encryption opts) (assoc :encryption (encryption-option (:encryption opts))))))
 
 (def ^:private backup-own-keys
   "The backup options this layer handles itself (not sent to the core)."
@@ -385,7 +400,9 @@
     (when-not (or (nil? deep?) (boolean? deep?))
       (invalid! (str ":deep? must be true or false, got " (pr-str deep?)) {:deep? deep?}))
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-ids (native/verify-backup target database-id id deep?)))))
+      (with-ids (native/verify-backup target database-id id deep?
+                                      (when-let [e (encryption-option (:encryption opts))]
+                                        {:encryption e}))))))
 
 (defn cleanup-incomplete
   "Given a target and a database id, remove incomplete backups whose last activity is older
@@ -578,6 +595,7 @@
                                                                  ;; no native batch larger than a load-entities call
                                                                  :batch-datoms (min (long batch-size) 8192)}
                                                                 (point-options opts))
+                                                   (:encryption opts) (assoc :encryption (encryption-option (:encryption opts)))
                                                    parallel (assoc :parallel (long parallel))
                                                    fetch-ahead (assoc :fetch-ahead (long fetch-ahead))
                                                    tmp-dir (assoc :tmp-dir (str tmp-dir))

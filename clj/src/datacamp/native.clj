@@ -102,9 +102,9 @@
   (read-edn (Native/backupStatus (edn-str target) database-id backup-id)))
 
 (defn verify-backup
-  "Return the verification report of one backup."
-  [target database-id backup-id deep?]
-  (read-edn (Native/verifyBackup (edn-str target) database-id backup-id (boolean deep?))))
+  "Return the verification report of one backup (`opts`: `{:encryption …}` or nil)."
+  [target database-id backup-id deep? opts]
+  (read-edn (Native/verifyBackup (edn-str target) database-id backup-id (boolean deep?) (edn-str opts))))
 
 (defn cleanup-incomplete
   "Remove incomplete backups older than `older-than-ms`; return what was removed."

@@ -55,9 +55,9 @@ public final class Native {
     /** List the backups of {@code databaseId} under the target; return an EDN vector. */
     public static native String listBackups(String targetEdn, String databaseId);
 
-    /** Verify one backup; return the EDN report. */
+    /** Verify one backup; return the EDN report ({@code optionsEdn}: {@code :encryption}). */
     public static native String verifyBackup(String targetEdn, String databaseId,
-                                             String backupId, boolean deep);
+                                             String backupId, boolean deep, String optionsEdn);
 
     /**
      * Decode the stored (gzip) bytes of one chunk with the native decoder. Returns
