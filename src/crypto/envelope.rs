@@ -162,14 +162,23 @@ impl KeySpec {
     }
 
     /// For a new backup `database_id`/`backup_id`: a fresh data key, wrapped by this key
-    /// (a passphrase is derived with fresh Argon2id parameters); return the record to store
-    /// and the cipher.
-    pub fn seal_new(&self, database_id: &str, backup_id: &str) -> Result<(Envelope, BackupCipher)> {
+    /// (a passphrase is derived with `kdf`, the chain's parameters for an incremental, or
+    /// fresh Argon2id parameters); return the record to store and the cipher.
+    pub fn seal_new(
+        &self,
+        database_id: &str,
+        backup_id: &str,
+        kdf: Option<&KdfParams>,
+    ) -> Result<(Envelope, BackupCipher)> {
         let derived;
         let master: &MasterKey = match self {
             KeySpec::Key(k) => k,
             KeySpec::Passphrase(p) => {
-                derived = MasterKey::from_passphrase(p, &KdfParams::generate()?)?;
+                let params = match kdf {
+                    Some(k) => k.clone(),
+                    None => KdfParams::generate()?,
+                };
+                derived = MasterKey::from_passphrase(p, &params)?;
                 &derived
             }
         };
@@ -570,7 +579,7 @@ mod tests {
     #[test]
     fn envelopes_round_trip_and_their_shape_is_checked() {
         let spec = KeySpec::Key(Arc::new(MasterKey::from_bytes(&[1; 32]).unwrap()));
-        let (env, _) = spec.seal_new("db", "b1").unwrap();
+        let (env, _) = spec.seal_new("db", "b1", None).unwrap();
         assert_eq!(Envelope::from_value(&env.to_value()), env);
         assert!(env.check().is_ok());
         let mut bad = env.clone();
@@ -582,7 +591,7 @@ mod tests {
         let other = Envelope::from_value(&Value::kw("aes-gcm"));
         assert_eq!(other.check().unwrap_err().kind, ErrorKind::Unsupported);
         let pass = KeySpec::Passphrase(Arc::new(Zeroizing::new(b"horse".to_vec())));
-        let (penv, _) = pass.seal_new("db", "b1").unwrap();
+        let (penv, _) = pass.seal_new("db", "b1", None).unwrap();
         assert_eq!(Envelope::from_value(&penv.to_value()), penv);
         assert!(pass.open(&penv, "db", "b1").is_ok());
         assert_eq!(
@@ -598,7 +607,7 @@ mod tests {
     #[test]
     fn config_schema_facts_are_sealed_and_open_again() {
         let spec = KeySpec::Key(Arc::new(MasterKey::from_bytes(&[1; 32]).unwrap()));
-        let (env, cipher) = spec.seal_new("db", "b1").unwrap();
+        let (env, cipher) = spec.seal_new("db", "b1", None).unwrap();
         let config = opts(
             "{:backup/id \"b1\" :schema/ref-attrs [:person/secret-friend] :datahike/config {:x 1}}",
         );
@@ -612,7 +621,7 @@ mod tests {
             config.get("schema/ref-attrs")
         );
         assert_eq!(opened.get("datahike/config"), config.get("datahike/config"));
-        let (_, other) = spec.seal_new("db", "b2").unwrap();
+        let (_, other) = spec.seal_new("db", "b2", None).unwrap();
         assert_eq!(
             open_config(stored, Some(&other)).unwrap_err().kind,
             ErrorKind::Corrupt

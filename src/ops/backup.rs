@@ -414,8 +414,14 @@ impl BackupSession {
         )?;
         let mut session = session;
         if let Some(spec) = &session.opts.encryption {
+            // A link of an encrypted chain: the chain's key (and passphrase parameters).
+            let kdf = session
+                .parent
+                .as_ref()
+                .and_then(|p| p.sealing.as_ref())
+                .and_then(|(e, _)| e.kdf.clone());
             let (envelope, cipher) =
-                spec.seal_new(&session.opts.database_id, &session.backup_id)?;
+                spec.seal_new(&session.opts.database_id, &session.backup_id, kdf.as_ref())?;
             session.set_sealing(envelope, Arc::new(cipher));
         }
         session.write_config()?;
@@ -718,10 +724,15 @@ impl BackupSession {
                 .collect(),
             None => Vec::new(),
         };
+        let parent_cipher = self
+            .parent
+            .as_ref()
+            .and_then(|p| p.sealing.as_ref())
+            .map(|(_, c)| c.clone());
         let parent_datoms = parent_state
             .into_iter()
             .flat_map(|(prefix, meta)| {
-                match super::check::fetch_checked(store, &prefix, &meta, None) {
+                match super::check::fetch_checked(store, &prefix, &meta, parent_cipher.as_deref()) {
                     Ok(c) => c.datoms.into_iter().map(Ok).collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],
                 }

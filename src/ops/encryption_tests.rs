@@ -292,3 +292,141 @@ fn a_directory_backup_round_trips_and_no_file_holds_the_key() {
     }
     assert!(files >= 4 + r.manifest.chunks.len());
 }
+
+mod chains {
+    use super::*;
+    use crate::model::{Attr, Name, Value, TX0};
+    use crate::ops::backup::BackupOptions;
+
+    fn d(e: i64, a: &str, v: Value, t: i64, added: bool) -> Datom {
+        Datom {
+            e,
+            a: Attr::Keyword(Name::parse(a)),
+            v,
+            tx: TX0 + t,
+            added,
+        }
+    }
+
+    fn inst(t: i64) -> Datom {
+        d(TX0 + t, "db/txInstant", Value::Inst(t), t, true)
+    }
+
+    fn at(n: i64) -> Vec<Datom> {
+        let mut v = vec![
+            d(1, "p/name", Value::str("a"), 1, true),
+            d(
+                1,
+                "p/nick",
+                Value::str(if n >= 3 { "n2" } else { "n1" }),
+                if n >= 3 { 3 } else { 1 },
+                true,
+            ),
+            d(3, "p/name", Value::str("c"), 2, true),
+        ];
+        v.extend((1..=n).map(inst));
+        v.sort_by_key(|x| (x.e, x.a.to_string(), x.tx));
+        v
+    }
+
+    fn opts(n: i64, id: &str, parent: Option<&str>, key: Option<KeySpec>) -> BackupOptions {
+        BackupOptions {
+            no_history_attrs: [Attr::Keyword(Name::parse("p/nick"))].into(),
+            max_tx: TX0 + n,
+            backup_id: Some(id.into()),
+            parent: parent.map(String::from),
+            incremental: parent.is_some(),
+            encryption: key,
+            ..testing::options("db", 1 << 20, n)
+        }
+    }
+
+    fn chain_restore(
+        store: &Arc<dyn Store>,
+        id: &str,
+        key: Option<KeySpec>,
+        as_of_tx: Option<i64>,
+    ) -> crate::Result<Vec<Datom>> {
+        let o = RestoreOptions {
+            database_id: "db".into(),
+            backup_id: id.into(),
+            verify_first: true,
+            encryption: key,
+            as_of_tx,
+            ..RestoreOptions::default()
+        };
+        testing::restore_with(store, o).map(|(d, _)| d)
+    }
+
+    #[test]
+    fn an_encrypted_chain_continues_with_its_key_and_restores_to_any_point() {
+        let passphrase =
+            || KeySpec::Passphrase(Arc::new(zeroize::Zeroizing::new(b"chain words".to_vec())));
+        for key in [spec(&KEY), passphrase()] {
+            let (mem, store) = testing::store();
+            let (_, plain) = testing::store();
+            testing::backup(&store, opts(2, "b1", None, Some(key.clone())), &at(2));
+            testing::backup(&store, opts(5, "b2", Some("b1"), Some(key.clone())), &at(5));
+            testing::backup(&plain, opts(2, "b1", None, None), &at(2));
+            testing::backup(&plain, opts(5, "b2", Some("b1"), None), &at(5));
+            let (m1, m2) = (manifest(&mem, "b1"), manifest(&mem, "b2"));
+            let (e1, e2) = (m1.encryption.unwrap(), m2.encryption.unwrap());
+            assert_eq!(e1.key_id, e2.key_id, "one key for the chain");
+            assert_ne!(e1.wrapped_key, e2.wrapped_key, "a data key per backup");
+            for state in m2.link.no_history.iter().flatten() {
+                let bytes = mem.get(&layout::chunk_in("db/b2/", state)).unwrap();
+                assert_eq!(&bytes[..4], crate::crypto::MAGIC, "state chunks are sealed");
+            }
+            let want = chain_restore(&plain, "b2", None, None).unwrap();
+            assert!(!want.is_empty());
+            assert_eq!(
+                chain_restore(&store, "b2", Some(key.clone()), None).unwrap(),
+                want
+            );
+            let want3 = chain_restore(&plain, "b2", None, Some(TX0 + 3)).unwrap();
+            assert!(want3.len() < want.len());
+            assert_eq!(
+                chain_restore(&store, "b2", Some(key.clone()), Some(TX0 + 3)).unwrap(),
+                want3
+            );
+            let e = chain_restore(&store, "b2", None, None).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::WrongKey, "{e}");
+            let e = chain_restore(&store, "b2", Some(spec(&OTHER)), None).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::WrongKey, "{e}");
+        }
+    }
+
+    #[test]
+    fn plain_and_encrypted_links_never_mix() {
+        let (_, store) = testing::store();
+        testing::backup(&store, opts(2, "e1", None, Some(spec(&KEY))), &at(2));
+        testing::backup(&store, opts(2, "p1", None, None), &at(2));
+        let open = |o: BackupOptions| {
+            crate::ops::backup::BackupSession::open(store.clone(), o).map(|_| ())
+        };
+        let e = open(opts(5, "x1", Some("e1"), None)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::WrongKey, "{e}");
+        assert!(e.hint.unwrap().contains(":encryption"));
+        let e = open(opts(5, "x2", Some("e1"), Some(spec(&OTHER)))).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::WrongKey, "{e}");
+        let e = open(opts(5, "x3", Some("p1"), Some(spec(&KEY)))).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+        // Nothing was written for the refused links.
+        for id in ["x1", "x2", "x3"] {
+            assert!(store.list(&format!("db/{id}/")).unwrap().is_empty(), "{id}");
+        }
+        // A chain whose plain link was replaced by an encrypted one (or the reverse) does
+        // not restore either way.
+        testing::backup(&store, opts(5, "p2", Some("p1"), None), &at(5));
+        let m = manifest(store.as_ref(), "e1").to_value();
+        let mut forged = Manifest::from_value(&m).unwrap();
+        forged.backup_id = "p1".into();
+        let key = layout::backup_file("db", "p1", layout::MANIFEST);
+        let good = store.get(&key).unwrap();
+        write_edn(store.as_ref(), &key, &forged.to_value()).unwrap();
+        assert!(chain_restore(&store, "p2", None, None).is_err());
+        assert!(chain_restore(&store, "p2", Some(spec(&KEY)), None).is_err());
+        store.put(&key, &good).unwrap();
+        assert!(chain_restore(&store, "p2", None, None).is_ok());
+    }
+}

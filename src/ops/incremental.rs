@@ -7,7 +7,10 @@
 //! is fine), and not be ahead of the database (its basis `<=` the database's `:max-tx`).
 //! Every refusal happens before anything is written.
 
+use std::sync::Arc;
+
 use crate::chain::resolve::{self, Link};
+use crate::crypto::envelope::{self, BackupCipher, Envelope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Value;
 use crate::repo::manifest::{ChunkMeta, ChunkOrder};
@@ -18,7 +21,7 @@ use super::backup::BackupOptions;
 const OP: &str = "open incremental backup";
 
 /// The backup an incremental continues, as the new link records it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Parent {
     /// The parent's backup id.
     pub id: String,
@@ -30,6 +33,8 @@ pub struct Parent {
     pub prefix: String,
     /// The parent's `:db/noHistory` state chunks (`None`: not recorded).
     pub no_history: Option<Vec<ChunkMeta>>,
+    /// An encrypted chain's: the parent's record and cipher (its state chunks are sealed).
+    pub sealing: Option<(Envelope, Arc<BackupCipher>)>,
 }
 
 fn refuse(message: String, hint: &str) -> Error {
@@ -84,7 +89,27 @@ pub fn parent_of(store: &dyn Store, opts: &BackupOptions) -> Result<Option<Paren
             "name a backup of this database as :parent",
         ));
     }
-    let recorded = link.datahike_id();
+    // An encrypted chain continues with the chain's key; plain and encrypted links never mix.
+    let sealing = match (&m.encryption, &opts.encryption) {
+        (None, None) => None,
+        (Some(env), Some(spec)) => Some((env.clone(), Arc::new(spec.open(env, db, &id)?))),
+        (Some(env), None) => {
+            return Err(envelope::missing_key(&env.key_id, &id).with_hint(
+                "an incremental of an encrypted chain is encrypted with the chain's key: pass it with :encryption",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(refuse(
+                format!("backup {id} is not encrypted: an encrypted incremental cannot continue it"),
+                "leave out :encryption, or start an encrypted chain with a full backup",
+            ))
+        }
+    };
+    let config = envelope::open_config(
+        link.config.clone(),
+        sealing.as_ref().map(|(_, c)| c.as_ref()),
+    )?;
+    let recorded = config.get("datahike/id").and_then(Value::as_str);
     if recorded != opts.datahike_id.as_deref() {
         return Err(refuse(
             format!(
@@ -124,6 +149,7 @@ pub fn parent_of(store: &dyn Store, opts: &BackupOptions) -> Result<Option<Paren
         prefix: link.prefix.clone(),
         no_history: m.link.no_history.clone(),
         id,
+        sealing,
     }))
 }
 

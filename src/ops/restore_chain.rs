@@ -12,10 +12,12 @@
 //! ([`ContentCheck`], one check across the chain: attributes declared in an earlier link
 //! stay declared), cut at the point.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::chain::plan::{self, Available, Point};
 use crate::chain::resolve;
+use crate::crypto::envelope::{self, BackupCipher};
 use crate::error::Result;
 use crate::model::{Attr, Name, Value};
 use crate::store::Store;
@@ -69,10 +71,31 @@ pub fn tx_instant_attr(config: &Value) -> Attr {
 /// `verify_first`) fails its checksum.
 pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<RestoreSession> {
     let chain = resolve::resolve(store.as_ref(), &opts.database_id, &opts.backup_id, OP)?;
-    let tip = chain.tip().clone();
+    let mut tip = chain.tip().clone();
+    // Every link's key before anything is read: an encrypted chain opens with its key only,
+    // and a chain mixing plain and encrypted links is refused (a plain link read with a
+    // key, an encrypted one without).
+    let mut ciphers: HashMap<String, Arc<BackupCipher>> = HashMap::new();
+    for link in &chain.links {
+        if let Some(c) = envelope::resolve(
+            link.manifest.encryption.as_ref(),
+            opts.encryption.as_ref(),
+            &opts.database_id,
+            link.id(),
+        )? {
+            ciphers.insert(link.prefix.clone(), c);
+        }
+    }
+    tip.config = envelope::open_config(tip.config, ciphers.get(&tip.prefix).map(|c| c.as_ref()))?;
     let tx_instant = tx_instant_attr(&tip.config);
     let plan = plan::plan(OP, &chain, opts.point(), &tx_instant, |prefix, meta| {
-        check::fetch_checked(store.as_ref(), prefix, meta, None).map(|c| c.datoms)
+        check::fetch_checked(
+            store.as_ref(),
+            prefix,
+            meta,
+            ciphers.get(prefix).map(|c| c.as_ref()),
+        )
+        .map(|c| c.datoms)
     })?;
     for link in &chain.links {
         link.manifest
@@ -99,6 +122,7 @@ pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Restor
                 prefix: p.prefix.clone(),
                 chunks: Arc::new(p.chunks.clone()),
                 manifest: link.manifest.clone(),
+                cipher: ciphers.get(&p.prefix).cloned(),
             })
         })
         .collect::<Result<_>>()?;
@@ -156,6 +180,8 @@ struct LinkSpec {
     prefix: String,
     chunks: Arc<Vec<ChunkMeta>>,
     manifest: Manifest,
+    /// The link's cipher (an encrypted chain).
+    cipher: Option<Arc<BackupCipher>>,
 }
 
 /// The decoded chunks of a chain's links, link after link, each checked against its link's
@@ -210,7 +236,7 @@ impl ChainChecked {
                     link.chunks.clone(),
                     self.parallel,
                     self.fetch_ahead,
-                    None,
+                    link.cipher,
                 );
                 self.current = Some((prefetch, link.chunks, 0));
                 continue;
