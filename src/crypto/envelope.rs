@@ -73,15 +73,20 @@ impl KeySpec {
     /// raw 32 bytes or their base64; `:key-env` an environment variable holding the base64;
     /// `:passphrase` text. Exactly one must be given. Errors never show a value.
     pub fn from_options(v: &Value, op: &'static str) -> Result<Option<Self>> {
+        Self::from_option(v, "encryption", op)
+    }
+
+    /// As [`KeySpec::from_options`], for the key map under option `name` (`:old-key`, …).
+    pub fn from_option(v: &Value, name: &str, op: &'static str) -> Result<Option<Self>> {
         let o = Opts::new(v, op)?;
-        let Some(map) = o.get("encryption") else {
+        let Some(map) = o.get(name) else {
             return Ok(None);
         };
         let Value::Map(_) = map else {
             return Err(Error::invalid(
                 op,
                 format!(
-                    ":encryption must be a map such as {{:key-file \"…\"}}, got {}",
+                    ":{name} must be a map such as {{:key-file \"…\"}}, got {}",
                     describe(map)
                 ),
             ));
@@ -191,6 +196,49 @@ impl KeySpec {
             kdf: master.kdf().cloned(),
         };
         Ok((envelope, BackupCipher::new(dek, database_id, backup_id)))
+    }
+
+    /// Given backup `database_id`/`backup_id`'s record, opened with this (the old) key,
+    /// return the record with its data key wrapped by `new` instead (a passphrase derived
+    /// with `new_kdf`): the data key and so every sealed object stay as they are.
+    pub fn rewrap(
+        &self,
+        envelope: &Envelope,
+        new: &KeySpec,
+        new_kdf: Option<&KdfParams>,
+        database_id: &str,
+        backup_id: &str,
+    ) -> Result<Envelope> {
+        let cipher = self.open(envelope, database_id, backup_id)?;
+        let derived;
+        let master: &MasterKey = match new {
+            KeySpec::Key(k) => k,
+            KeySpec::Passphrase(p) => {
+                let params = new_kdf.ok_or_else(|| {
+                    Error::internal(OP, "a new passphrase needs its Argon2id parameters")
+                })?;
+                derived = MasterKey::from_passphrase(p, params)?;
+                &derived
+            }
+        };
+        let wrapped = master.wrap(&cipher.dek, &context(database_id, backup_id))?;
+        Ok(Envelope {
+            algorithm: ALGORITHM.into(),
+            key_id: wrapped.key_id.clone(),
+            wrapped_key: wrapped.sealed_base64(),
+            kdf: master.kdf().cloned(),
+        })
+    }
+
+    /// The key id this spec gives with passphrase parameters `kdf` (for a key, its id).
+    pub fn key_id_with(&self, kdf: Option<&KdfParams>) -> Result<Option<String>> {
+        match (self, kdf) {
+            (KeySpec::Key(k), _) => Ok(Some(k.key_id().to_owned())),
+            (KeySpec::Passphrase(p), Some(params)) => Ok(Some(
+                MasterKey::from_passphrase(p, params)?.key_id().to_owned(),
+            )),
+            (KeySpec::Passphrase(_), None) => Ok(None),
+        }
     }
 
     /// Open backup `database_id`/`backup_id`'s data key recorded in `envelope` (validated

@@ -17,6 +17,7 @@ pub mod repair;
 pub mod restore;
 pub mod restore_chain;
 pub mod resume;
+pub mod rewrap;
 pub mod verify;
 
 /// Given an operation's name (`"backup"`, `"resume"`, `"restore"`, `"verify"`,
@@ -31,6 +32,7 @@ pub fn option_keys(op: &str) -> Option<&'static [&'static str]> {
         "cleanup" => cleanup::KEYS,
         "prune" => prune::KEYS,
         "repair" => repair::KEYS,
+        "rewrap" => rewrap::KEYS,
         _ => return None,
     })
 }
