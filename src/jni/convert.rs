@@ -203,6 +203,17 @@ pub fn repair_report(r: &RepairReport) -> Value {
     ])
 }
 
+/// What `rewrap-backup-keys` did: `{:key-id … :rewrapped [ids] :already [ids] :plain [ids]}`.
+pub fn rewrap_report(r: &crate::ops::rewrap::RewrapReport) -> Value {
+    let ids = |v: &[String]| Value::Vector(v.iter().map(|s| Value::str(s)).collect());
+    kw_map([
+        ("key-id", Value::str(&r.key_id)),
+        ("rewrapped", ids(&r.rewrapped)),
+        ("already", ids(&r.already)),
+        ("plain", ids(&r.plain)),
+    ])
+}
+
 /// What `inspect` found: `{:backup-id … :database-id … :complete? … :manifest {…}|nil
 /// :manifest-error … :checkpoint {…}|nil :objects n :stored-bytes n :time-range [#inst
 /// #inst]|nil :chain [{:backup-id … :type … :tx-range […]} …]}` (manifest and checkpoint as

@@ -406,6 +406,36 @@ pub extern "system" fn Java_datacamp_jni_Native_repairManifest(
     })
 }
 
+/// `String Native.rewrapBackupKeys(String targetEdn, String databaseId, String optionsEdn)`
+/// (`{:old-key {…} :new-key {…}}`, each as `:encryption` takes it).
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_rewrapBackupKeys(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    options_edn: JString,
+) -> jstring {
+    guard(
+        &mut env,
+        "rewrap backup keys",
+        std::ptr::null_mut(),
+        |env| {
+            const OP: &str = "rewrap backup keys";
+            let opts = edn_arg(env, &options_edn, "the options")?;
+            let key = |name: &str| {
+                KeySpec::from_option(&opts, name, OP)?
+                    .ok_or_else(|| Error::invalid(OP, format!(":{name} is required")))
+            };
+            let (old, new) = (key("old-key")?, key("new-key")?);
+            let store = target(env, &target_edn)?;
+            let db = string(env, &database_id, "the database id")?;
+            let report = crate::ops::rewrap::rewrap(store.as_ref(), &db, &old, &new)?;
+            edn_result(env, &convert::rewrap_report(&report))
+        },
+    )
+}
+
 /// `String Native.cleanupIncomplete(String targetEdn, String databaseId, long olderThanMillis)`.
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_cleanupIncomplete(

@@ -6,6 +6,8 @@
 //! own: a file already wrapped by the new key is left alone, so a rotation interrupted at
 //! any point (a killed process) is finished by running it again with the same keys.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::crypto::envelope::{Envelope, KeySpec};
@@ -37,9 +39,10 @@ pub struct RewrapReport {
 }
 
 /// Given a store, a database and the old and new keys, re-wrap the data key of every
-/// encrypted backup of the database (complete or not). A file wrapped by a third key stops
-/// the rotation (`WrongKey`, naming the backup) before it is changed; files already
-/// rotated stay as they are.
+/// encrypted backup of the database (complete or not). Every file is read and judged
+/// first: one wrapped by neither key stops the rotation (`WrongKey`, naming the file)
+/// before anything is changed; files already wrapped by the new key stay as they are (a
+/// new passphrase keeps the parameters it was first used with: one key id).
 pub fn rewrap(
     store: &dyn Store,
     database_id: &str,
@@ -47,28 +50,35 @@ pub fn rewrap(
     new: &KeySpec,
 ) -> Result<RewrapReport> {
     layout::check_segment("database-id", database_id)?;
-    // One set of passphrase parameters for the whole rotation: one new key id.
-    let new_kdf = match new {
-        KeySpec::Passphrase(_) => Some(KdfParams::generate()?),
-        KeySpec::Key(_) => None,
-    };
-    let new_id = new
-        .key_id_with(new_kdf.as_ref())?
-        .ok_or_else(|| Error::internal(OP, "the new key has no id"))?;
-    let mut report = RewrapReport {
-        key_id: new_id.clone(),
-        ..RewrapReport::default()
-    };
+    // Key ids of a passphrase depend on the recorded parameters: derived once per set.
+    let mut memo: HashMap<(bool, String), Option<String>> = HashMap::new();
+    let mut id_of =
+        |spec: &KeySpec, is_new: bool, kdf: Option<&KdfParams>| -> Result<Option<String>> {
+            let k = (is_new, format!("{kdf:?}"));
+            if let Some(v) = memo.get(&k) {
+                return Ok(v.clone());
+            }
+            let v = spec.key_id_with(kdf)?;
+            memo.insert(k, v.clone());
+            Ok(v)
+        };
+    struct File {
+        backup_id: String,
+        key: String,
+        value: Value,
+        envelope: Envelope,
+        done: bool,
+    }
+    let mut files: Vec<File> = Vec::new();
+    let mut plain = Vec::new();
     for s in super::list::list(store, database_id)? {
-        let id = s.backup_id;
-        let mut changed = false;
         let mut encrypted = false;
         for name in [layout::MANIFEST, layout::CONFIG] {
-            let key = layout::backup_file(database_id, &id, name);
-            let Some(mut v) = read_edn_opt(store, &key)? else {
+            let key = layout::backup_file(database_id, &s.backup_id, name);
+            let Some(value) = read_edn_opt(store, &key)? else {
                 continue;
             };
-            let Some(recorded) = v
+            let Some(envelope) = value
                 .get("format/encryption")
                 .filter(|e| **e != Value::Nil)
                 .map(Envelope::from_value)
@@ -76,37 +86,69 @@ pub fn rewrap(
                 continue;
             };
             encrypted = true;
-            recorded
+            envelope
                 .check()
                 .map_err(|e| e.with_key(store.location(&key)))?;
-            if recorded.key_id == new_id {
-                continue;
-            }
-            // A passphrase's id depends on the recorded parameters: compare after deriving.
-            if old.key_id_with(recorded.kdf.as_ref())?.as_deref() != Some(&recorded.key_id) {
-                let given = old
-                    .key_id_with(recorded.kdf.as_ref())?
-                    .unwrap_or_else(|| "a passphrase".into());
-                return Err(wrong_key(&recorded.key_id, &given)
+            let kdf = envelope.kdf.as_ref();
+            let done = id_of(new, true, kdf)?.as_deref() == Some(&envelope.key_id);
+            if !done && id_of(old, false, kdf)?.as_deref() != Some(&envelope.key_id) {
+                let given = id_of(old, false, kdf)?.unwrap_or_else(|| "a passphrase".into());
+                return Err(wrong_key(&envelope.key_id, &given)
                     .in_op(OP)
                     .with_key(store.location(&key)));
             }
-            let next = old.rewrap(&recorded, new, new_kdf.as_ref(), database_id, &id)?;
-            if let Value::Map(entries) = &mut v {
-                for (k, val) in entries.iter_mut() {
-                    if matches!(k, Value::Keyword(n) if n.to_string() == "format/encryption") {
-                        *val = next.to_value();
-                    }
+            files.push(File {
+                backup_id: s.backup_id.clone(),
+                key,
+                value,
+                envelope,
+                done,
+            });
+        }
+        if !encrypted {
+            plain.push(s.backup_id);
+        }
+    }
+    let new_kdf = match new {
+        KeySpec::Key(_) => None,
+        KeySpec::Passphrase(_) => match files.iter().find(|f| f.done) {
+            Some(f) => f.envelope.kdf.clone(),
+            None => Some(KdfParams::generate()?),
+        },
+    };
+    let mut report = RewrapReport {
+        key_id: new
+            .key_id_with(new_kdf.as_ref())?
+            .ok_or_else(|| Error::internal(OP, "the new key has no id"))?,
+        plain,
+        ..RewrapReport::default()
+    };
+    for mut f in files {
+        if f.done {
+            if !report.rewrapped.contains(&f.backup_id) && !report.already.contains(&f.backup_id) {
+                report.already.push(f.backup_id);
+            }
+            continue;
+        }
+        let next = old.rewrap(
+            &f.envelope,
+            new,
+            new_kdf.as_ref(),
+            database_id,
+            &f.backup_id,
+        )?;
+        if let Value::Map(entries) = &mut f.value {
+            for (k, val) in entries.iter_mut() {
+                if matches!(k, Value::Keyword(n) if n.to_string() == "format/encryption") {
+                    *val = next.to_value();
                 }
             }
-            write_edn(store, &key, &v)?;
-            failpoint::hit("rewrap-file-written");
-            changed = true;
         }
-        match (encrypted, changed) {
-            (false, _) => report.plain.push(id),
-            (true, true) => report.rewrapped.push(id),
-            (true, false) => report.already.push(id),
+        write_edn(store, &f.key, &f.value)?;
+        failpoint::hit("rewrap-file-written");
+        report.already.retain(|id| *id != f.backup_id);
+        if !report.rewrapped.contains(&f.backup_id) {
+            report.rewrapped.push(f.backup_id);
         }
     }
     for ids in [
@@ -201,6 +243,13 @@ mod tests {
         let r = rewrap(store.as_ref(), "db", &spec(2), &pass).unwrap();
         assert_eq!(r.rewrapped, ["b1", "b2"]);
         assert_eq!(restore(&store, "b2", pass.clone()).unwrap(), n);
+        let again = rewrap(store.as_ref(), "db", &spec(2), &pass).unwrap();
+        assert_eq!(
+            again.already,
+            ["b1", "b2"],
+            "a passphrase keeps its parameters"
+        );
+        assert_eq!(again.key_id, r.key_id);
         rewrap(store.as_ref(), "db", &pass, &spec(5)).unwrap();
         assert_eq!(restore(&store, "b1", spec(5)).unwrap(), n);
     }

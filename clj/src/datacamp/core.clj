@@ -4,7 +4,10 @@
   Backups:    `backup-to-directory`, `backup-to-s3` (full, or `:incremental? true`), `resume-backup`
   Restore:    `restore-from-directory`, `restore-from-s3` (a whole chain; `:as-of-tx`, `:as-of-time`)
   Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`,
-              `prune-backups`
+              `prune-backups`, `rewrap-backup-keys` (key rotation of encrypted backups)
+
+  Encryption: `:encryption {:key …}` (or `:key-file`, `:key-env`, `:passphrase`) on backups,
+  restores, `resume-backup` and `verify-backup :deep? true` (see the README).
 
   A target is a map: `{:path \"/backups\"}` for a local directory, `{:bucket …}` for S3.
   Every failure throws `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
@@ -403,6 +406,26 @@
       (with-ids (native/verify-backup target database-id id deep?
                                       (when-let [e (encryption-option (:encryption opts))]
                                         {:encryption e}))))))
+
+(defn rewrap-backup-keys
+  "Given a target and a database id, rotate the key of its encrypted backups:
+  `:old-key` and `:new-key` take what `:encryption` takes (`{:key …}`, `{:key-file …}`,
+  `{:key-env …}`, `{:passphrase …}`). Each backup's random data key is re-wrapped by the
+  new key in its `manifest.edn` and `config.edn` (metadata only: no chunk is read or
+  rewritten; each file written atomically). A rotation that stops midway is finished by
+  running it again with the same keys. Returns `{:key-id … :rewrapped [ids] :already [ids]
+  :plain [ids]}`; a backup wrapped by neither key stops it (`:datacamp/wrong-key`)."
+  [target database-id & {:as opts}]
+  (check-keys! "rewrap" opts [])
+  (let [target (canonical-target target)
+        database-id (database-id-arg database-id)
+        {:keys [old-key new-key]} opts]
+    (when-not (and old-key new-key)
+      (invalid! "rewrap-backup-keys needs :old-key and :new-key" {}))
+    (native/with-native-errors {:database-id database-id}
+      (with-ids (native/rewrap-backup-keys target database-id
+                                           {:old-key (encryption-option old-key)
+                                            :new-key (encryption-option new-key)})))))
 
 (defn cleanup-incomplete
   "Given a target and a database id, remove incomplete backups whose last activity is older

@@ -116,6 +116,11 @@
   [target database-id backup-id]
   (read-edn (Native/repairManifest (edn-str target) database-id backup-id)))
 
+(defn rewrap-backup-keys
+  "Re-wrap the data keys of the encrypted backups of `database-id`; return the report."
+  [target database-id opts]
+  (read-edn (Native/rewrapBackupKeys (edn-str target) database-id (edn-str opts))))
+
 (defn prune-backups
   "Apply the retention options to the backups of `database-id`; return the report."
   [target database-id opts]

@@ -161,3 +161,42 @@
           r (bk/restore backend conn target id :database-id name :encryption {:key-file (str key-file)})]
       (is (= (:datom-count b) (:datoms-restored r)))
       (d/release conn))))
+
+(defbackend-test an-encrypted-chain-rotates-to-a-new-key [backend]
+  (let [name "kitchen-sink"
+        fixture (fx/load-fixture name)
+        target (bk/fresh-target backend)
+        old {:key (key-bytes 8)}
+        new {:passphrase "a long new passphrase"}
+        full (bk/backup backend (fx/fixture-conn name) target :database-id name :encryption old)
+        incr (bk/backup backend (fx/fixture-conn name) target :database-id name :encryption old
+                        :incremental? true)
+        chunks-before (into {} (for [k (bk/keys-under backend target "")
+                                     :when (str/includes? k "/chunks/")]
+                                 [k (vec (bk/read-bytes backend target k))]))]
+    (is (= :incremental (:type incr)))
+    (testing "an incremental of an encrypted chain without its key is refused"
+      (let [e (thrown #(bk/backup backend (fx/fixture-conn name) target :database-id name
+                                  :incremental? true))]
+        (is (= :datacamp/wrong-key (:datacamp/error (ex-data e))) (error-text e))))
+    (let [r (backup/rewrap-backup-keys target name :old-key old :new-key new)]
+      (is (= (sort (map str [(:backup-id full) (:backup-id incr)])) (sort (map str (:rewrapped r)))))
+      (is (re-find #"^dck1-" (:key-id r))))
+    (is (= chunks-before (into {} (for [k (bk/keys-under backend target "")
+                                        :when (str/includes? k "/chunks/")]
+                                    [k (vec (bk/read-bytes backend target k))])))
+        "no chunk was rewritten")
+    (let [again (backup/rewrap-backup-keys target name :old-key old :new-key new)]
+      (is (empty? (:rewrapped again)) "a second run has nothing left to do"))
+    (let [conn (fresh-conn (:config fixture))
+          e (thrown #(bk/restore backend conn target (:backup-id incr) :database-id name
+                                 :encryption old))]
+      (is (= :datacamp/wrong-key (:datacamp/error (ex-data e))))
+      (is (empty? (d/datoms @conn :eavt)))
+      (d/release conn))
+    (let [conn (fresh-conn (:config fixture))
+          r (bk/restore backend conn target (:backup-id incr) :database-id name :encryption new
+                        :verify-first? true)]
+      (is (true? (:success r)))
+      (is (true? (= (mapv (comp u/typed u/datom-vec) (:history fixture)) (history conn))))
+      (d/release conn))))

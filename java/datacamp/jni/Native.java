@@ -90,6 +90,9 @@ public final class Native {
     /** Free restore session {@code handle}. Safe to call once per handle. */
     public static native void restoreFree(long handle);
 
+    /** Re-wrap the data keys of a database's encrypted backups ({@code {:old-key … :new-key …}}); return the EDN report. */
+    public static native String rewrapBackupKeys(String targetEdn, String databaseId, String optionsEdn);
+
     /** Rebuild the damaged manifest of a finished backup from its checkpoint; return the EDN report. */
     public static native String repairManifest(String targetEdn, String databaseId, String backupId);
 
