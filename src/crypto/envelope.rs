@@ -405,9 +405,11 @@ impl Envelope {
         }
     }
 
-    /// Whether this version knows the algorithm (else the backup is `Unsupported`).
+    /// Whether this version reads this kind of record (else the backup is `Unsupported`):
+    /// the algorithm is [`ALGORITHM`] and the record is a map naming a key (a bare
+    /// `:aes-256-gcm`, say, is some other scheme's).
     pub fn known_algorithm(&self) -> bool {
-        self.algorithm == ALGORITHM
+        self.algorithm == ALGORITHM && !(self.key_id.is_empty() && self.wrapped_key.is_empty())
     }
 
     /// What is wrong with the record's shape, if anything (the algorithm aside): a key id
@@ -443,7 +445,7 @@ impl Envelope {
                 ErrorKind::Unsupported,
                 OP,
                 format!(
-                    ":format/encryption {} is not supported (only {ALGORITHM})",
+                    ":format/encryption {} is not an encryption this version reads (it reads {{:algorithm \"{ALGORITHM}\" :key-id … :wrapped-key …}})",
                     clip(&self.algorithm)
                 ),
             ));

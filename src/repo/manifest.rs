@@ -728,7 +728,7 @@ impl fmt::Display for Problem {
             }
             Problem::Encrypted(e) => write!(
                 f,
-                ":format/encryption {e:?} is not supported (only {})",
+                ":format/encryption {e:?} is not an encryption this version reads (it reads {{:algorithm {:?} :key-id … :wrapped-key …}})",
                 crate::crypto::ALGORITHM
             ),
             Problem::Encryption(p) => write!(f, ":format/encryption {p}"),
