@@ -128,9 +128,11 @@ fn verify_one(
             None
         }
     };
-    // The key is needed to decode (deep), and checked whenever one is given.
+    // The key is needed to decode (deep), and checked whenever one is given (a record this
+    // version does not read is a problem the validation above reports).
+    let readable = |m: &Manifest| m.encryption.as_ref().is_none_or(|e| e.check().is_ok());
     let cipher = match manifest.as_ref() {
-        Some(m) if deep || key.is_some() => {
+        Some(m) if (deep || key.is_some()) && readable(m) => {
             envelope::resolve(m.encryption.as_ref(), key, database_id, backup_id)?
         }
         _ => None,

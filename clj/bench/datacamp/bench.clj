@@ -156,7 +156,9 @@
   datacamp), zstd at its default level 3 and at level 6 (opt-in)."
   {:gzip {}
    :zstd {:compression :zstd}
-   :zstd-6 {:compression :zstd :compression-level 6}})
+   :zstd-6 {:compression :zstd :compression-level 6}
+   ;; encrypted (#12): gzip 6, every chunk sealed with AES-256-GCM (a fixed bench key)
+   :gzip-encrypted {:encryption {:key "YmVuY2gta2V5LW5vdC1hLXNlY3JldC0zMi1ieXRlcyE="}}})
 
 (defn- materialize-sources!
   "Write the materialised source files a synthetic dataset's runs map (once, cached under
@@ -221,7 +223,9 @@
           restores (into {}
                          (for [[codec b] backups]
                            [codec (step (str "restore (ours, " (name codec) ")")
-                                        #(median-run runs (assoc (where b) :measure :restore) heap opts))]))
+                                        #(median-run runs (merge (assoc (where b) :measure :restore)
+                                                                 (select-keys (codec-opts codec) [:encryption]))
+                                                     heap opts))]))
           base-restore (step "restore (baseline)"
                              ;; data.fressian over our gzip chunks (the same files as ours)
                              #(median-run runs (assoc (where backup) :measure :baseline-restore)
@@ -307,7 +311,8 @@
                :size (<= size (:size targets)) :restore (>= restore-speedup (:restore targets))}}))
 
 (defn- codec-label [codec]
-  (case codec :gzip "gzip 6 (default)" :zstd "zstd 3 (opt-in)" :zstd-6 "zstd 6 (opt-in)" (name codec)))
+  (case codec :gzip "gzip 6 (default)" :zstd "zstd 3 (opt-in)" :zstd-6 "zstd 6 (opt-in)"
+    :gzip-encrypted "gzip 6 + AES-256-GCM (:encryption)" (name codec)))
 
 (defn- mb [bytes] (/ (double bytes) MB))
 

@@ -191,11 +191,12 @@
 
 (defn- db-id [ds] (str "bench-" (if (= :fixture (:kind ds)) (:name ds) (:datoms ds))))
 
-(defn- native-opts [{:keys [ds parallel chunk-size compression compression-level]} facts]
+(defn- native-opts [{:keys [ds parallel chunk-size compression compression-level encryption]} facts]
   (core/backup-options (cond-> {:parallel (or parallel 2)}
                          chunk-size (assoc :chunk-size chunk-size)
                          compression (assoc :compression compression)
-                         compression-level (assoc :compression-level compression-level))
+                         compression-level (assoc :compression-level compression-level)
+                         encryption (assoc :encryption encryption))
                        (db-id ds) facts))
 
 (defn- read-manifest [dir db backup-id]
@@ -227,7 +228,8 @@
           [r t] (timed (core/backup-datoms target opts (datoms-fn) {}))
           server-cpu (some-> (process-cpu-seconds server-pid) (- server0))
           mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
-          verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true)]
+          verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true
+                                     :encryption (:encryption args))]
       (merge (select-keys r [:backup-id :database-id :path :s3-path :datom-count :chunk-count
                              :total-size-bytes :uncompressed-bytes :duration-ms])
              t mem {:source-bytes source-bytes}
@@ -278,14 +280,15 @@
              {:chunk-count (count (:chunks r))
               :chunk-datom-counts (mapv :datom-count (:chunks r))}))))
 
-(defmethod measure :restore [{:keys [dir database-id backup-id parallel]}]
+(defmethod measure :restore [{:keys [dir database-id backup-id parallel encryption]}]
   (native/ensure-loaded!)
   (let [[r t] (timed
                (native/with-native-errors {}
-                 (with-open [h (native/restore-open {:path dir} {:database-id database-id
-                                                                 :backup-id (str backup-id)
-                                                                 :verify-first? false
-                                                                 :parallel (or parallel 2)})]
+                 (with-open [h (native/restore-open {:path dir} (cond-> {:database-id database-id
+                                                                         :backup-id (str backup-id)
+                                                                         :verify-first? false
+                                                                         :parallel (or parallel 2)}
+                                                                  encryption (assoc :encryption encryption)))]
                    (let [decoder (ValueDecoder. true)]
                      (loop [n 0 batches 0]
                        (if-let [b (native/restore-next h decoder)]
