@@ -523,3 +523,81 @@ fn s3_target_with_endpoint_region_and_profile() {
         2
     );
 }
+
+#[test]
+fn prune_is_a_dry_run_unless_applied_and_keeps_what_the_policy_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let root = tmp.path().join("backups");
+    let store: Arc<dyn Store> = Arc::new(DirStore::open(&root).unwrap());
+    for _ in 0..3 {
+        backup(store.clone(), "ks", tmp.path());
+    }
+    let ids = |s: &Arc<dyn Store>| -> Vec<String> {
+        list::list(s.as_ref(), "ks")
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_id)
+            .collect()
+    };
+    let before = ids(&store); // newest first
+    assert_eq!(before.len(), 3);
+    let root_s = root.to_str().unwrap();
+    let base = ["--target", root_s];
+
+    // No rule: a usage error, nothing deleted.
+    let none = run_with(&home, &[], &[&base[..], &["prune", "ks"]].concat());
+    assert_eq!(code(&none), 2, "{}", stdout(&none));
+    assert!(stderr(&none).contains("--keep-last"), "{}", stderr(&none));
+
+    // A dry run names what it would delete and deletes nothing.
+    let dry = run_with(
+        &home,
+        &[],
+        &[&base[..], &["--json", "prune", "ks", "--keep-last", "1"]].concat(),
+    );
+    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    let j = json(&dry);
+    assert_eq!(j["dry_run"], Json::Bool(true));
+    assert_eq!(j["kept"][0][0], Json::String(before[0].clone()));
+    assert_eq!(j["kept"][0][1][0], Json::String("last".into()));
+    let mut would: Vec<String> = j["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    would.sort();
+    let mut older = before[1..].to_vec();
+    older.sort();
+    assert_eq!(would, older);
+    assert_eq!(ids(&store), before, "a dry run deletes nothing");
+
+    // --apply deletes them; the human report says so; the newest still verifies.
+    let applied = run_with(
+        &home,
+        &[],
+        &[&base[..], &["prune", "ks", "--keep-last", "1", "--apply"]].concat(),
+    );
+    assert_eq!(code(&applied), 0, "{}", stderr(&applied));
+    let h = stdout(&applied);
+    assert!(h.contains("deleted 2"), "{h}");
+    assert_eq!(ids(&store), vec![before[0].clone()]);
+    let v = run_with(
+        &home,
+        &[],
+        &[&base[..], &["verify", "ks", &before[0], "--deep"]].concat(),
+    );
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+
+    // EDN: the map the Clojure API's prune-backups returns.
+    let e = run_with(
+        &home,
+        &[],
+        &[&base[..], &["--edn", "prune", "ks", "--keep-last", "1"]].concat(),
+    );
+    let m = edn::parse(&stdout(&e)).unwrap();
+    assert_eq!(m.get("dry-run?"), Some(&Value::Bool(true)));
+    assert_eq!(m.get("deleted"), Some(&Value::Vector(vec![])));
+}

@@ -111,6 +111,17 @@ pub fn read_link(store: &dyn Store, db: &str, id: &str, op: &str) -> Result<Link
         }
         Err(e) => return Err(e),
     };
+    // Chain walks use the manifest's id: it must be the one the link is stored under.
+    if manifest.backup_id != id {
+        return Err(Error::corrupt(
+            op,
+            format!(
+                "the manifest of backup {id} names backup {}",
+                crate::error::clip(&manifest.backup_id)
+            ),
+        )
+        .with_key(store.location(&prefix)));
+    }
     if !is_usable(store, db, id, &manifest)? {
         return Err(Error::new(
             ErrorKind::Conflict,

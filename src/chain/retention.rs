@@ -54,7 +54,8 @@ pub struct Entry {
 }
 
 /// Why a backup is kept.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// One of the `keep_last` newest.
     Last,

@@ -16,10 +16,8 @@
 //! ```
 //!
 //! Adding a command is one [`Command`] variant and one function that calls an `ops`
-//! operation. Hook for retention: `prune` joins once the core has it (`ops::` retention,
-//! the code behind the Clojure API's `prune-backups`): a `Prune { database_id, keep
-//! options, --dry-run }` variant whose function calls that operation and renders its
-//! report like `cleanup_incomplete` does — never a second implementation here.
+//! operation: `prune` calls `ops::prune`, the code behind the Clojure API's
+//! `prune-backups` — never a second implementation here.
 
 mod json;
 mod progress;
@@ -31,8 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use datacamp::chain::retention::Policy;
 use datacamp::codec::edn;
 use datacamp::jni::convert;
+use datacamp::ops::prune::{self, PruneOptions};
 use datacamp::ops::{cleanup, inspect, list, verify};
 use datacamp::store::Store;
 use datacamp::{Error, ErrorKind};
@@ -149,6 +149,26 @@ enum Command {
         /// Age of the last activity (24h, 90m, 7d, …)
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
         older_than: Duration,
+    },
+    /// Delete the complete backups no retention rule keeps (a dry run unless --apply)
+    Prune {
+        /// The database id
+        database_id: String,
+        /// Keep the N newest backups
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest backup of each of the N most recent days with one (UTC)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: u32,
+        /// Keep the newest backup of each of the N most recent ISO weeks with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: u32,
+        /// Keep the newest backup of each of the N most recent months with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: u32,
+        /// Delete for real (without it, only report what would be deleted)
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -337,6 +357,22 @@ fn execute(cli: &Cli, output: Output) -> Result<Outcome, Error> {
             database_id,
             older_than,
         } => cleanup_cmd(&store, database_id, *older_than, output),
+        Command::Prune {
+            database_id,
+            keep_last,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            apply,
+        } => {
+            let policy = Policy {
+                keep_last: *keep_last,
+                keep_daily: *keep_daily,
+                keep_weekly: *keep_weekly,
+                keep_monthly: *keep_monthly,
+            };
+            prune_cmd(&store, database_id, policy, !*apply, output)
+        }
     }
 }
 
@@ -481,6 +517,33 @@ fn cat_cmd(
         }
         _ => Ok(Outcome::ok(String::new())),
     }
+}
+
+fn prune_cmd(
+    store: &Arc<dyn Store>,
+    database_id: &str,
+    policy: Policy,
+    dry_run: bool,
+    output: Output,
+) -> Result<Outcome, Error> {
+    if policy.is_empty() {
+        return Err(Error::invalid(
+            "prune backups",
+            "give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly",
+        )
+        .with_hint("a policy that keeps nothing would delete every backup"));
+    }
+    let report = prune::prune(
+        store.as_ref(),
+        database_id,
+        &PruneOptions { policy, dry_run },
+    )?;
+    let text = match output {
+        Output::Json => json_text(&report)?,
+        Output::Edn => edn_text(&convert::prune_report(&report)),
+        Output::Human => render::prune(&report),
+    };
+    Ok(Outcome::ok(text))
 }
 
 fn cleanup_cmd(

@@ -3,9 +3,11 @@
 
 use std::fmt::Write as _;
 
+use datacamp::chain::retention::Reason;
 use datacamp::ops::cleanup::CleanupReport;
 use datacamp::ops::inspect::Inspection;
 use datacamp::ops::list::Listing;
+use datacamp::ops::prune::PruneReport;
 use datacamp::ops::verify::VerifyReport;
 
 /// `1234567` → `"1,234,567"`.
@@ -301,6 +303,60 @@ pub fn cleanup(r: &CleanupReport, older_than: &str) -> String {
     }
     for id in &r.kept_incomplete {
         let _ = writeln!(out, "  kept    {id} (active more recently)");
+    }
+    out
+}
+
+/// The `prune` report.
+pub fn prune(r: &PruneReport) -> String {
+    let mut out = String::new();
+    let (verb, what) = if r.dry_run {
+        ("would delete", "dry run: nothing deleted; --apply deletes")
+    } else {
+        ("deleted", "")
+    };
+    let _ = writeln!(
+        out,
+        "{} of {}: kept {}, {verb} {} ({} files/objects deleted){}",
+        if r.dry_run {
+            "prune (dry run)"
+        } else {
+            "prune"
+        },
+        r.database_id,
+        r.kept.len(),
+        r.deleted.len(),
+        r.objects_deleted,
+        if what.is_empty() {
+            String::new()
+        } else {
+            format!("; {what}")
+        }
+    );
+    for (id, why) in &r.kept {
+        let reasons: Vec<String> = why
+            .iter()
+            .map(|w| match w {
+                Reason::Last => "last".to_owned(),
+                Reason::Daily => "daily".to_owned(),
+                Reason::Weekly => "weekly".to_owned(),
+                Reason::Monthly => "monthly".to_owned(),
+                Reason::DependencyOf(d) => format!("needed by {d}"),
+            })
+            .collect();
+        let _ = writeln!(out, "  keep    {id} ({})", reasons.join(", "));
+    }
+    for id in &r.deleted {
+        let _ = writeln!(out, "  {verb:<7} {id}");
+    }
+    for id in &r.finished {
+        let _ = writeln!(
+            out,
+            "  finished deleting {id} (an interrupted prune had begun)"
+        );
+    }
+    for id in &r.incomplete {
+        let _ = writeln!(out, "  skip    {id} (incomplete: untouched)");
     }
     out
 }

@@ -147,6 +147,13 @@ pub const KEYS: &[&str] = &[
     "encryption",
 ];
 
+/// Whether `a` is the transaction instant attribute (`:db/txInstant`, or `tx_instant`, its
+/// id in an `:attribute-refs?` database).
+fn is_tx_instant(a: &Attr, tx_instant: Option<&Attr>) -> bool {
+    Some(a) == tx_instant
+        || matches!(a, Attr::Keyword(n) if n.ns.as_deref() == Some("db") && &*n.name == "txInstant")
+}
+
 fn attr_of(v: &Value) -> Result<Attr> {
     match v {
         Value::Keyword(n) => Ok(Attr::Keyword(n.clone())),
@@ -197,10 +204,16 @@ impl BackupOptions {
         if let Some(id) = &parent {
             layout::check_segment("parent", id)?;
         }
+        // Datahike marks :db/txInstant :db/noHistory, but a transaction's instant is never
+        // retracted nor replaced: it has no state for a chain to carry.
         let no_history_attrs = o
             .seq("no-history-attrs")?
             .iter()
             .map(attr_of)
+            .filter(|a| {
+                a.as_ref()
+                    .map_or(true, |a| !is_tx_instant(a, tx_instant.as_ref()))
+            })
             .collect::<Result<HashSet<_>>>()?;
         Ok(BackupOptions {
             database_id,

@@ -77,7 +77,7 @@ impl PruneOptions {
 }
 
 /// What `prune-backups` did (or, in a dry run, would do).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneReport {
     /// The database id.
     pub database_id: String,

@@ -106,10 +106,16 @@ pub fn repair_manifest(
     // state, which no checkpoint records.
     let incremental =
         matches!(config.get("backup/type"), Some(Value::Keyword(n)) if &*n.name == "incremental");
+    // (:db/txInstant, which Datahike marks :db/noHistory, has no state.)
     let with_state = config
         .get("schema/no-history-attrs")
         .and_then(Value::as_seq)
-        .is_some_and(|s| !s.is_empty());
+        .is_some_and(|s| {
+            s.iter().any(|v| {
+                !matches!(v, Value::Keyword(n) if n.ns.as_deref() == Some("db") && &*n.name == "txInstant")
+                    && !matches!(v, Value::Long(_))
+            })
+        });
     if incremental || with_state {
         return Err(unusable(
             "it is an incremental backup or holds :db/noHistory state, which its checkpoint does not record; take a new full backup",

@@ -74,8 +74,23 @@ pub fn verify(
     deep: bool,
     key: Option<&KeySpec>,
 ) -> Result<VerifyReport> {
-    let mut report = verify_one(store, database_id, backup_id, deep, key)?;
-    verify_chain(store, &mut report, key)?;
+    // A chain's content is one stream (an incremental's attributes are declared in its
+    // ancestors): deep checks run base first, with one content check carried across.
+    let mut content = None;
+    let mut ancestors = Vec::new();
+    if deep {
+        // A broken chain is reported by `verify_chain`; here it only means no ancestors.
+        if let Ok(chain) =
+            crate::chain::resolve::resolve(store, database_id, backup_id, "verify backup")
+        {
+            for link in chain.links.iter().filter(|l| l.id() != backup_id) {
+                let r = verify_one(store, database_id, link.id(), true, &mut content, key)?;
+                ancestors.push((link.id().to_owned(), r.problems));
+            }
+        }
+    }
+    let mut report = verify_one(store, database_id, backup_id, deep, &mut content, key)?;
+    verify_chain(store, &mut report, &ancestors, key)?;
     Ok(report)
 }
 
@@ -85,6 +100,7 @@ fn verify_one(
     database_id: &str,
     backup_id: &str,
     deep: bool,
+    carried: &mut Option<ContentCheck>,
     key: Option<&KeySpec>,
 ) -> Result<VerifyReport> {
     layout::check_segment("database-id", database_id)?;
@@ -163,9 +179,14 @@ fn verify_one(
             problems.push(check::unlisted_error(&extra, store.location(&prefix)).message);
         }
     }
-    let mut content = manifest
-        .as_ref()
-        .map(|m| ContentCheck::new(m, config.as_ref()));
+    // Continue the content check of the chain's earlier links, if any.
+    let mut content = manifest.as_ref().map(|m| match carried.take() {
+        Some(mut c) => {
+            c.next_link(m, m.datom_count);
+            c
+        }
+        None => ContentCheck::new(m, config.as_ref()),
+    });
     let (mut present, mut sums_ok, mut decoded_all, mut datoms) = (true, true, true, 0u64);
     for (c, found) in chunks.iter().zip(presence) {
         let key = layout::chunk_in(&prefix, c);
@@ -216,6 +237,7 @@ fn verify_one(
             problems.push(e.message);
         }
     }
+    *carried = content;
     Ok(VerifyReport {
         backup_id: backup_id.to_owned(),
         database_id: database_id.to_owned(),
@@ -231,8 +253,14 @@ fn verify_one(
 }
 
 /// Add the chain checks of a complete backup to its report: state chunks of every link,
-/// the chain's integrity, the ancestors' chunks.
-fn verify_chain(store: &dyn Store, report: &mut VerifyReport, key: Option<&KeySpec>) -> Result<()> {
+/// the chain's integrity, the ancestors' chunks (`deep`: the problems the deep checks of
+/// `ancestors` found, by backup id).
+fn verify_chain(
+    store: &dyn Store,
+    report: &mut VerifyReport,
+    ancestors: &[(String, Vec<String>)],
+    key: Option<&KeySpec>,
+) -> Result<()> {
     if !report.complete {
         return Ok(());
     }
@@ -278,8 +306,11 @@ fn verify_chain(store: &dyn Store, report: &mut VerifyReport, key: Option<&KeySp
             continue;
         }
         if report.deep {
-            let r = verify_one(store, &db, link.id(), true, key)?;
-            report.problems.extend(r.problems.into_iter().map(&name));
+            let problems = match ancestors.iter().find(|(a, _)| a == link.id()) {
+                Some((_, p)) => p.clone(),
+                None => verify_one(store, &db, link.id(), true, &mut None, key)?.problems,
+            };
+            report.problems.extend(problems.into_iter().map(&name));
             continue;
         }
         let sizes: std::collections::HashMap<String, u64> = store
@@ -308,6 +339,68 @@ fn verify_chain(store: &dyn Store, report: &mut VerifyReport, key: Option<&KeySp
 mod tests {
     use super::*;
     use crate::ops::testing::{self, history};
+
+    #[test]
+    fn a_deep_verify_of_a_schema_on_write_chain_checks_its_links_as_one_stream() {
+        use crate::model::{Attr, Datom, Name, Value};
+        // Schema-on-write: the attributes are declared (:db/ident) in the base's first
+        // transaction only; the incrementals use them.
+        let with_schema = |n: i64| {
+            let mut d = history(n);
+            for (e, ident) in [(1, "person/name"), (2, "person/friend")] {
+                d.push(Datom {
+                    e,
+                    a: Attr::Keyword(Name::parse("db/ident")),
+                    v: Value::Keyword(Name::parse(ident)),
+                    tx: crate::model::TX0 + 1,
+                    added: true,
+                });
+            }
+            d.sort_by_key(|d| d.e);
+            d
+        };
+        let (mem, store) = testing::store();
+        let mut ids: Vec<String> = Vec::new();
+        for n in [10, 20, 30] {
+            let mut o = testing::options("db", 600, n);
+            o.db_config = crate::codec::edn::parse("{:schema-flexibility :write}").unwrap();
+            o.parent = ids.last().cloned();
+            o.incremental = o.parent.is_some();
+            ids.push(
+                testing::backup(&store, o, &with_schema(n))
+                    .manifest
+                    .backup_id,
+            );
+        }
+        for id in &ids {
+            let r = verify(store.as_ref(), "db", id, true, None).unwrap();
+            assert!(r.success(), "{id}: {:?}", r.problems);
+        }
+        // The check still bites: an attribute nobody declared, in the tip.
+        let tip = ids.last().unwrap();
+        let mut o = testing::options("db", 600, 31);
+        o.db_config = crate::codec::edn::parse("{:schema-flexibility :write}").unwrap();
+        o.parent = Some(tip.clone());
+        o.incremental = true;
+        let mut d = with_schema(31);
+        d.push(Datom {
+            e: 131,
+            a: Attr::Keyword(Name::parse("person/undeclared")),
+            v: Value::Long(1),
+            tx: crate::model::TX0 + 31,
+            added: true,
+        });
+        d.sort_by_key(|d| d.e);
+        let bad = testing::backup(&store, o, &d).manifest.backup_id;
+        let r = verify(store.as_ref(), "db", &bad, true, None).unwrap();
+        assert!(!r.success());
+        assert!(
+            r.problems.iter().any(|p| p.contains(":person/undeclared")),
+            "{:?}",
+            r.problems
+        );
+        drop(mem);
+    }
 
     #[test]
     fn good_damaged_and_incomplete_backups() {

@@ -56,12 +56,18 @@
            (finally (.delete err))))))
 
 (defn- with-ids
-  "The CLI's EDN as the API returns it: backup ids that are UUIDs parsed."
+  "The CLI's EDN as the API returns it: backup ids that are UUIDs parsed (the keys the
+  API's own `with-ids` parses)."
   [x]
-  (let [parse #(or (and (string? %) (parse-uuid %)) %)]
-    (if (vector? x)
-      (mapv #(update % :backup-id parse) x)
-      (update x :backup-id parse))))
+  (let [parse #(or (and (string? %) (parse-uuid %)) %)
+        one (fn [m]
+              (cond-> m
+                (:backup-id m) (update :backup-id parse)
+                (:parent m) (update :parent parse)
+                (:base m) (update :base parse)
+                (:chain m) (update :chain #(mapv parse %))
+                (:links m) (update :links #(mapv parse %))))]
+    (if (vector? x) (mapv one x) (one x))))
 
 (defn- cli-edn [t & args]
   (let [{:keys [exit out err]} (apply run-cli t "--edn" args)]
