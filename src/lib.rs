@@ -20,7 +20,8 @@
 //!         │
 //! store/      one `Store` trait: dir, memory, s3 (retry; conformance suite)
 //!
-//! crypto/     envelope encryption: user key → wrapped data key → sealed objects
+//! crypto/     envelope encryption: user key → wrapped data key → sealed objects; the
+//!             `:encryption` option, the `:format/encryption` record, per-backup sealing
 //! codec/      byte formats: fressian, edn, tagged values, wire (JNI columns), record (spills)
 //! model, error, options, clock, runtime, failpoint      shared by every layer
 //! ```

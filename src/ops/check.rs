@@ -2,7 +2,8 @@
 //! by verify, restore and resume alike, with the same messages.
 //!
 //! Per chunk ([`fetch_checked`]): present ([`present`], from one listing), its size and
-//! SHA-256 those of the manifest entry, decompressing to the entry's uncompressed size
+//! SHA-256 those of the manifest entry, for an encrypted backup opening under its data key
+//! (AES-256-GCM bound to the backup and the chunk's position), decompressing to the entry's uncompressed size
 //! ([`limits`]: never beyond it, never beyond the hard cap), decoding to the chunk the entry
 //! names (its `:chunk/id`, no more datoms than its count). Across chunks ([`ContentCheck`]):
 //! cheap facts the manifest states about the content — tx ascending (restore order) and

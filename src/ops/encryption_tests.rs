@@ -242,6 +242,57 @@ fn an_edited_or_transplanted_wrapped_key_is_refused() {
 }
 
 #[test]
+fn an_interrupted_encrypted_backup_resumes_with_its_own_data_key() {
+    let (mem, store) = testing::store();
+    let r = encrypted_backup(&store, "b1", &KEY);
+    let stored: Vec<Vec<u8>> = r
+        .manifest
+        .chunks
+        .iter()
+        .map(|c| mem.get(&layout::chunk_key("db", "b1", c.id)).unwrap())
+        .collect();
+    // As a killed process leaves it: no manifest, no marker, the chunks from 2 on gone.
+    mem.delete(&layout::backup_file("db", "b1", layout::MANIFEST))
+        .unwrap();
+    mem.delete(&layout::backup_file("db", "b1", layout::COMPLETE_MARKER))
+        .unwrap();
+    for c in r.manifest.chunks.iter().filter(|c| c.id >= 2) {
+        mem.delete(&layout::chunk_key("db", "b1", c.id)).unwrap();
+    }
+    let resume = |key: Option<&[u8; 32]>| {
+        let mut o = testing::options("db", 600, 30);
+        o.backup_id = Some("b1".into());
+        o.resume = true;
+        o.encryption = key.map(spec);
+        super::backup::BackupSession::open(store.clone(), o)
+    };
+    assert_eq!(
+        resume(None).err().expect("refused").kind,
+        ErrorKind::WrongKey
+    );
+    assert_eq!(
+        resume(Some(&OTHER)).err().expect("refused").kind,
+        ErrorKind::WrongKey
+    );
+    let Ok(mut s) = resume(Some(&KEY)) else {
+        panic!("the key opens the backup")
+    };
+    for d in history(30) {
+        s.push(d).unwrap();
+    }
+    let done = s.finish().unwrap();
+    assert_eq!(done.manifest.encryption, r.manifest.encryption);
+    // The chunks kept are reused as they were; all of them open under the one data key.
+    for (c, before) in done.manifest.chunks.iter().zip(&stored).take(2) {
+        assert_eq!(
+            &mem.get(&layout::chunk_key("db", "b1", c.id)).unwrap(),
+            before
+        );
+    }
+    assert_eq!(restore(&store, "b1", Some(&KEY)).unwrap(), plain_datoms());
+}
+
+#[test]
 fn a_directory_backup_round_trips_and_no_file_holds_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(crate::store::dir::DirStore::open(tmp.path()).unwrap());
