@@ -5,7 +5,7 @@
   error message or ex-data."
   (:require [clojure.java.io :as io]
             [clojure.string :as str]
-            [clojure.test :refer [is testing]]
+            [clojure.test :refer [deftest is testing]]
             [datacamp.backends :as bk :refer [defbackend-test]]
             [datacamp.core :as backup]
             [datacamp.fixtures :as fx]
@@ -200,3 +200,49 @@
       (is (true? (:success r)))
       (is (true? (= (mapv (comp u/typed u/datom-vec) (:history fixture)) (history conn))))
       (d/release conn))))
+
+(defn- child-eval!
+  "Evaluate `form` in a child JVM (this classpath) with `failpoint` armed; return its exit
+  code and output (as `datacamp.crash-test` does)."
+  [form failpoint]
+  (let [pb (doto (ProcessBuilder. ^"[Ljava.lang.String;"
+                                  (into-array String [(str (System/getProperty "java.home") "/bin/java")
+                                                      "-cp" (System/getProperty "java.class.path")
+                                                      "clojure.main" "-e" (pr-str form)]))
+             (.redirectErrorStream true))]
+    (.put (.environment pb) "DATACAMP_FAILPOINT" failpoint)
+    (let [p (.start pb)
+          out (slurp (.getInputStream p))]
+      {:exit (.waitFor p) :out out})))
+
+(deftest a-rotation-killed-midway-is-finished-by-the-next-run
+  (let [name "kitchen-sink"
+        old {:key (b64 (key-bytes 9))}
+        new {:key (b64 (key-bytes 10))}
+        deep-ok? (fn [t id k]
+                   (try (:success (backup/verify-backup t id :database-id name :deep? true :encryption k))
+                        (catch clojure.lang.ExceptionInfo _ false)))]
+    ;; 3 backups, 2 files each: killed after the 1st, 3rd and 5th file rewritten
+    (doseq [k [1 3 5]]
+      (testing (str "killed after file " k)
+        (let [t {:path (str (u/temp-dir))}
+              ids (vec (repeatedly 3 #(:backup-id (backup/backup-to-directory (fx/fixture-conn name) t
+                                                                               :database-id name
+                                                                               :encryption old))))
+              {:keys [exit out]} (child-eval! `(do (require 'datacamp.core)
+                                                    ((resolve 'datacamp.core/rewrap-backup-keys) ~t ~name
+                                                     :old-key ~old :new-key ~new)
+                                                    (shutdown-agents)
+                                                    (System/exit 0))
+                                                 (str "rewrap-file-written:" k))]
+          (is (= 137 exit) (str "the child was killed (SIGKILL): " out))
+          (testing "after the crash every backup opens with the old key or the new one"
+            (doseq [id ids]
+              (is (or (deep-ok? t id old) (deep-ok? t id new)) (str id))))
+          (let [r (backup/rewrap-backup-keys t name :old-key old :new-key new)]
+            (is (seq (:rewrapped r)) "the rest is rewrapped")
+            (is (= (set (map str ids)) (set (map str (concat (:rewrapped r) (:already r)))))))
+          (doseq [id ids]
+            (is (deep-ok? t id new) (str id))
+            (is (not (deep-ok? t id old)) (str id)))
+          (is (empty? (:rewrapped (backup/rewrap-backup-keys t name :old-key old :new-key new)))))))))
