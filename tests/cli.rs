@@ -601,3 +601,87 @@ fn prune_is_a_dry_run_unless_applied_and_keeps_what_the_policy_keeps() {
     assert_eq!(m.get("dry-run?"), Some(&Value::Bool(true)));
     assert_eq!(m.get("deleted"), Some(&Value::Vector(vec![])));
 }
+
+#[test]
+fn verify_deep_of_an_encrypted_backup_takes_the_key_from_a_file_or_the_environment() {
+    use base64::Engine;
+    use datacamp::crypto::envelope::KeySpec;
+    use datacamp::crypto::MasterKey;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let root = tmp.path().join("backups");
+    let store: Arc<dyn Store> = Arc::new(DirStore::open(&root).unwrap());
+    let key = [7u8; 32];
+    let fx = fixture("kitchen-sink");
+    let mut o = options(&fx, "ks", 20_000, tmp.path());
+    o.encryption = Some(KeySpec::Key(Arc::new(MasterKey::from_bytes(&key).unwrap())));
+    let mut s = BackupSession::open(store.clone(), o).unwrap();
+    for d in source_datoms(&fx) {
+        s.push(d).unwrap();
+    }
+    let r = s.finish().unwrap();
+    let id = r.manifest.backup_id.clone();
+    let root_s = root.to_str().unwrap();
+    let key_file = tmp.path().join("key");
+    std::fs::write(&key_file, key).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    let verify = |env: &[(&str, &str)], extra: &[&str]| {
+        run_with(
+            &home,
+            env,
+            &[
+                &["--target", root_s, "--json", "verify", "ks", &id, "--deep"][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    // Without a key: an error that says a key is needed (exit 2), no report.
+    let none = verify(&[], &[]);
+    assert_eq!(code(&none), 2, "{}", stdout(&none));
+    assert_eq!(
+        json(&none)["error"]["kind"],
+        Json::String("wrong-key".into())
+    );
+    // With the key from a file, or from the environment: every chunk decrypted and decoded.
+    for (env, extra) in [
+        (vec![], vec!["--key-file", key_file.to_str().unwrap()]),
+        (vec![("DC_KEY", b64.as_str())], vec!["--key-env", "DC_KEY"]),
+    ] {
+        let ok = verify(&env, &extra);
+        assert_eq!(code(&ok), 0, "{} {}", stdout(&ok), stderr(&ok));
+        let j = json(&ok);
+        assert_eq!(j["success"], Json::Bool(true));
+        assert_eq!(
+            j["datoms_verified"],
+            Json::from(r.manifest.datom_count),
+            "{j}"
+        );
+    }
+    // A wrong key: refused, naming no key material.
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, [8u8; 32]).unwrap();
+    let bad = verify(&[], &["--key-file", wrong.to_str().unwrap()]);
+    assert_eq!(code(&bad), 2);
+    assert_eq!(
+        json(&bad)["error"]["kind"],
+        Json::String("wrong-key".into())
+    );
+    assert!(!stdout(&bad).contains(&b64) && !stderr(&bad).contains(&b64));
+    // inspect needs no key (metadata only); cat does (it decrypts nothing yet).
+    let i = run_with(
+        &home,
+        &[],
+        &["--target", root_s, "--json", "inspect", "ks", &id],
+    );
+    assert_eq!(code(&i), 0, "{}", stdout(&i));
+    assert_eq!(json(&i)["backup_id"], Json::String(id.clone()));
+    let c = run_with(
+        &home,
+        &[],
+        &["--target", root_s, "--json", "cat", "ks", &id],
+    );
+    assert_eq!(code(&c), 2);
+    assert_eq!(json(&c)["error"]["kind"], Json::String("wrong-key".into()));
+}

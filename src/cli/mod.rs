@@ -31,6 +31,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use datacamp::chain::retention::Policy;
 use datacamp::codec::edn;
+use datacamp::crypto::envelope::KeySpec;
 use datacamp::jni::convert;
 use datacamp::ops::prune::{self, PruneOptions};
 use datacamp::ops::{cleanup, inspect, list, verify};
@@ -121,6 +122,12 @@ enum Command {
         /// Also decode every chunk and check its datom count
         #[arg(long)]
         deep: bool,
+        /// An encrypted backup's key (--deep): a file holding the 32 bytes or their base64
+        #[arg(long, value_name = "PATH", conflicts_with = "key_env")]
+        key_file: Option<String>,
+        /// An encrypted backup's key (--deep): an environment variable holding its base64
+        #[arg(long, value_name = "VAR")]
+        key_env: Option<String>,
     },
     /// Show a backup: manifest summary, chunks, tx and time range, chain
     Inspect {
@@ -335,7 +342,35 @@ fn execute(cli: &Cli, output: Output) -> Result<Outcome, Error> {
             database_id,
             backup_id,
             deep,
-        } => verify_cmd(store, database_id, backup_id, *deep, output, cli.quiet),
+            key_file,
+            key_env,
+        } => {
+            // The key is read by the library, as for the Clojure API's :encryption option.
+            let source = match (key_file, key_env) {
+                (Some(path), _) => Some(("key-file", path)),
+                (None, Some(var)) => Some(("key-env", var)),
+                (None, None) => None,
+            };
+            let key = source
+                .map(|(k, v)| {
+                    let options = edn::parse(&format!(
+                        "{{:encryption {{:{k} {}}}}}",
+                        edn::write(&datacamp::model::Value::str(v))
+                    ))?;
+                    KeySpec::from_options(&options, "verify backup")
+                })
+                .transpose()?
+                .flatten();
+            verify_cmd(
+                store,
+                database_id,
+                backup_id,
+                *deep,
+                key.as_ref(),
+                output,
+                cli.quiet,
+            )
+        }
         Command::Inspect {
             database_id,
             backup_id,
@@ -409,13 +444,14 @@ fn verify_cmd(
     database_id: &str,
     backup_id: &str,
     deep: bool,
+    key: Option<&KeySpec>,
     output: Output,
     quiet: bool,
 ) -> Result<Outcome, Error> {
     let total = inspect::chunks(store.as_ref(), database_id, backup_id)?.len() as u64;
     let bar = progress::bar(total, "verifying", quiet);
     let counted = progress::Counting::wrap(store, bar.clone());
-    let report = verify::verify(counted.as_ref(), database_id, backup_id, deep, None);
+    let report = verify::verify(counted.as_ref(), database_id, backup_id, deep, key);
     bar.finish_and_clear();
     let report = report?;
 

@@ -135,7 +135,10 @@ pub fn inspect(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<
     };
     let prefix = layout::backup_prefix(database_id, backup_id);
     let time_range = match &summary.manifest {
-        Some(m) if m.order == ChunkOrder::Restore && !m.chunks.is_empty() => {
+        // (An encrypted backup's chunks need its key: no time range read from them.)
+        Some(m)
+            if m.order == ChunkOrder::Restore && !m.chunks.is_empty() && m.encryption.is_none() =>
+        {
             let config = read_edn_opt(
                 store,
                 &layout::backup_file(database_id, backup_id, layout::CONFIG),
