@@ -173,6 +173,14 @@ impl Collector {
     }
 }
 
+/// Whether `a` is the transaction instant attribute (`:db/txInstant`, or `tx_instant`, its
+/// id in an `:attribute-refs?` database). Datahike marks it `:db/noHistory`, but an
+/// instant is never retracted nor replaced: it has no state for a chain to carry.
+pub fn is_tx_instant(a: &Attr, tx_instant: Option<&Attr>) -> bool {
+    Some(a) == tx_instant
+        || matches!(a, Attr::Keyword(n) if n.ns.as_deref() == Some("db") && &*n.name == "txInstant")
+}
+
 /// Return a feed [`Tap`] that hands the collector the datoms it needs: those of the
 /// `:db/noHistory` attributes, and the transactions' own `tx_instant` datoms (one per
 /// transaction: how it learns the window's first transaction). The lock is taken only
@@ -388,6 +396,22 @@ mod tests {
             .map(|r| r.unwrap().1)
             .collect::<Vec<_>>();
         (state, first)
+    }
+
+    #[test]
+    fn the_tx_instant_attribute_is_known_by_ident_or_id() {
+        let ident = Attr::Keyword(Name::parse("db/txInstant"));
+        assert!(is_tx_instant(&ident, None));
+        assert!(is_tx_instant(&Attr::Id(3), Some(&Attr::Id(3))));
+        assert!(!is_tx_instant(&Attr::Id(4), Some(&Attr::Id(3))));
+        assert!(!is_tx_instant(
+            &Attr::Keyword(Name::parse("p/txInstant")),
+            None
+        ));
+        assert!(!is_tx_instant(
+            &Attr::Keyword(Name::parse("db/ident")),
+            None
+        ));
     }
 
     #[test]

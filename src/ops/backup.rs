@@ -147,13 +147,6 @@ pub const KEYS: &[&str] = &[
     "encryption",
 ];
 
-/// Whether `a` is the transaction instant attribute (`:db/txInstant`, or `tx_instant`, its
-/// id in an `:attribute-refs?` database).
-fn is_tx_instant(a: &Attr, tx_instant: Option<&Attr>) -> bool {
-    Some(a) == tx_instant
-        || matches!(a, Attr::Keyword(n) if n.ns.as_deref() == Some("db") && &*n.name == "txInstant")
-}
-
 fn attr_of(v: &Value) -> Result<Attr> {
     match v {
         Value::Keyword(n) => Ok(Attr::Keyword(n.clone())),
@@ -212,7 +205,7 @@ impl BackupOptions {
             .map(attr_of)
             .filter(|a| {
                 a.as_ref()
-                    .map_or(true, |a| !is_tx_instant(a, tx_instant.as_ref()))
+                    .map_or(true, |a| !state::is_tx_instant(a, tx_instant.as_ref()))
             })
             .collect::<Result<HashSet<_>>>()?;
         Ok(BackupOptions {

@@ -10,8 +10,9 @@
 //! [`Manifest::validate`]. Backups of the original implementation (whose checkpoint lists
 //! no chunks) cannot be repaired.
 
+use crate::chain::state;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::Value;
+use crate::model::{Attr, Value};
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::manifest::{ChunkOrder, Manifest, FORMAT_VERSION};
@@ -111,9 +112,9 @@ pub fn repair_manifest(
         .get("schema/no-history-attrs")
         .and_then(Value::as_seq)
         .is_some_and(|s| {
+            // Idents suffice: an `:attribute-refs?` database lists each attribute's id too.
             s.iter().any(|v| {
-                !matches!(v, Value::Keyword(n) if n.ns.as_deref() == Some("db") && &*n.name == "txInstant")
-                    && !matches!(v, Value::Long(_))
+                matches!(v, Value::Keyword(n) if !state::is_tx_instant(&Attr::Keyword(n.clone()), None))
             })
         });
     if incremental || with_state {

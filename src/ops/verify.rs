@@ -76,13 +76,13 @@ pub fn verify(
 ) -> Result<VerifyReport> {
     // A chain's content is one stream (an incremental's attributes are declared in its
     // ancestors): deep checks run base first, with one content check carried across.
+    // The chain is resolved once: for the ancestors' deep checks here and for the chain
+    // checks of `verify_chain` (which reports a broken chain).
+    let resolved = crate::chain::resolve::resolve(store, database_id, backup_id, "verify backup");
     let mut content = None;
     let mut ancestors = Vec::new();
     if deep {
-        // A broken chain is reported by `verify_chain`; here it only means no ancestors.
-        if let Ok(chain) =
-            crate::chain::resolve::resolve(store, database_id, backup_id, "verify backup")
-        {
+        if let Ok(chain) = &resolved {
             for link in chain.links.iter().filter(|l| l.id() != backup_id) {
                 let r = verify_one(store, database_id, link.id(), true, &mut content, key)?;
                 ancestors.push((link.id().to_owned(), r.problems));
@@ -90,7 +90,7 @@ pub fn verify(
         }
     }
     let mut report = verify_one(store, database_id, backup_id, deep, &mut content, key)?;
-    verify_chain(store, &mut report, &ancestors, key)?;
+    verify_chain(store, &mut report, resolved, &ancestors, key)?;
     Ok(report)
 }
 
@@ -253,11 +253,12 @@ fn verify_one(
 }
 
 /// Add the chain checks of a complete backup to its report: state chunks of every link,
-/// the chain's integrity, the ancestors' chunks (`deep`: the problems the deep checks of
-/// `ancestors` found, by backup id).
+/// the chain's integrity (`resolved`: the backup's chain as resolved), the ancestors' chunks
+/// (`deep`: the problems the deep checks of `ancestors` found, by backup id).
 fn verify_chain(
     store: &dyn Store,
     report: &mut VerifyReport,
+    resolved: Result<crate::chain::resolve::Chain>,
     ancestors: &[(String, Vec<String>)],
     key: Option<&KeySpec>,
 ) -> Result<()> {
@@ -275,7 +276,7 @@ fn verify_chain(
             .push("backup is being deleted by prune-backups (prune.edn present)".into());
         return Ok(());
     }
-    let chain = match crate::chain::resolve::resolve(store, &db, &id, "verify backup") {
+    let chain = match resolved {
         Ok(c) => c,
         Err(e) if e.kind == ErrorKind::Corrupt => {
             report.problems.push(e.message);
