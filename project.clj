@@ -10,7 +10,13 @@
   :test-paths ["clj/test"]
   :target-path "target/jvm/%s"
   :compile-path "%s/classes"
-  :global-vars {*warn-on-reflection* true}
+  ;; Build the native library first (tasks/leiningen/native_lib.clj, via .lein-classpath):
+  ;; `lein jar` never packs a jar without it, and fails loudly when it cannot be built.
+  :prep-tasks ["native-lib" "javac" "compile"]
+  ;; Temp files go where TMPDIR says (scripts/with-temp-root gives each test run its own).
+  :jvm-opts [~(str "-Djava.io.tmpdir=" (or (System/getenv "TMPDIR") (System/getProperty "java.io.tmpdir")))]
+  ;; *warn-on-reflection* is set in every namespace (checked by datacamp.reflection-test),
+  ;; not project-wide, which would also flag lein's own injected code on every `lein run`.
   :profiles {:dev {:source-paths ["clj/test-support" "clj/demo"]
                    :dependencies [[org.clojure/data.fressian "1.0.0"]]}
              ;; Real Datahike for users who reach Clojars: `lein with-profile -dev,+datahike run -m datacamp.demo`.

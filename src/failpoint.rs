@@ -4,7 +4,8 @@
 //!
 //! Points: `before-first-chunk`, `mid-write` (half of a file written to its temp name),
 //! `chunk-stored` (a chunk durable, its checkpoint not yet), `checkpoint-written`,
-//! `before-manifest`, `before-marker`.
+//! `before-manifest`, `before-marker`; in `prune-backups`: `prune-tombstoned` (a backup's
+//! tombstone written, nothing deleted yet), `prune-object-deleted` (after each object).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -7,7 +7,11 @@
 //! ```text
 //! jni/        every JNI entry point: marshalling, the panic boundary, session handles
 //!   │
-//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair (typed results)
+//! ops/        the operations: backup, resume, restore, list, verify, cleanup, repair, prune,
+//!   │         inspect (typed results; the JNI layer and the `datacamp` CLI render them)
+//!   │
+//! chain/      backup chains: resolve a chain, plan a point-in-time restore, the
+//!   │         :db/noHistory state, the retention policy
 //!   │
 //! log/        continuous backup: the capture session, the segment writer, the spool, the
 //!   │         segments of a log (a link of a chain)
@@ -19,14 +23,19 @@
 //!         │
 //! store/      one `Store` trait: dir, memory, s3 (retry; conformance suite)
 //!
-//! crypto/     envelope encryption: user key → wrapped data key → sealed objects
+//! crypto/     envelope encryption: user key → wrapped data key → sealed objects; the
+//!             `:encryption` option, the `:format/encryption` record, per-backup sealing
 //! codec/      byte formats: fressian, edn, tagged values, wire (JNI columns), record (spills)
 //! model, error, options, clock, runtime, failpoint      shared by every layer
 //! ```
 //!
+//! The operator CLI (`src/bin/datacamp.rs`, its code in `src/cli/`) is a binary of this
+//! crate built on `ops`; it is not part of the library (nor of the JNI cdylib).
+//!
 //! The backup layout and formats are those of the original Clojure datacamp
 //! ([`repo::layout`]), which can read our backups and whose backups we read.
 
+pub mod chain;
 pub mod clock;
 pub mod codec;
 pub mod crypto;

@@ -1,10 +1,55 @@
 //! Typed reading of the EDN option maps that arrive from Clojure.
 //!
 //! Every accessor fails with `InvalidArgument` naming the option when its value has the
-//! wrong type or range, so a caller's mistake never reaches the disk.
+//! wrong type or range, so a caller's mistake never reaches the disk. [`check_keys`] is the
+//! one check of an operation's option keys: each operation lists its keys next to its
+//! options struct (`KEYS` in [`crate::ops`]'s modules), and a misspelled key fails naming
+//! the closest known one.
 
+use crate::codec::edn;
 use crate::error::{Error, Result};
 use crate::model::Value;
+
+/// The closest of `known` to `key` (Jaro–Winkler similarity, with a floor so that unrelated
+/// names are not suggested).
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// Given an options map, the operation's name and the keys it accepts (spelled without the
+/// colon), fail with `InvalidArgument` on the first key that is not one of them, naming it
+/// and the closest known key (`unknown option :paralel (closest known option: :parallel)`).
+/// Namespaced keywords (`:my.app/tag`) are left to the caller and accepted.
+pub fn check_keys(map: &Value, op: &str, known: &[&str]) -> Result<()> {
+    let Value::Map(entries) = map else {
+        return match map {
+            Value::Nil => Ok(()),
+            _ => Err(Error::invalid(op, "options must be a map")),
+        };
+    };
+    for (k, _) in entries {
+        // The key as the caller wrote it, and its bare name for the suggestion.
+        let (shown, bare) = match k {
+            Value::Keyword(n) if n.ns.is_some() || known.contains(&&*n.name) => continue,
+            Value::Keyword(n) => (format!(":{n}"), n.name.to_string()),
+            Value::String(s) => (edn::write(k), s.clone()),
+            other => (edn::write(other), edn::write(other)),
+        };
+        let message = match closest(&bare, known) {
+            Some(c) => format!("unknown option {shown} (closest known option: :{c})"),
+            None => format!("unknown option {shown}"),
+        };
+        return Err(
+            Error::invalid(op, message).with_hint(format!("{op} options: :{}", known.join(" :")))
+        );
+    }
+    Ok(())
+}
 
 /// A view of an options map (`{:chunk-size 1000 …}`), keys spelled without the colon.
 pub struct Opts<'a> {
@@ -125,35 +170,6 @@ impl<'a> Opts<'a> {
     }
 }
 
-/// The known name nearest to `name` by edit distance, if it is close enough to be a typo.
-pub fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(name, k), *k))
-        .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(1))
-        .min()
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance over chars (with adjacent transpositions counted once).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                cur[j] = cur[j].min(prev2[j - 2] + 1);
-            }
-        }
-        prev2 = std::mem::replace(&mut prev, cur);
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +243,70 @@ mod describe_tests {
             ":n must be an integer, got 1.5"
         );
         assert!(o.long("x").unwrap_err().message.ends_with("got ##NaN"));
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn check(text: &str, op: &str) -> Result<()> {
+        let keys = crate::ops::option_keys(op).unwrap();
+        check_keys(&edn::parse(text).unwrap(), op, keys)
+    }
+
+    #[test]
+    fn misspelled_keys_name_the_closest_known_one() {
+        for (text, op, want) in [
+            (
+                "{:paralel 4}",
+                "backup",
+                "unknown option :paralel (closest known option: :parallel)",
+            ),
+            (
+                "{:verify-frist? false}",
+                "restore",
+                "unknown option :verify-frist? (closest known option: :verify-first?)",
+            ),
+            (
+                "{:deeep? true}",
+                "verify",
+                "unknown option :deeep? (closest known option: :deep?)",
+            ),
+            (
+                "{:older-than 3}",
+                "cleanup",
+                "unknown option :older-than (closest known option: :older-than-hours)",
+            ),
+            (
+                "{\"parallel\" 2}",
+                "backup",
+                "unknown option \"parallel\" (closest known option: :parallel)",
+            ),
+            ("{:zzz 1}", "backup", "unknown option :zzz"),
+        ] {
+            let err = check(text, op).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument);
+            assert_eq!(err.message, want, "{text}");
+            assert!(err.hint.as_deref().unwrap().contains(":database-id") || op == "cleanup");
+        }
+        check("{:parallel 4 :chunk-size 1 :my.app/tag 1}", "backup").unwrap();
+        check("{:database-id \"x\" :deep? true}", "verify").unwrap();
+        check("nil", "restore").unwrap();
+        assert!(check("[1]", "restore").is_err());
+    }
+
+    #[test]
+    fn wrong_values_are_described_by_type_unless_numbers_or_booleans() {
+        let v = edn::parse("{:parallel \"4\" :n 42}").unwrap();
+        let o = Opts::new(&v, "backup").unwrap();
+        let err = o.long_in("parallel", 2, 1, 64).unwrap_err();
+        assert_eq!(
+            err.message,
+            ":parallel must be an integer from 1 to 64, got a string"
+        );
+        let err = o.bool("n", false).unwrap_err();
+        assert_eq!(err.message, ":n must be true or false, got 42");
     }
 }

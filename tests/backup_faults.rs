@@ -102,7 +102,7 @@ fn a_full_disk_fails_the_backup_clearly_and_leaves_it_incomplete() {
         !listed[0].completed,
         "a failed backup never lists as complete"
     );
-    let report = verify::verify(store.as_ref(), "db", &listed[0].backup_id, false).unwrap();
+    let report = verify::verify(store.as_ref(), "db", &listed[0].backup_id, false, None).unwrap();
     assert!(!report.success(), "{report:?}");
 }
 

@@ -134,7 +134,7 @@ fn an_outage_delays_segments_and_loses_none() {
         .segments
         .iter()
         .flat_map(|seg| {
-            check::fetch_checked(store.as_ref(), &log.prefix, &seg.chunk_meta())
+            check::fetch_checked(store.as_ref(), &log.prefix, &seg.chunk_meta(), None)
                 .unwrap()
                 .datoms
         })

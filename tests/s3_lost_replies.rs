@@ -171,7 +171,7 @@ fn outcome(direct: &S3Store, db: &str, id: &str) -> Outcome {
         .unwrap()
         .iter()
         .any(|b| b.backup_id == id && b.completed);
-    let report = verify::verify(direct, db, id, true).unwrap();
+    let report = verify::verify(direct, db, id, true, None).unwrap();
     Outcome {
         names,
         chunks,
@@ -511,14 +511,14 @@ fn restore_verify_and_list_read_the_same_through_lost_replies() {
         total += rig.lost(case, &want);
     }
 
-    let direct_report = verify::verify(rig.direct.as_ref(), "db", &id, true).unwrap();
+    let direct_report = verify::verify(rig.direct.as_ref(), "db", &id, true, None).unwrap();
     assert!(direct_report.success());
     rig.lose(vec![
         LostReply::nth("GET", "list-type=2", 1),
         LostReply::nth("GET", "/manifest.edn", 1),
         LostReply::nth("GET", "/chunks/datoms-2.fressian.gz", 1),
     ]);
-    let report = verify::verify(rig.faulty.as_ref(), "db", &id, true).unwrap();
+    let report = verify::verify(rig.faulty.as_ref(), "db", &id, true, None).unwrap();
     total += rig.lost("verify: list, get manifest, get chunk", &[1, 1, 1]);
     assert_eq!(report, direct_report);
 

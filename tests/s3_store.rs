@@ -276,7 +276,7 @@ fn a_backup_through_a_faulty_network_completes_and_verifies() {
     assert!(multipart.get("fx/extra/big").unwrap() == big);
     multipart.delete("fx/extra/big").unwrap();
 
-    let report = verify::verify(store.as_ref(), "fx", &id, true).unwrap();
+    let report = verify::verify(store.as_ref(), "fx", &id, true, None).unwrap();
     assert!(report.success(), "{report:?}");
     assert_eq!(report.datoms_verified, Some(result.manifest.datom_count));
     let listed = list::list(store.as_ref(), "fx").unwrap();

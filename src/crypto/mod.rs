@@ -26,6 +26,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub mod envelope;
+
 /// Bytes of a key (AES-256).
 pub const KEY_LEN: usize = 32;
 /// Bytes of an AES-GCM tag.

@@ -4,155 +4,159 @@
 use jni::objects::{JObject, JValue};
 use jni::JNIEnv;
 
+use crate::chain::plan::{Available, Point};
+use crate::chain::retention::Reason;
 use crate::codec::wire::Batch;
 use crate::log::catchup::CatchUpReport;
 use crate::log::writer::{ErrorInfo, Status};
 use crate::model::{kw_map, Value};
-use crate::ops::backup::BackupResult;
+use crate::ops::backup::{BackupResult, ProgressSnapshot, Stage};
 use crate::ops::capture::{Plan, Session};
 use crate::ops::cleanup::CleanupReport;
+use crate::ops::inspect::Inspection;
 use crate::ops::list::BackupSummary;
+use crate::ops::prune::PruneReport;
 use crate::ops::repair::RepairReport;
 use crate::ops::restore::RestoreInfo;
 use crate::ops::resume::BackupStatus;
 use crate::ops::verify::VerifyReport;
-use crate::repo::checkpoint::Checkpoint;
+use crate::repo::manifest::Manifest;
 
 fn strings(v: &[String]) -> Value {
     Value::Vector(v.iter().map(|s| Value::str(s)).collect())
 }
 
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Nil, Value::str)
+}
+
+fn opt_long(n: Option<i64>) -> Value {
+    n.map_or(Value::Nil, Value::Long)
+}
+
+fn pair(r: Option<(i64, i64)>, inst: bool) -> Value {
+    let one = |x| if inst { Value::Inst(x) } else { Value::Long(x) };
+    r.map_or(Value::Nil, |(a, b)| Value::Vector(vec![one(a), one(b)]))
+}
+
+/// A backup's chain facts: `:type :parent :base :after-tx :tx-range :instant-range`.
+fn link_entries(m: &Manifest) -> Vec<(&'static str, Value)> {
+    vec![
+        ("type", Value::kw(&m.backup_type)),
+        ("parent", opt_str(m.link.parent.as_deref())),
+        ("base", opt_str(m.link.base.as_deref())),
+        ("after-tx", opt_long(m.link.after_tx)),
+        ("tx-range", pair(m.tx_range, false)),
+        ("instant-range", pair(m.link.instant_range, true)),
+    ]
+}
+
 /// A completed backup: `{:success true :backup-id … :path … :datom-count … …}`.
 pub fn backup_result(r: &BackupResult) -> Value {
     let m = &r.manifest;
-    kw_map([
-        ("success", Value::Bool(true)),
-        ("backup-id", Value::str(&m.backup_id)),
-        ("database-id", Value::str(&m.database_id)),
-        ("path", Value::str(&r.location)),
-        ("type", Value::kw(&m.backup_type)),
-        ("history?", Value::Bool(m.history)),
-        ("datom-count", Value::Long(m.datom_count as i64)),
-        ("chunk-count", Value::Long(m.chunks.len() as i64)),
-        ("total-size-bytes", Value::Long(m.size_bytes as i64)),
-        (
-            "uncompressed-bytes",
-            Value::Long(r.uncompressed_bytes as i64),
-        ),
-        (
-            "skipped-system-datoms",
-            Value::Long(r.skipped_system_datoms as i64),
-        ),
-        ("max-eid", Value::Long(m.max_eid)),
-        ("max-tx", Value::Long(m.max_tx)),
-        ("duration-ms", Value::Long(r.duration_ms as i64)),
-    ])
-}
-
-/// A log of continuous backup as `list-backups` shows it: `{:backup-id … :type :log
-/// :parent … :base … :after-tx … :max-tx … :tx-range … :instant-range … :segment-count …
-/// :datom-count … :size-bytes … :closed? … :problems […]}`.
-fn log_summary(s: &BackupSummary, log: &crate::log::read::StoredLog) -> Value {
-    let h = &log.head;
-    let pair = |r: Option<(i64, i64)>, inst: bool| {
-        r.map_or(Value::Nil, |(a, b)| {
-            let one = |x| if inst { Value::Inst(x) } else { Value::Long(x) };
-            Value::Vector(vec![one(a), one(b)])
-        })
-    };
-    let tx_range = (!log.segments.is_empty()).then_some((h.after_tx + 1, log.through));
-    kw_map([
-        ("backup-id", Value::str(&s.backup_id)),
-        ("type", Value::kw("log")),
-        ("created-at", Value::Inst(s.created_at_ms)),
-        ("updated-at", Value::Inst(s.updated_at_ms)),
-        ("completed?", Value::Bool(true)),
-        ("history?", Value::Bool(h.history)),
-        ("parent", Value::str(&h.parent)),
-        ("base", Value::str(&h.base)),
-        ("after-tx", Value::Long(h.after_tx)),
-        ("max-tx", Value::Long(log.through)),
-        ("tx-range", pair(tx_range, false)),
-        ("instant-range", pair(log.instant_range(), true)),
-        ("segment-count", Value::Long(log.segments.len() as i64)),
-        ("datom-count", Value::Long(log.datom_count() as i64)),
-        ("size-bytes", Value::Long(log.segment_bytes() as i64)),
-        ("closed?", Value::Bool(log.closed.is_some())),
-        ("reason", Value::str(&h.reason)),
-        ("problems", strings(&log.problems)),
-    ])
+    kw_map(
+        [
+            ("success", Value::Bool(true)),
+            ("backup-id", Value::str(&m.backup_id)),
+            ("database-id", Value::str(&m.database_id)),
+            ("path", Value::str(&r.location)),
+            ("history?", Value::Bool(m.history)),
+            ("datom-count", Value::Long(m.datom_count as i64)),
+            ("chunk-count", Value::Long(m.chunks.len() as i64)),
+            ("total-size-bytes", Value::Long(m.size_bytes as i64)),
+            (
+                "uncompressed-bytes",
+                Value::Long(r.uncompressed_bytes as i64),
+            ),
+            (
+                "skipped-system-datoms",
+                Value::Long(r.skipped_system_datoms as i64),
+            ),
+            ("max-eid", Value::Long(m.max_eid)),
+            ("max-tx", Value::Long(m.max_tx)),
+            ("duration-ms", Value::Long(r.duration_ms as i64)),
+        ]
+        .into_iter()
+        .chain(link_entries(m)),
+    )
 }
 
 /// One backup as `list-backups` shows it.
 pub fn summary(s: &BackupSummary) -> Value {
-    if let Some(log) = &s.log {
-        return log_summary(s, log);
-    }
-    let m = s.manifest.as_ref();
-    let cp = s.checkpoint.as_ref();
+    let l = s.listing();
     let mut entries = vec![
-        ("backup-id", Value::str(&s.backup_id)),
-        (
-            "type",
-            Value::kw(m.map_or("full", |m| m.backup_type.as_str())),
-        ),
-        ("created-at", Value::Inst(s.created_at_ms)),
-        ("completed?", Value::Bool(s.completed)),
-        (
-            "datom-count",
-            Value::Long(
-                m.map_or_else(|| cp.map_or(0, |c| c.datoms_stored), |m| m.datom_count) as i64,
-            ),
-        ),
-        (
-            "size-bytes",
-            Value::Long(m.map_or(s.stored_bytes, |m| m.size_bytes) as i64),
-        ),
-        (
-            "chunk-count",
-            Value::Long(
-                m.map_or_else(|| cp.map_or(0, |c| c.chunks.len()), |m| m.chunks.len()) as i64,
-            ),
-        ),
-        ("updated-at", Value::Inst(s.updated_at_ms)),
+        ("backup-id", Value::str(&l.backup_id)),
+        ("type", Value::kw(&l.backup_type)),
+        ("created-at", Value::Inst(l.created_at_ms)),
+        ("completed?", Value::Bool(l.completed)),
+        ("datom-count", Value::Long(l.datom_count as i64)),
+        ("size-bytes", Value::Long(l.size_bytes as i64)),
+        ("chunk-count", Value::Long(l.chunk_count as i64)),
+        ("updated-at", Value::Inst(l.updated_at_ms)),
     ];
-    if let Some(m) = m {
-        entries.push(("history?", Value::Bool(m.history)));
-        entries.push(("format", Value::kw(m.order.format_name())));
+    if let Some(h) = l.history {
+        entries.push(("history?", Value::Bool(h)));
     }
-    if !s.problems.is_empty() {
-        entries.push(("problems", strings(&s.problems)));
+    if let Some(f) = l.format {
+        entries.push(("format", Value::kw(f)));
     }
-    if !s.completed {
+    if let Some(t) = l.max_tx {
+        entries.push(("max-tx", Value::Long(t)));
+    }
+    if let Some(c) = &l.chain {
+        entries.extend([
+            ("parent", opt_str(c.parent.as_deref())),
+            ("base", opt_str(c.base.as_deref())),
+            ("after-tx", opt_long(c.after_tx)),
+            ("tx-range", pair(c.tx_range, false)),
+            ("instant-range", pair(c.instant_range, true)),
+        ]);
+    }
+    if let Some(log) = &l.log {
+        entries.extend([
+            ("segment-count", Value::Long(log.segment_count as i64)),
+            ("closed?", Value::Bool(log.closed)),
+            ("reason", Value::str(&log.reason)),
+        ]);
+    }
+    if l.pruning {
+        entries.push(("pruning?", Value::Bool(true)));
+    }
+    if !l.problems.is_empty() {
+        entries.push(("problems", strings(&l.problems)));
+    }
+    if let Some(p) = &l.progress {
         let progress = kw_map([
-            ("phase", cp.map_or(Value::Nil, |c| Value::kw(phase_name(c)))),
             (
-                "chunks-stored",
-                Value::Long(cp.map_or(0, |c| c.chunks.len()) as i64),
+                "phase",
+                p.phase.map_or(Value::Nil, |ph| Value::kw(ph.keyword())),
             ),
-            (
-                "datoms-received",
-                Value::Long(cp.map_or(0, |c| c.datoms_received) as i64),
-            ),
-            (
-                "error",
-                cp.and_then(|c| c.error.as_deref())
-                    .map_or(Value::Nil, Value::str),
-            ),
+            ("chunks-stored", Value::Long(p.chunks_stored as i64)),
+            ("datoms-received", Value::Long(p.datoms_received as i64)),
+            ("error", p.error.as_deref().map_or(Value::Nil, Value::str)),
         ]);
         entries.push(("progress", progress));
     }
     kw_map(entries)
 }
 
-fn phase_name(c: &Checkpoint) -> &'static str {
-    use crate::repo::checkpoint::Phase::*;
-    match c.phase {
-        Ingest => "ingest",
-        Writing => "writing",
-        Committing => "committing",
-        Aborted => "aborted",
-    }
+/// A running backup's counters: `{:stage :reading|:sorting|:writing|:committing|:done
+/// :datoms-received … :chunks-stored … :datoms-stored … :bytes-stored …}`.
+pub fn backup_progress(p: &ProgressSnapshot) -> Value {
+    let stage = match p.stage {
+        Stage::Reading => "reading",
+        Stage::Sorting => "sorting",
+        Stage::Writing => "writing",
+        Stage::Committing => "committing",
+        Stage::Done => "done",
+    };
+    kw_map([
+        ("stage", Value::kw(stage)),
+        ("datoms-received", Value::Long(p.datoms_received as i64)),
+        ("chunks-stored", Value::Long(p.chunks_stored as i64)),
+        ("datoms-stored", Value::Long(p.datoms_stored as i64)),
+        ("bytes-stored", Value::Long(p.bytes_stored as i64)),
+    ])
 }
 
 /// The vector `list-backups` returns.
@@ -177,6 +181,7 @@ pub fn verify_report(r: &VerifyReport) -> Value {
         entries.push(("datoms-verified", Value::Long(n as i64)));
     }
     entries.push(("problems", strings(&r.problems)));
+    entries.push(("chain", strings(&r.chain)));
     kw_map(entries)
 }
 
@@ -208,6 +213,62 @@ pub fn repair_report(r: &RepairReport) -> Value {
     ])
 }
 
+/// What `rewrap-backup-keys` did: `{:key-id … :rewrapped [ids] :already [ids] :plain [ids]}`.
+pub fn rewrap_report(r: &crate::ops::rewrap::RewrapReport) -> Value {
+    let ids = |v: &[String]| Value::Vector(v.iter().map(|s| Value::str(s)).collect());
+    kw_map([
+        ("key-id", Value::str(&r.key_id)),
+        ("rewrapped", ids(&r.rewrapped)),
+        ("already", ids(&r.already)),
+        ("plain", ids(&r.plain)),
+    ])
+}
+
+/// What `inspect` found: `{:backup-id … :database-id … :complete? … :manifest {…}|nil
+/// :manifest-error … :checkpoint {…}|nil :objects n :stored-bytes n :time-range [#inst
+/// #inst]|nil :chain [{:backup-id … :type … :tx-range […]} …]}` (manifest and checkpoint as
+/// their files hold them).
+pub fn inspection(i: &Inspection) -> Value {
+    let range = |r: Option<(i64, i64)>, f: fn(i64) -> Value| {
+        r.map_or(Value::Nil, |(a, b)| Value::Vector(vec![f(a), f(b)]))
+    };
+    kw_map([
+        ("backup-id", Value::str(&i.backup_id)),
+        ("database-id", Value::str(&i.database_id)),
+        ("complete?", Value::Bool(i.complete)),
+        (
+            "manifest",
+            i.manifest.as_ref().map_or(Value::Nil, |m| m.to_value()),
+        ),
+        (
+            "manifest-error",
+            i.manifest_error.as_deref().map_or(Value::Nil, Value::str),
+        ),
+        (
+            "checkpoint",
+            i.checkpoint.as_ref().map_or(Value::Nil, |c| c.to_value()),
+        ),
+        ("objects", Value::Long(i.objects as i64)),
+        ("stored-bytes", Value::Long(i.stored_bytes as i64)),
+        ("time-range", range(i.time_range, Value::Inst)),
+        (
+            "chain",
+            Value::Vector(
+                i.chain
+                    .iter()
+                    .map(|l| {
+                        kw_map([
+                            ("backup-id", Value::str(&l.backup_id)),
+                            ("type", Value::kw(&l.backup_type)),
+                            ("tx-range", range(l.tx_range, Value::Long)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
 /// `{:state :complete|:incomplete|:missing …listing… :config …}`.
 pub fn status(s: &BackupStatus) -> Value {
     let (state, listing, config) = match s {
@@ -223,12 +284,30 @@ pub fn status(s: &BackupStatus) -> Value {
     v
 }
 
+fn available(a: &Available) -> Value {
+    kw_map([
+        ("first-tx", Value::Long(a.first_tx)),
+        ("last-tx", Value::Long(a.last_tx)),
+        (
+            "first-instant",
+            a.first_instant.map_or(Value::Nil, Value::Inst),
+        ),
+        (
+            "last-instant",
+            a.last_instant.map_or(Value::Nil, Value::Inst),
+        ),
+    ])
+}
+
 /// What a restore session knows before the first datom: `{:backup-id … :format …
 /// :history? … :datom-count … :chunk-count … :max-eid … :max-tx … :created-at …
-/// :datahike-config …}`.
-pub fn restore_info(info: &RestoreInfo) -> Value {
+/// :datahike-config …}`; for a chain or a point in time also `:chain`, `:links`,
+/// `:available`, `:as-of`, `:through-tx` and `:bytes-to-read` (`:datom-count` and
+/// `:chunk-count` are then those of the chunks read). `reached` — the last transaction
+/// handed out and its instant — gives `:restored-to-tx` and `:restored-to-instant`.
+pub fn restore_info(info: &RestoreInfo, reached: (Option<i64>, Option<i64>)) -> Value {
     let m = &info.manifest;
-    kw_map([
+    let mut v = kw_map([
         ("backup-id", Value::str(&m.backup_id)),
         ("database-id", Value::str(&m.database_id)),
         ("format", Value::kw(m.order.format_name())),
@@ -239,6 +318,81 @@ pub fn restore_info(info: &RestoreInfo) -> Value {
         ("max-tx", Value::Long(m.max_tx)),
         ("created-at", Value::Inst(m.created_at_ms)),
         ("datahike-config", info.datahike_config.clone()),
+        ("restored-to-tx", opt_long(reached.0)),
+        (
+            "restored-to-instant",
+            reached.1.map_or(Value::Nil, Value::Inst),
+        ),
+    ]);
+    if let (None, Value::Map(entries)) = (&info.chain, &mut v) {
+        entries.push((
+            Value::kw("chain"),
+            strings(std::slice::from_ref(&m.backup_id)),
+        ));
+    }
+    if let (Some(c), Value::Map(entries)) = (&info.chain, &mut v) {
+        let point = match c.point {
+            Point::Latest => Value::Nil,
+            Point::Tx(t) => kw_map([("tx", Value::Long(t))]),
+            Point::Time(ms) => kw_map([("time", Value::Inst(ms))]),
+        };
+        for (k, x) in [
+            ("datom-count", Value::Long(c.datoms as i64)),
+            ("chunk-count", Value::Long(c.chunks as i64)),
+        ] {
+            if let Some(slot) = entries.iter_mut().find(|(key, _)| *key == Value::kw(k)) {
+                slot.1 = x;
+            }
+        }
+        for (k, x) in [
+            ("chain", strings(&c.chain)),
+            ("links", strings(&c.links)),
+            ("available", available(&c.available)),
+            ("as-of", point),
+            ("through-tx", opt_long(c.through_tx)),
+            ("bytes-to-read", Value::Long(c.bytes as i64)),
+        ] {
+            entries.push((Value::kw(k), x));
+        }
+    }
+    v
+}
+
+fn reason(r: &Reason) -> Value {
+    match r {
+        Reason::Last => Value::kw("keep-last"),
+        Reason::Daily => Value::kw("keep-daily"),
+        Reason::Weekly => Value::kw("keep-weekly"),
+        Reason::Monthly => Value::kw("keep-monthly"),
+        Reason::DependencyOf(id) => Value::Vector(vec![Value::kw("dependency-of"), Value::str(id)]),
+    }
+}
+
+/// `{:dry-run? … :kept [{:backup-id … :reasons […]}] :deleted [ids] :finished [ids]
+/// :rescued [ids] :incomplete [ids] :objects-deleted n}`.
+pub fn prune_report(r: &PruneReport) -> Value {
+    kw_map([
+        ("database-id", Value::str(&r.database_id)),
+        ("dry-run?", Value::Bool(r.dry_run)),
+        (
+            "kept",
+            Value::Vector(
+                r.kept
+                    .iter()
+                    .map(|(id, why)| {
+                        kw_map([
+                            ("backup-id", Value::str(id)),
+                            ("reasons", Value::Vector(why.iter().map(reason).collect())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("deleted", strings(&r.deleted)),
+        ("finished", strings(&r.finished)),
+        ("rescued", strings(&r.rescued)),
+        ("incomplete", strings(&r.incomplete)),
+        ("objects-deleted", Value::Long(r.objects_deleted as i64)),
     ])
 }
 

@@ -10,7 +10,10 @@ pub mod convert;
 pub mod handles;
 pub mod log;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use once_cell::sync::Lazy;
 
 use jni::objects::{JBooleanArray, JByteArray, JClass, JIntArray, JLongArray, JString};
 use jni::sys::{jboolean, jint, jlong, jobjectArray, jstring};
@@ -18,11 +21,13 @@ use jni::JNIEnv;
 
 use crate::codec::edn;
 use crate::codec::wire::{Batch, BatchBuilder};
+use crate::crypto::envelope::KeySpec;
 use crate::error::{Error, Result};
 use crate::model::Value;
-use crate::ops::backup::{BackupOptions, BackupSession};
+use crate::ops::backup::{BackupOptions, BackupProgress, BackupSession};
+use crate::ops::prune::{self, PruneOptions};
 use crate::ops::restore::{RestoreOptions, RestoreSession};
-use crate::ops::{cleanup, list, repair, resume, verify};
+use crate::ops::{cleanup, inspect, list, repair, resume, verify};
 use crate::pipeline::chunk;
 use crate::store::{self, Store};
 use boundary::{guard, jni_error};
@@ -31,6 +36,13 @@ use handles::Registry;
 
 static BACKUPS: Registry<Option<BackupSession>> = Registry::new("backup session");
 static RESTORES: Registry<RestoreSession> = Registry::new("restore session");
+/// The progress counters of each open backup session, by its handle: readable while the
+/// session finishes (when [`BACKUPS`] no longer holds it).
+static PROGRESS: Lazy<Mutex<HashMap<i64, Arc<BackupProgress>>>> = Lazy::new(Default::default);
+
+fn progress_map() -> std::sync::MutexGuard<'static, HashMap<i64, Arc<BackupProgress>>> {
+    PROGRESS.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn string(env: &mut JNIEnv, s: &JString, what: &str) -> Result<String> {
     if s.is_null() {
@@ -85,7 +97,10 @@ pub extern "system" fn Java_datacamp_jni_Native_backupOpen(
         let opts = BackupOptions::from_edn(&edn_arg(env, &options_edn, "the options")?)?;
         let store = target(env, &target_edn)?;
         let session = BackupSession::open(store, opts)?;
-        Ok(BACKUPS.insert(Some(session)))
+        let progress = session.progress();
+        let handle = BACKUPS.insert(Some(session));
+        progress_map().insert(handle, progress);
+        Ok(handle)
     })
 }
 
@@ -280,6 +295,7 @@ pub extern "system" fn Java_datacamp_jni_Native_backupFree(
     handle: jlong,
 ) {
     guard(&mut env, "free backup", (), |_| {
+        progress_map().remove(&handle);
         if let Some(slot) = BACKUPS.remove(handle) {
             let open = slot.lock().ok().and_then(|mut s| s.take());
             if let Some(s) = open {
@@ -287,6 +303,70 @@ pub extern "system" fn Java_datacamp_jni_Native_backupFree(
             }
         }
         Ok(())
+    })
+}
+
+/// `String Native.backupProgress(long handle)`: the session's progress counters as EDN
+/// (also while another thread finishes it).
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_backupProgress(
+    mut env: JNIEnv,
+    _: JClass,
+    handle: jlong,
+) -> jstring {
+    guard(&mut env, "backup progress", std::ptr::null_mut(), |env| {
+        let progress = progress_map().get(&handle).cloned().ok_or_else(|| {
+            Error::invalid(
+                "backup progress",
+                format!("no open backup session with handle {handle}"),
+            )
+        })?;
+        edn_result(env, &convert::backup_progress(&progress.snapshot()))
+    })
+}
+
+/// `void Native.checkOptions(String op, String optionsEdn)`: fail (`InvalidArgument`) on an
+/// option key that operation `op` does not know, naming the closest known one.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_checkOptions(
+    mut env: JNIEnv,
+    _: JClass,
+    op: JString,
+    options_edn: JString,
+) {
+    guard(&mut env, "check options", (), |env| {
+        let op = string(env, &op, "the operation")?;
+        let keys = crate::ops::option_keys(&op).ok_or_else(|| {
+            Error::internal("check options", format!("no option keys for {op:?}"))
+        })?;
+        crate::options::check_keys(&edn_arg(env, &options_edn, "the options")?, &op, keys)
+    })
+}
+
+/// `String Native.readMetadata(String targetEdn, String databaseId, String backupId,
+/// String name)`: read and parse one EDN metadata file (size-limited), returned as EDN.
+/// With a database and backup id, `name` is one of the backup's metadata files
+/// (`manifest.edn`, …); with both null, a key relative to the target's root.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_readMetadata(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    backup_id: JString,
+    name: JString,
+) -> jstring {
+    guard(&mut env, "read metadata", std::ptr::null_mut(), |env| {
+        let store = target(env, &target_edn)?;
+        let name = string(env, &name, "the file name")?;
+        let v = if database_id.is_null() && backup_id.is_null() {
+            inspect::read_metadata(store.as_ref(), &name)?
+        } else {
+            let db = string(env, &database_id, "the database id")?;
+            let id = string(env, &backup_id, "the backup id")?;
+            inspect::read_backup_file(store.as_ref(), &db, &id, &name)?
+        };
+        edn_result(env, &v)
     })
 }
 
@@ -324,7 +404,8 @@ pub extern "system" fn Java_datacamp_jni_Native_backupStatus(
     })
 }
 
-/// `String Native.verifyBackup(String targetEdn, String databaseId, String backupId, boolean deep)`.
+/// `String Native.verifyBackup(String targetEdn, String databaseId, String backupId, boolean deep,
+/// String optionsEdn)` (`:encryption`, for a deep verify of an encrypted backup).
 #[no_mangle]
 pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
     mut env: JNIEnv,
@@ -333,12 +414,15 @@ pub extern "system" fn Java_datacamp_jni_Native_verifyBackup(
     database_id: JString,
     backup_id: JString,
     deep: jboolean,
+    options_edn: JString,
 ) -> jstring {
     guard(&mut env, "verify backup", std::ptr::null_mut(), |env| {
+        let key =
+            KeySpec::from_options(&edn_arg(env, &options_edn, "the options")?, "verify backup")?;
         let store = target(env, &target_edn)?;
         let db = string(env, &database_id, "the database id")?;
         let id = string(env, &backup_id, "the backup id")?;
-        let report = verify::verify(store.as_ref(), &db, &id, deep != 0)?;
+        let report = verify::verify(store.as_ref(), &db, &id, deep != 0, key.as_ref())?;
         edn_result(env, &convert::verify_report(&report))
     })
 }
@@ -359,6 +443,36 @@ pub extern "system" fn Java_datacamp_jni_Native_repairManifest(
         let report = repair::repair_manifest(store.as_ref(), &db, &id)?;
         edn_result(env, &convert::repair_report(&report))
     })
+}
+
+/// `String Native.rewrapBackupKeys(String targetEdn, String databaseId, String optionsEdn)`
+/// (`{:old-key {…} :new-key {…}}`, each as `:encryption` takes it).
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_rewrapBackupKeys(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    options_edn: JString,
+) -> jstring {
+    guard(
+        &mut env,
+        "rewrap backup keys",
+        std::ptr::null_mut(),
+        |env| {
+            const OP: &str = "rewrap backup keys";
+            let opts = edn_arg(env, &options_edn, "the options")?;
+            let key = |name: &str| {
+                KeySpec::from_option(&opts, name, OP)?
+                    .ok_or_else(|| Error::invalid(OP, format!(":{name} is required")))
+            };
+            let (old, new) = (key("old-key")?, key("new-key")?);
+            let store = target(env, &target_edn)?;
+            let db = string(env, &database_id, "the database id")?;
+            let report = crate::ops::rewrap::rewrap(store.as_ref(), &db, &old, &new)?;
+            edn_result(env, &convert::rewrap_report(&report))
+        },
+    )
 }
 
 /// `String Native.cleanupIncomplete(String targetEdn, String databaseId, long olderThanMillis)`.
@@ -388,6 +502,25 @@ pub extern "system" fn Java_datacamp_jni_Native_cleanupIncomplete(
             edn_result(env, &convert::cleanup_report(&report))
         },
     )
+}
+
+/// `String Native.pruneBackups(String targetEdn, String databaseId, String optionsEdn)`.
+#[no_mangle]
+pub extern "system" fn Java_datacamp_jni_Native_pruneBackups(
+    mut env: JNIEnv,
+    _: JClass,
+    target_edn: JString,
+    database_id: JString,
+    options_edn: JString,
+) -> jstring {
+    guard(&mut env, "prune backups", std::ptr::null_mut(), |env| {
+        let opts = PruneOptions::from_edn(&edn_arg(env, &options_edn, "the options")?)?;
+        let store = target(env, &target_edn)?;
+        let db = string(env, &database_id, "the database id")?;
+        crate::repo::layout::check_segment("database-id", &db)?;
+        let report = prune::prune(store.as_ref(), &db, &opts)?;
+        edn_result(env, &convert::prune_report(&report))
+    })
 }
 
 /// `Object[] Native.decodeChunk(byte[] stored)`: decode one chunk natively.
@@ -442,7 +575,7 @@ pub extern "system" fn Java_datacamp_jni_Native_restoreInfo(
     handle: jlong,
 ) -> jstring {
     guard(&mut env, "restore info", std::ptr::null_mut(), |env| {
-        let info = RESTORES.with(handle, |s| Ok(convert::restore_info(s.info())))?;
+        let info = RESTORES.with(handle, |s| Ok(convert::restore_info(s.info(), s.reached())))?;
         edn_result(env, &info)
     })
 }

@@ -46,6 +46,7 @@ impl Segment {
             uncompressed_bytes: 0,
             checksum: self.name.sha256.clone(),
             raw_checksum: None,
+            instant_range: self.name.instants,
         }
     }
 }

@@ -149,7 +149,7 @@ fn log_datoms(store: &dyn Store, log: &StoredLog) -> Vec<Datom> {
     log.segments
         .iter()
         .flat_map(|s| {
-            check::fetch_checked(store, &log.prefix, &s.chunk_meta())
+            check::fetch_checked(store, &log.prefix, &s.chunk_meta(), None)
                 .unwrap()
                 .datoms
         })
@@ -236,7 +236,7 @@ fn segments_are_cut_at_transaction_boundaries_past_the_size_limit() {
     let log = read::read(&store, "db", "l1").unwrap();
     assert!(log.segments.len() >= 5, "{}", log.segments.len());
     for s in &log.segments {
-        let d = check::fetch_checked(&store, &log.prefix, &s.chunk_meta()).unwrap();
+        let d = check::fetch_checked(&store, &log.prefix, &s.chunk_meta(), None).unwrap();
         // Whole transactions: 11 datoms each.
         assert_eq!(d.datoms.len() % 11, 0);
         assert_eq!(d.datoms.first().unwrap().tx, s.name.after + 1);

@@ -7,19 +7,27 @@
 //! ```
 //! `config.edn` and `checkpoint.edn` are written when the session opens, so an interrupted
 //! backup lists as incomplete. Memory: the sort buffer plus `parallel + 1` chunks.
+//!
+//! An incremental backup ([`super::incremental`]) walks the same history but the order
+//! emits only the transactions after its parent's basis; the `:db/noHistory` state
+//! ([`crate::chain::state`]) is collected on the feeding thread and stored before the
+//! chunks, and what the parent's state had and the database lost becomes retractions.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::bounded;
+use serde::Serialize;
 
+use crate::chain::state::{self, Collector, StateWriter};
 use crate::clock::now_ms;
 use crate::codec::tagged::ValueScratch;
 use crate::codec::wire::Batch;
+use crate::crypto::envelope::{self, BackupCipher, Envelope, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
 use crate::model::{kw_map, Attr, Datom, Value};
@@ -29,10 +37,13 @@ use crate::pipeline::feed::Feed;
 use crate::pipeline::order::{OrderSpec, RestoreIter, RestoreOrder};
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
+use crate::repo::link::LinkMeta;
 use crate::repo::lock::ResumeLock;
 use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest, FORMAT_VERSION, MAX_CHUNKS};
 use crate::repo::meta::write_edn;
 use crate::store::Store;
+
+use super::incremental::{self, Parent};
 
 /// The largest `:chunk-size`: a chunk (one datom larger than the size included) must stay
 /// within what a restore decodes ([`chunk::MAX_UNCOMPRESSED_BYTES`]).
@@ -79,6 +90,14 @@ pub struct BackupOptions {
     pub break_lock: bool,
     /// The resume lock's lease (renewed by a heartbeat every third of it).
     pub lock_lease: std::time::Duration,
+    /// Write an incremental continuing the newest complete backup of the database.
+    pub incremental: bool,
+    /// Write an incremental continuing this backup (implies `incremental`).
+    pub parent: Option<String>,
+    /// The `:db/noHistory` attributes (their current datoms are the chain's state).
+    pub no_history_attrs: HashSet<Attr>,
+    /// The user's key when the backup is encrypted (`:encryption`).
+    pub encryption: Option<KeySpec>,
 }
 
 impl Default for BackupOptions {
@@ -102,9 +121,31 @@ impl Default for BackupOptions {
             resume: false,
             break_lock: false,
             lock_lease: std::time::Duration::from_secs(60),
+            incremental: false,
+            parent: None,
+            no_history_attrs: HashSet::new(),
+            encryption: None,
         }
     }
 }
+
+/// The option keys a caller of a backup may pass (checked by
+/// [`crate::options::check_keys`] before anything is read; the Clojure API removes its own
+/// — `:batch-size`, `:progress-fn` — first, and computes the internal ones, `:ref-attrs`,
+/// `:max-tx`, …). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "chunk-size",
+    "compression",
+    "compression-level",
+    "parallel",
+    "history?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+    "incremental?",
+    "parent",
+    "encryption",
+];
 
 fn attr_of(v: &Value) -> Result<Attr> {
     match v {
@@ -112,7 +153,10 @@ fn attr_of(v: &Value) -> Result<Attr> {
         Value::Long(id) => Ok(Attr::Id(*id)),
         other => Err(Error::invalid(
             "open backup",
-            format!("an attribute must be a keyword or an id, got {other:?}"),
+            format!(
+                "an attribute must be a keyword or an id, got {}",
+                crate::codec::edn::write(other)
+            ),
         )),
     }
 }
@@ -149,6 +193,21 @@ impl BackupOptions {
             .map(attr_of)
             .collect::<Result<HashSet<_>>>()?;
         let tx_instant = o.get("tx-instant-attr").map(attr_of).transpose()?;
+        let parent = o.string("parent")?.map(String::from);
+        if let Some(id) = &parent {
+            layout::check_segment("parent", id)?;
+        }
+        // Datahike marks :db/txInstant :db/noHistory, but a transaction's instant is never
+        // retracted nor replaced: it has no state for a chain to carry.
+        let no_history_attrs = o
+            .seq("no-history-attrs")?
+            .iter()
+            .map(attr_of)
+            .filter(|a| {
+                a.as_ref()
+                    .map_or(true, |a| !state::is_tx_instant(a, tx_instant.as_ref()))
+            })
+            .collect::<Result<HashSet<_>>>()?;
         Ok(BackupOptions {
             database_id,
             backup_id,
@@ -188,6 +247,10 @@ impl BackupOptions {
                 1_000,
                 crate::repo::lock::MAX_LEASE.as_millis() as i64,
             )? as u64),
+            incremental: o.bool("incremental?", false)? || parent.is_some(),
+            parent,
+            no_history_attrs,
+            encryption: KeySpec::from_options(v, "open backup")?,
         })
     }
 }
@@ -228,6 +291,80 @@ pub struct BackupResult {
     pub duration_ms: u64,
 }
 
+/// Where a running backup is, as [`BackupProgress::snapshot`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Receiving datoms from the database.
+    Reading,
+    /// Ordering the received datoms (merging sorted runs).
+    Sorting,
+    /// Compressing and storing chunks.
+    Writing,
+    /// Writing the manifest and the completion marker.
+    Committing,
+    /// Complete.
+    Done,
+}
+
+/// Counters of a running backup, updated as it goes and readable from any thread (the
+/// Clojure API polls them for `:progress-fn`).
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    stage: AtomicU8,
+    datoms_received: AtomicU64,
+    chunks_stored: AtomicU64,
+    datoms_stored: AtomicU64,
+    bytes_stored: AtomicU64,
+}
+
+/// A consistent-enough reading of [`BackupProgress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgressSnapshot {
+    /// The stage.
+    pub stage: Stage,
+    /// Datoms received so far.
+    pub datoms_received: u64,
+    /// Chunks stored so far.
+    pub chunks_stored: u64,
+    /// Datoms in the stored chunks.
+    pub datoms_stored: u64,
+    /// Bytes (compressed) of the stored chunks.
+    pub bytes_stored: u64,
+}
+
+impl BackupProgress {
+    fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
+    fn stored(&self, meta: &ChunkMeta) {
+        self.chunks_stored.fetch_add(1, Ordering::Relaxed);
+        self.datoms_stored
+            .fetch_add(meta.datom_count, Ordering::Relaxed);
+        self.bytes_stored
+            .fetch_add(meta.size_bytes, Ordering::Relaxed);
+    }
+
+    /// Read the counters.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let stage = match self.stage.load(Ordering::Relaxed) {
+            0 => Stage::Reading,
+            1 => Stage::Sorting,
+            2 => Stage::Writing,
+            3 => Stage::Committing,
+            _ => Stage::Done,
+        };
+        ProgressSnapshot {
+            stage,
+            datoms_received: self.datoms_received.load(Ordering::Relaxed),
+            chunks_stored: self.chunks_stored.load(Ordering::Relaxed),
+            datoms_stored: self.datoms_stored.load(Ordering::Relaxed),
+            bytes_stored: self.bytes_stored.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// An open backup: accepts datoms until [`BackupSession::finish`] or [`BackupSession::abort`].
 pub struct BackupSession {
     store: Arc<dyn Store>,
@@ -241,6 +378,14 @@ pub struct BackupSession {
     prior: BTreeMap<u64, ChunkMeta>,
     /// The resume lock, held while a resumed backup runs (released on drop).
     _lock: Option<ResumeLock>,
+    /// The backup an incremental continues (`None`: a full backup).
+    parent: Option<Parent>,
+    /// Collects the `:db/noHistory` state on the feeding thread (`None`: no such attribute).
+    collector: Option<Arc<Mutex<Collector>>>,
+    /// Counters for progress reports.
+    progress: Arc<BackupProgress>,
+    /// An encrypted backup's record (manifest, config) and cipher (`None`: plain).
+    sealing: Option<(Envelope, Arc<BackupCipher>)>,
 }
 
 impl BackupSession {
@@ -263,18 +408,36 @@ impl BackupSession {
             )
             .with_key(store.location(&prefix)));
         }
-        let session = Self::assemble(store, opts, backup_id, now_ms(), BTreeMap::new(), None)?;
-        write_edn(
-            session.store.as_ref(),
-            &session.key(layout::CONFIG),
-            &session.config_value(),
+        let parent = incremental::parent_of(store.as_ref(), &opts)?;
+        let session = Self::assemble(
+            store,
+            opts,
+            backup_id,
+            now_ms(),
+            BTreeMap::new(),
+            None,
+            parent,
         )?;
+        let mut session = session;
+        if let Some(spec) = &session.opts.encryption {
+            // A link of an encrypted chain: the chain's key (and passphrase parameters).
+            let kdf = session
+                .parent
+                .as_ref()
+                .and_then(|p| p.sealing.as_ref())
+                .and_then(|(e, _)| e.kdf.clone());
+            let (envelope, cipher) =
+                spec.seal_new(&session.opts.database_id, &session.backup_id, kdf.as_ref())?;
+            session.set_sealing(envelope, Arc::new(cipher));
+        }
+        session.write_config()?;
         session.write_checkpoint(Phase::Ingest, &[], None)?;
         Ok(session)
     }
 
     /// Build a session over `store` (shared by [`BackupSession::open`] and resume):
-    /// `prior` holds the chunks an interrupted run stored, `lock` the resume lock.
+    /// `prior` holds the chunks an interrupted run stored, `lock` the resume lock,
+    /// `parent` the backup an incremental continues.
     pub(super) fn assemble(
         store: Arc<dyn Store>,
         opts: BackupOptions,
@@ -282,20 +445,63 @@ impl BackupSession {
         started_ms: i64,
         prior: BTreeMap<u64, ChunkMeta>,
         lock: Option<ResumeLock>,
+        parent: Option<Parent>,
     ) -> Result<Self> {
         let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let order = RestoreOrder::new(opts.order.clone(), &tmp, opts.sort_buffer_bytes)?;
+        let after = parent.as_ref().map(|p| p.after_tx);
+        let order =
+            RestoreOrder::new(opts.order.clone(), &tmp, opts.sort_buffer_bytes)?.emit_after(after);
+        let collector = (!opts.no_history_attrs.is_empty()).then(|| {
+            Arc::new(Mutex::new(Collector::new(
+                opts.no_history_attrs.clone(),
+                after,
+                &tmp,
+                opts.sort_buffer_bytes / 4,
+            )))
+        });
+        let tap = collector
+            .clone()
+            .map(|c| state::tap(c, opts.order.tx_instant.clone()));
         Ok(BackupSession {
             store,
             backup_id,
             started: Instant::now(),
             started_ms,
-            feed: Feed::new(order),
+            feed: Feed::with_tap(order, tap),
             received: 0,
             prior,
             _lock: lock,
+            parent,
+            collector,
             opts,
+            progress: Arc::default(),
+            sealing: None,
         })
+    }
+
+    /// Make the session an encrypted backup's, with its record and cipher (a new backup's,
+    /// or the interrupted one's when resuming).
+    pub(super) fn set_sealing(&mut self, envelope: Envelope, cipher: Arc<BackupCipher>) {
+        self.sealing = Some((envelope, cipher));
+    }
+
+    fn cipher(&self) -> Option<&BackupCipher> {
+        self.sealing.as_ref().map(|(_, c)| c.as_ref())
+    }
+
+    /// Write `config.edn` (an encrypted backup's with its schema facts sealed).
+    fn write_config(&self) -> Result<()> {
+        let envelope = self.sealing.as_ref().map(|(e, _)| e);
+        write_edn(
+            self.store.as_ref(),
+            &self.key(layout::CONFIG),
+            &envelope::seal_config(self.config_value(), self.cipher(), envelope)?,
+        )
+    }
+
+    /// The session's progress counters (shared: they stay readable while it finishes).
+    pub fn progress(&self) -> Arc<BackupProgress> {
+        self.progress.clone()
     }
 
     /// The backup id.
@@ -346,6 +552,31 @@ impl BackupSession {
                 "datahike/id",
                 o.datahike_id.as_deref().map_or(Value::Nil, Value::str),
             ),
+            (
+                "backup/type",
+                Value::kw(if self.parent.is_some() {
+                    "incremental"
+                } else {
+                    "full"
+                }),
+            ),
+            (
+                "backup/parent",
+                self.parent
+                    .as_ref()
+                    .map_or(Value::Nil, |p| Value::str(&p.id)),
+            ),
+            (
+                "backup/after-tx",
+                self.parent
+                    .as_ref()
+                    .map_or(Value::Nil, |p| Value::Long(p.after_tx)),
+            ),
+            ("schema/no-history-attrs", {
+                let mut attrs: Vec<Value> = o.no_history_attrs.iter().map(Attr::to_value).collect();
+                attrs.sort_by_key(|v| format!("{v:?}"));
+                Value::Vector(attrs)
+            }),
         ]);
         // Recorded only when not the default, so that configs written before zstd existed
         // resume as they are.
@@ -387,6 +618,9 @@ impl BackupSession {
     /// Push one datom (datoms must arrive in the EAVT order `d/datoms` yields).
     pub fn push(&mut self, d: Datom) -> Result<()> {
         self.received += 1;
+        self.progress
+            .datoms_received
+            .store(self.received, Ordering::Relaxed);
         self.feed.push(d)
     }
 
@@ -397,6 +631,9 @@ impl BackupSession {
         let n = batch.e.len() as u64;
         self.feed.push_batch(batch)?;
         self.received += n;
+        self.progress
+            .datoms_received
+            .store(self.received, Ordering::Relaxed);
         Ok(())
     }
 
@@ -421,15 +658,19 @@ impl BackupSession {
     }
 
     fn write_all(&mut self) -> Result<BackupResult> {
-        let order = self.feed.finish()?;
+        self.progress.set_stage(Stage::Sorting);
+        let mut order = self.feed.finish()?;
+        let state = self.write_state(&mut order)?;
         let skipped = order.skipped();
         let mut datoms = order.finish()?;
         failpoint::hit("before-first-chunk");
+        self.progress.set_stage(Stage::Writing);
         let chunks = self.write_chunks(&mut datoms)?;
         let uncompressed = chunks.iter().map(|c| c.uncompressed_bytes).sum();
+        self.progress.set_stage(Stage::Committing);
         self.write_checkpoint(Phase::Committing, &chunks, None)?;
         failpoint::hit("before-manifest");
-        let manifest = self.manifest(chunks);
+        let manifest = self.manifest(chunks, state);
         write_edn(
             self.store.as_ref(),
             &self.key(layout::MANIFEST),
@@ -440,6 +681,10 @@ impl BackupSession {
             &self.key(layout::COMPLETE_MARKER),
             layout::COMPLETE_MARKER_BYTES,
         )?;
+        // The checkpoint says so too; best effort: the manifest and marker are what count,
+        // and a failure here must not turn a complete backup into an aborted one.
+        let _ = self.write_checkpoint(Phase::Complete, &manifest.chunks, None);
+        self.progress.set_stage(Stage::Done);
         Ok(BackupResult {
             location: self.store.location(&layout::backup_prefix(
                 &self.opts.database_id,
@@ -452,17 +697,101 @@ impl BackupSession {
         })
     }
 
-    fn manifest(&self, chunks: Vec<ChunkMeta>) -> Manifest {
+    /// Store the `:db/noHistory` state (the current datoms of those attributes, sorted by
+    /// key) and, for an incremental, push a retraction into `order` for every datom of the
+    /// parent's state that is no longer current (see [`crate::chain::state`]). Returns the
+    /// state's chunk entries.
+    fn write_state(&mut self, order: &mut RestoreOrder) -> Result<Vec<ChunkMeta>> {
+        let Some(shared) = self.collector.take() else {
+            return Ok(Vec::new());
+        };
+        let collector = Arc::try_unwrap(shared)
+            .map_err(|_| Error::internal("write chain state", "the collector is still shared"))?
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let first_window_tx = collector.first_window_tx();
+        let current = collector.finish()?;
+        let store = self.store.as_ref();
+        let prefix = layout::backup_prefix(&self.opts.database_id, &self.backup_id);
+        // The state is always gzip (the chunk codec's level may be a zstd one).
+        let level = if self.opts.compression == Codec::Gzip {
+            self.opts.compression_level
+        } else {
+            Codec::Gzip.default_level()
+        };
+        let mut writer = StateWriter::new(store, prefix, level, self.cipher())?;
+        let attrs = &self.opts.no_history_attrs;
+        let parent_state: Vec<(String, ChunkMeta)> = match &self.parent {
+            Some(p) => p
+                .no_history
+                .iter()
+                .flatten()
+                .map(|c| (p.prefix.clone(), c.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let parent_cipher = self
+            .parent
+            .as_ref()
+            .and_then(|p| p.sealing.as_ref())
+            .map(|(_, c)| c.clone());
+        let parent_datoms = parent_state
+            .into_iter()
+            .flat_map(|(prefix, meta)| {
+                match super::check::fetch_checked(store, &prefix, &meta, parent_cipher.as_deref()) {
+                    Ok(c) => c.datoms.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                }
+            })
+            .filter(|r| r.as_ref().map_or(true, |d| attrs.contains(&d.a)));
+        state::merge(
+            current,
+            parent_datoms,
+            |d| writer.push(&d),
+            |d| {
+                let tx = first_window_tx.ok_or_else(|| {
+                    Error::internal(
+                        "write chain state",
+                        "a :db/noHistory value was removed without any transaction since the parent",
+                    )
+                })?;
+                order.push(Datom {
+                    tx,
+                    added: false,
+                    ..d
+                })
+            },
+        )?;
+        writer.finish()
+    }
+
+    fn manifest(&self, chunks: Vec<ChunkMeta>, state: Vec<ChunkMeta>) -> Manifest {
         let tx_range = chunks
             .iter()
             .filter_map(|c| c.tx_range)
             .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        let instant_range = chunks
+            .iter()
+            .filter_map(|c| c.instant_range)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        let link = LinkMeta {
+            parent: self.parent.as_ref().map(|p| p.id.clone()),
+            base: self.parent.as_ref().map(|p| p.base.clone()),
+            after_tx: self.parent.as_ref().map(|p| p.after_tx),
+            instant_range,
+            no_history: Some(state),
+        };
         Manifest {
             backup_id: self.backup_id.clone(),
             database_id: self.opts.database_id.clone(),
-            backup_type: "full".into(),
+            backup_type: if self.parent.is_some() {
+                "incremental"
+            } else {
+                "full"
+            }
+            .into(),
             format_version: FORMAT_VERSION.into(),
-            encryption: None,
+            encryption: self.sealing.as_ref().map(|(e, _)| e.clone()),
             created_at_ms: self.started_ms,
             completed_at_ms: now_ms(),
             completed: true,
@@ -477,6 +806,7 @@ impl BackupSession {
             max_eid: self.opts.max_eid,
             max_tx: self.opts.max_tx,
             chunks,
+            link,
         }
     }
 
@@ -501,17 +831,17 @@ impl BackupSession {
             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert(e);
         };
-        let (job_tx, job_rx) = bounded::<EncodedChunk>(0);
+        let (job_tx, job_rx) = bounded::<(EncodedChunk, Option<(i64, i64)>)>(0);
         std::thread::scope(|scope| {
             for _ in 0..self.opts.parallel {
                 let job_rx = job_rx.clone();
                 let (progress, fail, failed) = (&progress, &fail, &failed);
                 scope.spawn(move || {
-                    for job in job_rx {
+                    for (job, instants) in job_rx {
                         if failed.load(Ordering::SeqCst) {
                             continue;
                         }
-                        if let Err(e) = self.store_and_checkpoint(job, progress) {
+                        if let Err(e) = self.store_and_checkpoint(job, instants, progress) {
                             fail(e);
                         }
                     }
@@ -519,19 +849,22 @@ impl BackupSession {
             }
             let encoded = (|| -> Result<()> {
                 let mut enc = ChunkEncoder::new(self.opts.chunk_size)?;
-                let send = |c: EncodedChunk| -> Result<()> {
+                let send = |c: EncodedChunk, instants: Option<(i64, i64)>| -> Result<()> {
                     produced
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(c.id);
                     job_tx
-                        .send(c)
+                        .send((c, instants))
                         .map_err(|_| Error::internal("write chunks", "all chunk writers stopped"))
                 };
                 // Each value is decoded once, into reused room, straight from the sort's
                 // record bytes to the Fressian writer.
                 let mut scratch = ValueScratch::default();
                 let mut n = 0u64;
+                // The instant range of the transactions starting in the open chunk.
+                let mut instants: Option<(i64, i64)> = None;
+                let tx_instant = self.opts.order.tx_instant.as_ref();
                 while let Some(d) = datoms.next_ref()? {
                     n += 1;
                     if n.is_multiple_of(4096) && failed.load(Ordering::Relaxed) {
@@ -541,13 +874,21 @@ impl BackupSession {
                     let v = scratch.decode(&mut input)?;
                     if let Some(c) = enc.push_parts(d.e, d.a, v, d.tx, d.added)? {
                         too_many_chunks(c.id)?;
-                        send(c)?;
+                        send(c, instants.take())?;
+                    }
+                    // A transaction's own instant datom (it comes first in its transaction).
+                    if let (Value::Inst(ms), true) =
+                        (v, d.added && d.e == d.tx && Some(d.a) == tx_instant)
+                    {
+                        let ms = *ms;
+                        instants =
+                            Some(instants.map_or((ms, ms), |(lo, hi)| (lo.min(ms), hi.max(ms))));
                     }
                 }
                 match enc.finish()? {
                     Some(c) => {
                         too_many_chunks(c.id)?;
-                        send(c)
+                        send(c, instants)
                     }
                     None => Ok(()),
                 }
@@ -577,8 +918,14 @@ impl BackupSession {
             .collect()
     }
 
-    fn store_and_checkpoint(&self, job: EncodedChunk, progress: &Mutex<Progress>) -> Result<()> {
-        let meta = self.store_chunk(job)?;
+    fn store_and_checkpoint(
+        &self,
+        job: EncodedChunk,
+        instants: Option<(i64, i64)>,
+        progress: &Mutex<Progress>,
+    ) -> Result<()> {
+        let meta = self.store_chunk(job, instants)?;
+        self.progress.stored(&meta);
         failpoint::hit("chunk-stored");
         let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
         p.since_checkpoint += meta.size_bytes;
@@ -596,7 +943,7 @@ impl BackupSession {
     /// when it is intact and decompresses to exactly the chunk just encoded. Nothing the
     /// checkpoint says about a reused chunk is trusted: its entry is rebuilt from the
     /// encoded chunk and the stored bytes.
-    fn store_chunk(&self, c: EncodedChunk) -> Result<ChunkMeta> {
+    fn store_chunk(&self, c: EncodedChunk, instants: Option<(i64, i64)>) -> Result<ChunkMeta> {
         let raw_checksum = chunk::sha256_hex(&c.fressian);
         let rel = layout::chunk_relative_ext(c.id, self.opts.compression.extension());
         let key = self.key(&rel);
@@ -613,10 +960,12 @@ impl BackupSession {
             match self.store.get_max(&key, chunk::MAX_STORED_BYTES) {
                 Ok(bytes)
                     if chunk::sha256_hex(&bytes) == prior.checksum
-                        && chunk::decompress(&bytes, c.fressian.len() as u64)
+                        && self
+                            .unseal(&rel, c.id, &bytes)
+                            .and_then(|b| chunk::decompress(&b, c.fressian.len() as u64))
                             .is_ok_and(|raw| raw == c.fressian) =>
                 {
-                    return Ok(self.chunk_meta(&c, &bytes, raw_checksum));
+                    return Ok(self.chunk_meta(&c, &bytes, raw_checksum, instants));
                 }
                 Ok(_) => {}
                 // Missing, unreadable or not a regular file: written anew below.
@@ -624,17 +973,35 @@ impl BackupSession {
                 Err(e) => return Err(e),
             }
         }
-        let gz = chunk::compress(
+        let mut gz = chunk::compress(
             &c.fressian,
             self.opts.compression,
             self.opts.compression_level,
         )?;
+        // Encrypted after compression; the manifest's size and SHA-256 are the sealed bytes'.
+        if let Some(cipher) = self.cipher() {
+            gz = cipher.seal_chunk(&rel, c.id, &gz)?;
+        }
         self.store.put(&key, &gz)?;
-        Ok(self.chunk_meta(&c, &gz, raw_checksum))
+        Ok(self.chunk_meta(&c, &gz, raw_checksum, instants))
+    }
+
+    /// The compressed bytes of a stored chunk (opened for an encrypted backup).
+    fn unseal(&self, rel: &str, id: u64, stored: &[u8]) -> Result<Vec<u8>> {
+        match self.cipher() {
+            Some(cipher) => cipher.open_chunk(rel, id, stored),
+            None => Ok(stored.to_vec()),
+        }
     }
 
     /// The manifest entry of encoded chunk `c` stored as `stored`.
-    fn chunk_meta(&self, c: &EncodedChunk, stored: &[u8], raw_checksum: String) -> ChunkMeta {
+    fn chunk_meta(
+        &self,
+        c: &EncodedChunk,
+        stored: &[u8],
+        raw_checksum: String,
+        instants: Option<(i64, i64)>,
+    ) -> ChunkMeta {
         let rel = layout::chunk_relative_ext(c.id, self.opts.compression.extension());
         ChunkMeta {
             id: c.id,
@@ -647,6 +1014,7 @@ impl BackupSession {
             uncompressed_bytes: c.fressian.len() as u64,
             checksum: chunk::sha256_hex(stored),
             raw_checksum: Some(raw_checksum),
+            instant_range: instants,
         }
     }
 }
@@ -789,7 +1157,8 @@ mod tests {
             testing::stored_datoms(&mem, &r),
             testing::stored_datoms(&gz_mem, &gz)
         );
-        let report = crate::ops::verify::verify(store.as_ref(), "db", &m.backup_id, true).unwrap();
+        let report =
+            crate::ops::verify::verify(store.as_ref(), "db", &m.backup_id, true, None).unwrap();
         assert!(report.success(), "{report:?}");
     }
 

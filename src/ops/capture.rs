@@ -42,6 +42,33 @@ use crate::log::writer::{Appended, LogWriter, Status, TxMark, WriterOptions};
 
 const OP: &str = "start continuous backup";
 
+/// The option keys a caller of `start-continuous-backup` may pass (checked by
+/// [`crate::options::check_keys`] before anything starts). The Clojure API handles the
+/// capture thread's own (`:on-error`, `:snapshot-every`, `:queue-size`, `:batch-size`,
+/// `:stop-timeout-ms`, `:shutdown-timeout-ms`) and computes the database facts; the base
+/// backups of new chains take the backup options.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "flush-interval-ms",
+    "max-segment-bytes",
+    "spool-dir",
+    "max-spool-bytes",
+    "on-error",
+    "snapshot-every",
+    "queue-size",
+    "batch-size",
+    "stop-timeout-ms",
+    "shutdown-timeout-ms",
+    "lock-lease-ms",
+    "lock-wait-ms",
+    "break-lock?",
+    "chunk-size",
+    "parallel",
+    "compression-level",
+    "sort-buffer-bytes",
+    "tmp-dir",
+];
+
 /// What the capture knows about the database when it starts.
 #[derive(Clone, Debug)]
 pub struct DbFacts {

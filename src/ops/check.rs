@@ -2,7 +2,8 @@
 //! by verify, restore and resume alike, with the same messages.
 //!
 //! Per chunk ([`fetch_checked`]): present ([`present`], from one listing), its size and
-//! SHA-256 those of the manifest entry, decompressing to the entry's uncompressed size
+//! SHA-256 those of the manifest entry, for an encrypted backup opening under its data key
+//! (AES-256-GCM bound to the backup and the chunk's position), decompressing to the entry's uncompressed size
 //! ([`limits`]: never beyond it, never beyond the hard cap), decoding to the chunk the entry
 //! names (its `:chunk/id`, no more datoms than its count). Across chunks ([`ContentCheck`]):
 //! cheap facts the manifest states about the content — tx ascending (restore order) and
@@ -18,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::crypto::envelope::BackupCipher;
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
 use crate::pipeline::chunk::{self, ChunkLimits, DecodedChunk, MAX_STORED_BYTES};
@@ -174,12 +176,41 @@ pub fn check_stored(meta: &ChunkMeta, bytes: &[u8], location: impl Fn() -> Strin
 
 /// Decode a chunk whose bytes passed [`check_stored`] within its entry's [`limits`], and
 /// check that it is the chunk its entry names: its `:chunk/id` and (when recorded) its
-/// datom count.
+/// datom count. An encrypted backup's chunk is first opened with its `cipher` (`Corrupt`
+/// when it does not authenticate: altered, or moved from another backup or position;
+/// `WrongKey` when it is sealed and no cipher is given).
 pub fn decode_checked(
     meta: &ChunkMeta,
     bytes: &[u8],
+    cipher: Option<&BackupCipher>,
     location: impl Fn() -> String,
 ) -> Result<DecodedChunk> {
+    let opened;
+    let bytes = match cipher {
+        Some(c) => {
+            opened = c.open_chunk(&meta.key, meta.id, bytes).map_err(|_| {
+                Error::corrupt(
+                    OP,
+                    format!(
+                        "chunk {} does not decrypt under the backup's data key: it was altered, or copied from another backup or position",
+                        meta.id
+                    ),
+                )
+                .with_key(location())
+            })?;
+            &opened[..]
+        }
+        None if bytes.starts_with(crate::crypto::MAGIC) => {
+            return Err(Error::new(
+                ErrorKind::WrongKey,
+                OP,
+                format!("chunk {} is encrypted and no key was given", meta.id),
+            )
+            .with_key(location())
+            .with_hint("pass the backup's key with :encryption"))
+        }
+        None => bytes,
+    };
     let decoded = chunk::decode_chunk(bytes, &limits(meta)).map_err(|e| {
         Error::new(
             if e.kind == ErrorKind::Unsupported {
@@ -216,10 +247,15 @@ pub fn decode_checked(
 
 /// Read chunk `meta` of the backup under `prefix`, check its bytes and decode it:
 /// `Corrupt` (naming the chunk and its location) when it is missing or fails a check.
-pub fn fetch_checked(store: &dyn Store, prefix: &str, meta: &ChunkMeta) -> Result<DecodedChunk> {
+pub fn fetch_checked(
+    store: &dyn Store,
+    prefix: &str,
+    meta: &ChunkMeta,
+    cipher: Option<&BackupCipher>,
+) -> Result<DecodedChunk> {
     let bytes = fetch_stored(store, prefix, meta)?;
     let key = crate::repo::layout::chunk_in(prefix, meta);
-    decode_checked(meta, &bytes, || store.location(&key))
+    decode_checked(meta, &bytes, cipher, || store.location(&key))
 }
 
 /// Read chunk `meta` of the backup under `prefix` (never more than its recorded size) and
@@ -278,6 +314,17 @@ impl ContentCheck {
             last_tx: i64::MIN,
             datoms: 0,
         }
+    }
+
+    /// Go on with the next link of a chain (its manifest's facts; `expected` datoms in the
+    /// chunks that will be read of it): attributes declared so far stay declared, and
+    /// transactions must keep ascending. Call [`ContentCheck::finish`] at each link's end.
+    pub fn next_link(&mut self, manifest: &Manifest, expected: u64) {
+        self.order = manifest.order;
+        self.max_eid = manifest.max_eid;
+        self.max_tx = manifest.max_tx;
+        self.expected_datoms = expected;
+        self.datoms = 0;
     }
 
     /// Check chunk `meta`'s decoded datoms (chunks in manifest order). `Corrupt`, naming the
@@ -434,6 +481,7 @@ mod tests {
             uncompressed_bytes: c.fressian.len() as u64,
             checksum: chunk::sha256_hex(&gz),
             raw_checksum: None,
+            instant_range: None,
         };
         (meta, gz)
     }
@@ -444,21 +492,24 @@ mod tests {
         let (meta, gz) = stored_chunk(3, 10);
         let prefix = "db/b1/";
         let key = format!("{prefix}{}", meta.key);
-        let err = fetch_checked(&store, prefix, &meta).unwrap_err();
+        let err = fetch_checked(&store, prefix, &meta, None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Corrupt);
         assert!(err.message.contains("chunk 3 is missing"), "{err}");
         store.put(&key, &gz).unwrap();
         assert_eq!(
-            fetch_checked(&store, prefix, &meta).unwrap().datoms.len(),
+            fetch_checked(&store, prefix, &meta, None)
+                .unwrap()
+                .datoms
+                .len(),
             10
         );
         store.put(&key, &gz[..gz.len() - 1]).unwrap();
-        let err = fetch_checked(&store, prefix, &meta).unwrap_err();
+        let err = fetch_checked(&store, prefix, &meta, None).unwrap_err();
         assert!(err.message.contains("chunk 3 has"), "{err}");
         let mut flipped = gz.clone();
         flipped[20] ^= 1;
         store.put(&key, &flipped).unwrap();
-        let err = fetch_checked(&store, prefix, &meta).unwrap_err();
+        let err = fetch_checked(&store, prefix, &meta, None).unwrap_err();
         assert!(err.message.contains("chunk 3 fails its SHA-256"), "{err}");
         assert_eq!(
             err.key.as_deref(),
@@ -473,19 +524,19 @@ mod tests {
             id: 4,
             ..meta.clone()
         };
-        let err = decode_checked(&wrong_id, &gz, String::new).unwrap_err();
+        let err = decode_checked(&wrong_id, &gz, None, String::new).unwrap_err();
         assert!(err.message.contains("chunk 4 holds :chunk/id 2"), "{err}");
         let wrong_count = ChunkMeta {
             datom_count: 6,
             ..meta.clone()
         };
-        let err = decode_checked(&wrong_count, &gz, String::new).unwrap_err();
+        let err = decode_checked(&wrong_count, &gz, None, String::new).unwrap_err();
         assert!(
             err.message
                 .contains("chunk 2 holds 5 datoms, the manifest says 6"),
             "{err}"
         );
-        let err = decode_checked(&meta, b"not gzip", String::new).unwrap_err();
+        let err = decode_checked(&meta, b"not gzip", None, String::new).unwrap_err();
         assert!(err.message.contains("chunk 2 does not decode"), "{err}");
     }
 
@@ -502,7 +553,7 @@ mod tests {
             .manifest
             .chunks
             .iter()
-            .map(|c| fetch_checked(&mem, &prefix, c).unwrap())
+            .map(|c| fetch_checked(&mem, &prefix, c, None).unwrap())
             .collect();
         (r.manifest, chunks)
     }

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use serde::Serialize;
+
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::repo::layout;
@@ -14,8 +16,11 @@ use crate::store::{LeftoverKind, Store};
 
 use super::list::list;
 
+/// The option keys of `cleanup-incomplete` (checked by [`crate::options::check_keys`]).
+pub const KEYS: &[&str] = &["older-than-hours"];
+
 /// What `cleanup-incomplete` did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CleanupReport {
     /// The database id.
     pub database_id: String,
@@ -162,7 +167,7 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].backup_id, done.manifest.backup_id);
         assert!(
-            crate::ops::verify::verify(store, "db", &done.manifest.backup_id, true)
+            crate::ops::verify::verify(store, "db", &done.manifest.backup_id, true, None)
                 .unwrap()
                 .success()
         );

@@ -11,15 +11,17 @@
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
+use serde::Serialize;
+
 use crate::error::Result;
-use crate::repo::checkpoint::Checkpoint;
+use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
 use crate::repo::meta::read_edn;
 use crate::store::{ObjectMeta, Store};
 
-/// One backup as `list-backups` shows it.
-#[derive(Clone, Debug, PartialEq)]
+/// One backup as the store holds it: what `list-backups` reads.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BackupSummary {
     /// The backup id.
     pub backup_id: String,
@@ -43,7 +45,10 @@ pub struct BackupSummary {
     pub marked_complete: bool,
     /// For a log of continuous backup: the log as stored (then `manifest` and
     /// `checkpoint` are `None`).
+    #[serde(skip)]
     pub log: Option<Box<crate::log::read::StoredLog>>,
+    /// `prune-backups` is deleting it (its tombstone is present): never complete.
+    pub pruning: bool,
 }
 
 /// What list and verify say about a backup whose manifest is damaged although it has a
@@ -51,6 +56,157 @@ pub struct BackupSummary {
 pub const REPAIRABLE: &str =
     "the backup has a complete.marker (it finished), so cleanup-incomplete never removes it; \
 its checkpoint.edn holds every chunk's checksum: repair-manifest rebuilds the manifest from it";
+
+/// One backup as `list-backups` shows it (the Clojure API's map, the CLI's row): the
+/// manifest's facts, or the checkpoint's progress for a backup without a manifest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Listing {
+    /// The backup id.
+    pub backup_id: String,
+    /// `full`, `incremental` (the manifest's `:backup/type`) or `log`.
+    #[serde(rename = "type")]
+    pub backup_type: String,
+    /// Creation time, epoch millis.
+    pub created_at_ms: i64,
+    /// Whether the backup is complete.
+    pub completed: bool,
+    /// Datoms (the manifest's, else those in stored chunks).
+    pub datom_count: u64,
+    /// Stored bytes (the manifest's chunk bytes, else every file of the backup).
+    pub size_bytes: u64,
+    /// Chunks (the manifest's, else those stored so far).
+    pub chunk_count: u64,
+    /// Last activity, epoch millis.
+    pub updated_at_ms: i64,
+    /// Whether history is included (only known from a manifest).
+    pub history: Option<bool>,
+    /// `datacamp-native` or `datacamp-original` (only known from a manifest).
+    pub format: Option<&'static str>,
+    /// The source database's `:max-tx` at the backup (only known from a manifest).
+    pub max_tx: Option<i64>,
+    /// Its place in its chain (only known from a manifest).
+    pub chain: Option<ChainFacts>,
+    /// `prune-backups` is deleting it.
+    pub pruning: bool,
+    /// What is wrong with its manifest (see [`BackupSummary::problems`]).
+    pub problems: Vec<String>,
+    /// For an incomplete backup: how far it got.
+    pub progress: Option<Progress>,
+    /// For a log of continuous backup: what only a log has.
+    pub log: Option<LogFacts>,
+}
+
+/// What `list-backups` shows of a log besides its place in the chain.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogFacts {
+    /// Its contiguous segments.
+    pub segment_count: u64,
+    /// Its capture stopped cleanly (`closed.edn`).
+    pub closed: bool,
+    /// Why the log starts where it does.
+    pub reason: String,
+}
+
+/// A backup's place in its chain, from its manifest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChainFacts {
+    /// The backup an incremental continues (`None` for a full backup).
+    pub parent: Option<String>,
+    /// The full backup at the chain's root (`None` for a full backup).
+    pub base: Option<String>,
+    /// An incremental holds the transactions after this one.
+    pub after_tx: Option<i64>,
+    /// Smallest and largest tx of its datoms.
+    pub tx_range: Option<(i64, i64)>,
+    /// Smallest and largest `:db/txInstant` (epoch ms) of its transactions.
+    pub instant_range: Option<(i64, i64)>,
+}
+
+/// How far an incomplete backup got, from its checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Progress {
+    /// The checkpoint's phase (`None` without a readable checkpoint).
+    pub phase: Option<Phase>,
+    /// Chunks stored.
+    pub chunks_stored: u64,
+    /// Datoms received from the database.
+    pub datoms_received: u64,
+    /// The error that stopped it, if recorded.
+    pub error: Option<String>,
+}
+
+impl BackupSummary {
+    /// The listing of this backup.
+    pub fn listing(&self) -> Listing {
+        if let Some(log) = &self.log {
+            return self.log_listing(log);
+        }
+        let m = self.manifest.as_ref();
+        let cp = self.checkpoint.as_ref();
+        Listing {
+            backup_id: self.backup_id.clone(),
+            backup_type: m.map_or("full", |m| m.backup_type.as_str()).to_owned(),
+            created_at_ms: self.created_at_ms,
+            completed: self.completed,
+            datom_count: m.map_or_else(|| cp.map_or(0, |c| c.datoms_stored), |m| m.datom_count),
+            size_bytes: m.map_or(self.stored_bytes, |m| m.size_bytes),
+            chunk_count: m.map_or_else(|| cp.map_or(0, |c| c.chunks.len()), |m| m.chunks.len())
+                as u64,
+            updated_at_ms: self.updated_at_ms,
+            history: m.map(|m| m.history),
+            format: m.map(|m| m.order.format_name()),
+            max_tx: m.map(|m| m.max_tx),
+            chain: m.map(|m| ChainFacts {
+                parent: m.link.parent.clone(),
+                base: m.link.base.clone(),
+                after_tx: m.link.after_tx,
+                tx_range: m.tx_range,
+                instant_range: m.link.instant_range,
+            }),
+            pruning: self.pruning,
+            problems: self.problems.clone(),
+            progress: (!self.completed).then(|| Progress {
+                phase: cp.map(|c| c.phase),
+                chunks_stored: cp.map_or(0, |c| c.chunks.len()) as u64,
+                datoms_received: cp.map_or(0, |c| c.datoms_received),
+                error: cp.and_then(|c| c.error.clone()),
+            }),
+            log: None,
+        }
+    }
+
+    fn log_listing(&self, log: &crate::log::read::StoredLog) -> Listing {
+        let h = &log.head;
+        Listing {
+            backup_id: self.backup_id.clone(),
+            backup_type: "log".to_owned(),
+            created_at_ms: self.created_at_ms,
+            completed: true,
+            datom_count: log.datom_count(),
+            size_bytes: log.segment_bytes(),
+            chunk_count: log.segments.len() as u64,
+            updated_at_ms: self.updated_at_ms,
+            history: Some(h.history),
+            format: None,
+            max_tx: Some(log.through),
+            chain: Some(ChainFacts {
+                parent: Some(h.parent.clone()),
+                base: Some(h.base.clone()),
+                after_tx: Some(h.after_tx),
+                tx_range: (!log.segments.is_empty()).then_some((h.after_tx + 1, log.through)),
+                instant_range: log.instant_range(),
+            }),
+            pruning: self.pruning,
+            problems: log.problems.clone(),
+            progress: None,
+            log: Some(LogFacts {
+                segment_count: log.segments.len() as u64,
+                closed: log.closed.is_some(),
+                reason: h.reason.clone(),
+            }),
+        }
+    }
+}
 
 fn millis(o: &ObjectMeta) -> i64 {
     o.modified
@@ -102,6 +258,7 @@ pub(crate) fn summarize(
                 problems: Vec::new(),
                 marked_complete: true,
                 log: Some(Box::new(log)),
+                pruning: false,
             });
         }
     }
@@ -140,8 +297,11 @@ pub(crate) fn summarize(
     } else {
         None
     };
-    let completed =
-        manifest.as_ref().is_some_and(|m| m.completed) && marked_complete && problems.is_empty();
+    let pruning = has(layout::PRUNE_TOMBSTONE);
+    let completed = manifest.as_ref().is_some_and(|m| m.completed)
+        && marked_complete
+        && problems.is_empty()
+        && !pruning;
     let oldest = objects.iter().map(millis).min().unwrap_or(0);
     let newest = objects.iter().map(millis).max().unwrap_or(0);
     let created_at_ms = manifest
@@ -161,6 +321,7 @@ pub(crate) fn summarize(
         problems,
         marked_complete,
         log: None,
+        pruning,
     })
 }
 

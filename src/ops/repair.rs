@@ -2,7 +2,7 @@
 //! lost or damaged.
 //!
 //! A backup writes `checkpoint.edn` (phase `:committing`, every chunk with its checksums)
-//! before its manifest, and `complete.marker` after it. So a backup with a marker whose
+//! before its manifest, and `complete.marker` after it (then phase `:complete`). So a backup with a marker whose
 //! manifest is unreadable or invalid still has everything the manifest said: the checkpoint
 //! lists the chunks, `config.edn` the snapshot. Repair rebuilds the manifest from them, but
 //! only after every chunk has been read, checked against the checkpoint's checksums,
@@ -10,8 +10,9 @@
 //! [`Manifest::validate`]. Backups of the original implementation (whose checkpoint lists
 //! no chunks) cannot be repaired.
 
+use crate::chain::state;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::Value;
+use crate::model::{Attr, Value};
 use crate::repo::checkpoint::{Checkpoint, Phase};
 use crate::repo::layout;
 use crate::repo::manifest::{ChunkOrder, Manifest, FORMAT_VERSION};
@@ -21,6 +22,10 @@ use crate::store::Store;
 use super::check::{self, ContentCheck};
 
 const OP: &str = "repair manifest";
+
+/// The option keys a caller of `repair-manifest` may pass (checked by
+/// [`crate::options::check_keys`]).
+pub const KEYS: &[&str] = &["database-id"];
 
 /// What `repair-manifest` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +92,7 @@ pub fn repair_manifest(
         .ok()
         .and_then(|v| Checkpoint::from_value(&v))
         .ok_or_else(|| unusable("its checkpoint.edn is missing or unreadable"))?;
-    if checkpoint.phase != Phase::Committing
+    if !matches!(checkpoint.phase, Phase::Committing | Phase::Complete)
         || checkpoint.backup_id != backup_id
         || checkpoint.database_id != database_id
         || checkpoint.chunks.is_empty()
@@ -98,6 +103,29 @@ pub fn repair_manifest(
     }
     let config = read_edn_opt(store, &key(layout::CONFIG))?
         .ok_or_else(|| unusable("its config.edn is missing"))?;
+    // A chain link's manifest also holds its place in the chain and its :db/noHistory
+    // state, which no checkpoint records.
+    let incremental =
+        matches!(config.get("backup/type"), Some(Value::Keyword(n)) if &*n.name == "incremental");
+    // (:db/txInstant, which Datahike marks :db/noHistory, has no state.)
+    let with_state = config
+        .get("schema/no-history-attrs")
+        .and_then(Value::as_seq)
+        .is_some_and(|s| {
+            // Idents suffice: an `:attribute-refs?` database lists each attribute's id too.
+            s.iter().any(|v| {
+                matches!(v, Value::Keyword(n) if !state::is_tx_instant(&Attr::Keyword(n.clone()), None))
+            })
+        });
+    if incremental || with_state {
+        return Err(unusable(
+            "it is an incremental backup or holds :db/noHistory state, which its checkpoint does not record; take a new full backup",
+        ));
+    }
+    let compression = match config.get("backup/compression") {
+        Some(Value::Keyword(n)) => n.name.to_string(),
+        _ => "gzip".to_owned(),
+    };
     let long = |k: &str| config.get(k).and_then(Value::as_long).unwrap_or(0);
     let chunks = checkpoint.chunks;
     let tx_range = chunks
@@ -117,7 +145,7 @@ pub fn repair_manifest(
             .get("datahike/version")
             .and_then(Value::as_str)
             .map(String::from),
-        compression: "gzip".into(),
+        compression,
         history: config
             .get("backup/history?")
             .and_then(Value::as_bool)
@@ -130,13 +158,17 @@ pub fn repair_manifest(
         max_eid: long("stats/max-eid"),
         max_tx: long("stats/max-tx"),
         chunks,
+        link: crate::repo::link::LinkMeta {
+            no_history: Some(Vec::new()),
+            ..Default::default()
+        },
     };
     manifest.check(database_id, backup_id)?;
     // Every chunk read, checked against the checkpoint's checksums and decoded.
     let prefix = layout::backup_prefix(database_id, backup_id);
     let mut content = ContentCheck::new(&manifest, Some(&config));
     for meta in &manifest.chunks {
-        let decoded = check::fetch_checked(store, &prefix, meta)?;
+        let decoded = check::fetch_checked(store, &prefix, meta, None)?;
         content.chunk(meta, &decoded)?;
     }
     content.finish()?;
@@ -181,7 +213,7 @@ mod tests {
                 r.manifest.tx_range
             )
         );
-        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true, None)
             .unwrap()
             .success());
         assert_eq!(

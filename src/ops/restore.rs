@@ -8,6 +8,9 @@
 //! through the bounded external sort of [`crate::pipeline::order`] — before datoms flow.
 //! Memory: about `2 × parallel` decoded chunks, plus up to `fetch_ahead` stored (compressed)
 //! chunks of at most [`FETCH_AHEAD_BYTES`] together; or the sort buffer for original backups.
+//!
+//! An incremental backup restores with its whole chain, and any backup to a point in time:
+//! see [`super::restore_chain`], which builds the same session over the chain's links.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,7 +20,9 @@ use std::thread;
 
 use crossbeam_channel::{bounded, Receiver};
 
+use crate::chain::plan::Point;
 use crate::codec::wire::{Batch, BatchBuilder};
+use crate::crypto::envelope::{self, BackupCipher, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
 use crate::options::Opts;
@@ -29,6 +34,21 @@ use crate::repo::meta::{read_edn, read_edn_opt};
 use crate::store::Store;
 
 use super::check::{self, ContentCheck};
+
+/// The option keys a caller of a restore may pass (checked by
+/// [`crate::options::check_keys`]; the Clojure API removes its own — `:batch-size`,
+/// `:progress-fn`, `:load-timeout-ms` — first). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "parallel",
+    "fetch-ahead",
+    "verify-first?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+    "as-of-tx",
+    "as-of-time",
+    "encryption",
+];
 
 /// Validated restore options.
 #[derive(Clone, Debug)]
@@ -50,6 +70,13 @@ pub struct RestoreOptions {
     pub sort_buffer_bytes: usize,
     /// Where sorted runs spill.
     pub tmp_dir: Option<PathBuf>,
+    /// Restore to right after this transaction (a prefix of the chain).
+    pub as_of_tx: Option<i64>,
+    /// Restore to right after the last transaction whose `:db/txInstant` (epoch ms) is at
+    /// or before this.
+    pub as_of_time_ms: Option<i64>,
+    /// The key of an encrypted backup (`:encryption`).
+    pub encryption: Option<KeySpec>,
 }
 
 impl Default for RestoreOptions {
@@ -63,6 +90,9 @@ impl Default for RestoreOptions {
             batch_datoms: 8192,
             sort_buffer_bytes: 64 << 20,
             tmp_dir: None,
+            as_of_tx: None,
+            as_of_time_ms: None,
+            encryption: None,
         }
     }
 }
@@ -90,7 +120,38 @@ impl RestoreOptions {
                 1 << 40,
             )? as usize,
             tmp_dir: o.string("tmp-dir")?.map(PathBuf::from),
+            encryption: KeySpec::from_options(v, "open restore")?,
+            as_of_tx: o.long("as-of-tx")?,
+            as_of_time_ms: match o.get("as-of-time") {
+                None => None,
+                Some(Value::Inst(ms)) => Some(*ms),
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "open restore",
+                        format!(":as-of-time must be an instant, got {other:?}"),
+                    ))
+                }
+            },
         })
+        .and_then(|r| {
+            if r.as_of_tx.is_some() && r.as_of_time_ms.is_some() {
+                return Err(Error::invalid(
+                    "open restore",
+                    "give :as-of-tx or :as-of-time, not both",
+                ));
+            }
+            Ok(r)
+        })
+    }
+
+    /// The point the options ask for.
+    pub fn point(&self) -> crate::chain::plan::Point {
+        use crate::chain::plan::Point;
+        match (self.as_of_tx, self.as_of_time_ms) {
+            (Some(t), _) => Point::Tx(t),
+            (None, Some(ms)) => Point::Time(ms),
+            (None, None) => Point::Latest,
+        }
     }
 }
 
@@ -202,7 +263,7 @@ impl FetchAhead {
 ///
 /// Worker `k` handles chunks `k, k + parallel, …` and hands each over through its own
 /// one-slot channel, so at most `2 × parallel` decoded chunks exist at once.
-struct Prefetch {
+pub(super) struct Prefetch {
     receivers: Vec<Receiver<Result<DecodedChunk>>>,
     next: usize,
     count: usize,
@@ -211,12 +272,13 @@ struct Prefetch {
 }
 
 impl Prefetch {
-    fn start(
+    pub(super) fn start(
         store: Arc<dyn Store>,
         prefix: String,
         chunks: Arc<Vec<ChunkMeta>>,
         parallel: usize,
         fetch_ahead: usize,
+        cipher: Option<Arc<BackupCipher>>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let fetch = FetchAhead::start(store.clone(), prefix.clone(), chunks.clone(), fetch_ahead);
@@ -224,12 +286,13 @@ impl Prefetch {
         for k in 0..parallel.max(1) {
             let (tx, rx) = bounded(1);
             receivers.push(rx);
-            let (store, prefix, chunks, stop, fetch) = (
+            let (store, prefix, chunks, stop, fetch, cipher) = (
                 store.clone(),
                 prefix.clone(),
                 chunks.clone(),
                 stop.clone(),
                 fetch.clone(),
+                cipher.clone(),
             );
             thread::spawn(move || {
                 for i in (k..chunks.len()).step_by(parallel.max(1)) {
@@ -241,8 +304,9 @@ impl Prefetch {
                         break;
                     };
                     let key = layout::chunk_in(&prefix, meta);
-                    let r = bytes
-                        .and_then(|b| check::decode_checked(meta, &b, || store.location(&key)));
+                    let r = bytes.and_then(|b| {
+                        check::decode_checked(meta, &b, cipher.as_deref(), || store.location(&key))
+                    });
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break;
@@ -286,9 +350,11 @@ impl Drop for Prefetch {
 }
 
 /// The datoms of a backup in restore order, with the chunk each came from.
-type DatomSource = Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send>;
+pub(super) type DatomSource = Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send>;
 
-fn streamed(chunks: impl Iterator<Item = Result<DecodedChunk>> + Send + 'static) -> DatomSource {
+pub(super) fn streamed(
+    chunks: impl Iterator<Item = Result<DecodedChunk>> + Send + 'static,
+) -> DatomSource {
     Box::new(chunks.flat_map(
         |r| -> Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send> {
             match r {
@@ -388,6 +454,8 @@ pub struct RestoreInfo {
     pub manifest: Manifest,
     /// The source database's configuration as `config.edn` records it (`Nil` if unknown).
     pub datahike_config: Value,
+    /// For a chain or a point-in-time restore: the links and the reading plan.
+    pub chain: Option<super::restore_chain::ChainInfo>,
 }
 
 /// An open restore: hands out the backup's datoms in restore order, batch by batch.
@@ -399,9 +467,38 @@ pub struct RestoreSession {
     done: u64,
     last_chunk: Option<u64>,
     finished: bool,
+    /// The `:db/txInstant` attribute, to report the instant restored to.
+    tx_instant: Option<Attr>,
+    /// The last transaction handed out, and its `:db/txInstant` when seen.
+    reached: (Option<i64>, Option<i64>),
 }
 
 impl RestoreSession {
+    /// Assemble a session over a datom source (the chain restore builds its own).
+    pub(super) fn from_source(
+        info: RestoreInfo,
+        source: DatomSource,
+        batch_datoms: usize,
+        tx_instant: Option<Attr>,
+    ) -> Self {
+        RestoreSession {
+            info,
+            source,
+            builder: BatchBuilder::new(),
+            batch_datoms,
+            done: 0,
+            last_chunk: None,
+            finished: false,
+            tx_instant,
+            reached: (None, None),
+        }
+    }
+
+    /// The last transaction handed out so far and its `:db/txInstant` (epoch ms), when the
+    /// stream carried it: at the end, the point the restore reached.
+    pub fn reached(&self) -> (Option<i64>, Option<i64>) {
+        self.reached
+    }
     /// Given a store and options, read and check the backup's metadata and start streaming.
     ///
     /// Refuses (`NotFound`) a backup that does not exist, (`Conflict`) one that is
@@ -418,6 +515,9 @@ impl RestoreSession {
         let manifest = match read_edn(store.as_ref(), &manifest_key) {
             Ok(v) => {
                 Manifest::from_value(&v).map_err(|e| e.with_key(store.location(&manifest_key)))?
+            }
+            Err(e) if e.kind == ErrorKind::NotFound && opts.point() != Point::Latest => {
+                return super::restore_chain::open(store, opts)
             }
             Err(e) if e.kind == ErrorKind::NotFound => {
                 let exists = !store.list(&layout::backup_prefix(db, id))?.is_empty();
@@ -439,6 +539,9 @@ impl RestoreSession {
             }
             Err(e) => return Err(e),
         };
+        if manifest.backup_type != "full" || opts.point() != Point::Latest {
+            return super::restore_chain::open(store, opts);
+        }
         let marker = layout::backup_file(db, id, layout::COMPLETE_MARKER);
         if !manifest.completed || store.size(&marker)?.is_none() {
             return Err(Error::new(
@@ -451,7 +554,16 @@ impl RestoreSession {
         manifest
             .check(db, id)
             .map_err(|e| e.with_key(store.location(&manifest_key)))?;
-        let config = read_edn_opt(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG))?;
+        // The key before anything else is read: a wrong or missing one stops here.
+        let cipher = envelope::resolve(
+            manifest.encryption.as_ref(),
+            opts.encryption.as_ref(),
+            db,
+            id,
+        )?;
+        let config = read_edn_opt(store.as_ref(), &layout::backup_file(db, id, layout::CONFIG))?
+            .map(|c| envelope::open_config(c, cipher.as_deref()))
+            .transpose()?;
         let prefix = layout::backup_prefix(db, id);
         let chunks = Arc::new(manifest.chunks.clone());
         // The cheap check (one listing): missing or truncated chunks stop the restore before
@@ -471,6 +583,7 @@ impl RestoreSession {
                 chunks.clone(),
                 opts.parallel,
                 opts.fetch_ahead,
+                cipher.clone(),
             )
         };
         let checked = || {
@@ -504,22 +617,22 @@ impl RestoreSession {
                 Box::new(order.finish()?.map(move |r| r.map(|d| (last, d))))
             }
         };
-        Ok(RestoreSession {
-            info: RestoreInfo {
+        let tx_instant =
+            super::restore_chain::tx_instant_attr(config.as_ref().unwrap_or(&Value::Nil));
+        Ok(Self::from_source(
+            RestoreInfo {
                 datahike_config: config
                     .as_ref()
                     .and_then(|c| c.get("datahike/config"))
                     .cloned()
                     .unwrap_or(Value::Nil),
                 manifest,
+                chain: None,
             },
             source,
-            builder: BatchBuilder::new(),
-            batch_datoms: opts.batch_datoms,
-            done: 0,
-            last_chunk: None,
-            finished: false,
-        })
+            opts.batch_datoms,
+            Some(tx_instant),
+        ))
     }
 
     /// What the backup says about itself (manifest facts and the source's configuration).
@@ -557,6 +670,14 @@ impl RestoreSession {
                     self.last_chunk = Some(chunk_id);
                     if d.tx == TX0 {
                         continue;
+                    }
+                    if self.reached.0 != Some(d.tx) {
+                        self.reached = (Some(d.tx), None);
+                    }
+                    if let (Some(a), Value::Inst(ms)) = (&self.tx_instant, &d.v) {
+                        if d.added && d.e == d.tx && d.a == *a {
+                            self.reached.1 = Some(*ms);
+                        }
                     }
                     self.builder.push(&d)?;
                     self.done += 1;
@@ -705,9 +826,9 @@ mod tests {
         let mut other = m.clone();
         other.backup_id = "../../evil".into();
         cases.push((other, ErrorKind::Corrupt));
-        let mut incremental = m.clone();
-        incremental.backup_type = "incremental".into();
-        cases.push((incremental, ErrorKind::Unsupported));
+        let mut unknown = m.clone();
+        unknown.backup_type = "differential".into();
+        cases.push((unknown, ErrorKind::Unsupported));
         for (bad, kind) in cases {
             crate::repo::meta::write_edn(&mem, &mkey, &bad.to_value()).unwrap();
             let err = testing::restore(&store, "db", &id).unwrap_err();

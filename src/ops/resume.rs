@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::clock::now_ms;
 use crate::codec::edn;
+use crate::crypto::envelope::{self, Envelope};
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::Value;
 use crate::repo::checkpoint::{Checkpoint, Phase};
@@ -20,6 +21,22 @@ use crate::store::Store;
 
 use super::backup::{BackupOptions, BackupSession};
 use super::list::{summarize, BackupSummary};
+
+/// The option keys a caller of `resume-backup` may pass: the backup's, plus the lock's
+/// (checked by [`crate::options::check_keys`]). A new option is one line here.
+pub const KEYS: &[&str] = &[
+    "database-id",
+    "chunk-size",
+    "compression",
+    "compression-level",
+    "parallel",
+    "history?",
+    "sort-buffer-bytes",
+    "tmp-dir",
+    "break-lock?",
+    "lock-lease-ms",
+    "encryption",
+];
 
 /// Where a backup stands, for a resumer.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +83,7 @@ pub fn status(store: &dyn Store, database_id: &str, backup_id: &str) -> Result<B
 /// The options a resumed backup must share with the interrupted one, as `config.edn`
 /// records them: one sentence per difference.
 fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
-    const KEYS: [&str; 10] = [
+    const KEYS: [&str; 13] = [
         "database/id",
         "backup/history?",
         "backup/chunk-size",
@@ -77,9 +94,14 @@ fn resume_mismatches(recorded: &Value, now: &Value) -> Vec<String> {
         "schema/tx-instant-attr",
         "stats/max-tx",
         "datahike/id",
+        "backup/parent",
+        "backup/after-tx",
+        "schema/no-history-attrs",
     ];
+    // A key an older version did not record reads as nil.
+    let at = |v: &'_ Value, k: &str| v.get(k).cloned().unwrap_or(Value::Nil);
     KEYS.iter()
-        .filter(|k| recorded.get(k) != now.get(k))
+        .filter(|k| at(recorded, k) != at(now, k))
         .map(|k| {
             format!(
                 ":{k} was {} and is now {}",
@@ -175,14 +197,26 @@ pub(super) fn open_resumed(store: Arc<dyn Store>, opts: BackupOptions) -> Result
     let prior = checkpoint
         .map(|c| c.chunks.into_iter().map(|m| (m.id, m)).collect())
         .unwrap_or_default();
-    let session = BackupSession::assemble(
+    // An encrypted backup goes on with its own data key: the key given must open it.
+    let envelope = recorded
+        .get("format/encryption")
+        .filter(|v| **v != Value::Nil)
+        .map(Envelope::from_value);
+    let cipher = envelope::resolve(envelope.as_ref(), opts.encryption.as_ref(), &db, &backup_id)?;
+    let recorded = envelope::open_config(recorded, cipher.as_deref())?;
+    let parent = super::incremental::parent_of(store.as_ref(), &opts)?;
+    let mut session = BackupSession::assemble(
         store.clone(),
         opts,
         backup_id.clone(),
         started_ms,
         prior,
         Some(lock),
+        parent,
     )?;
+    if let (Some(envelope), Some(cipher)) = (envelope, cipher) {
+        session.set_sealing(envelope, cipher);
+    }
     let mismatches = resume_mismatches(&recorded, &session.config_value());
     if !mismatches.is_empty() {
         return Err(Error::new(
@@ -375,7 +409,7 @@ mod tests {
         assert_eq!(resumed.manifest.chunks, r.manifest.chunks);
         assert_eq!(resumed.manifest.datom_count, r.manifest.datom_count);
         assert_eq!(mem.get(&c1).unwrap(), original);
-        assert!(crate::ops::verify::verify(&mem, "db", &id, true)
+        assert!(crate::ops::verify::verify(&mem, "db", &id, true, None)
             .unwrap()
             .success());
     }

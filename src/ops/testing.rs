@@ -100,6 +100,22 @@ pub fn store() -> (MemoryStore, Arc<dyn Store>) {
     (m, s)
 }
 
+/// A chain in `store`: a full backup of `history(txs[0])`, then one incremental per
+/// further entry, each continuing the previous; returns the ids, base first. Ids ascend.
+pub fn chain(store: &Arc<dyn Store>, db: &str, txs: &[i64]) -> Vec<String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut ids: Vec<String> = Vec::new();
+    for &n in txs {
+        let mut o = options(db, 600, n);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        o.backup_id = Some(format!("b{k:06}"));
+        o.parent = ids.last().cloned();
+        o.incremental = o.parent.is_some();
+        ids.push(backup(store, o, &history(n)).manifest.backup_id);
+    }
+    ids
+}
+
 /// Back `datoms` up with `opts` into `store`.
 pub fn backup(store: &Arc<dyn Store>, opts: BackupOptions, datoms: &[Datom]) -> BackupResult {
     let mut s = BackupSession::open(store.clone(), opts).unwrap();
@@ -116,6 +132,14 @@ pub fn restore(store: &Arc<dyn Store>, db: &str, id: &str) -> crate::Result<Vec<
         backup_id: id.into(),
         ..RestoreOptions::default()
     };
+    restore_with(store, opts).map(|(datoms, _)| datoms)
+}
+
+/// Restore with `opts`: every datom handed out, and the session at its end.
+pub fn restore_with(
+    store: &Arc<dyn Store>,
+    opts: RestoreOptions,
+) -> crate::Result<(Vec<Datom>, RestoreSession)> {
     let mut session = RestoreSession::open(store.clone(), opts)?;
     let mut out = Vec::new();
     let mut attrs = Vec::new();
@@ -123,7 +147,44 @@ pub fn restore(store: &Arc<dyn Store>, db: &str, id: &str) -> crate::Result<Vec<
         crate::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs)?;
         crate::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out)?;
     }
-    Ok(out)
+    Ok((out, session))
+}
+
+/// A store that counts the bytes of chunks read through `get` (what a restore reads).
+pub struct CountingStore {
+    /// The store read from.
+    pub inner: MemoryStore,
+    /// Bytes of chunks returned by `get` so far.
+    pub read: std::sync::atomic::AtomicU64,
+}
+
+impl Store for CountingStore {
+    fn put(&self, key: &str, bytes: &[u8]) -> crate::Result<()> {
+        self.inner.put(key, bytes)
+    }
+    fn get(&self, key: &str) -> crate::Result<Vec<u8>> {
+        let b = self.inner.get(key)?;
+        if key.contains("/chunks/") {
+            self.read
+                .fetch_add(b.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(b)
+    }
+    fn size(&self, key: &str) -> crate::Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> crate::Result<Vec<crate::store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> crate::Result<()> {
+        self.inner.delete(key)
+    }
+    fn location(&self, key: &str) -> String {
+        self.inner.location(key)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> crate::Result<bool> {
+        self.inner.put_if_absent(key, bytes)
+    }
 }
 
 /// The datoms of a stored backup, decoded chunk by chunk in manifest order.
@@ -133,7 +194,7 @@ pub fn stored_datoms(store: &dyn Store, r: &BackupResult) -> Vec<Datom> {
         .chunks
         .iter()
         .flat_map(|c| {
-            super::check::fetch_checked(store, &prefix, c)
+            super::check::fetch_checked(store, &prefix, c, None)
                 .unwrap()
                 .datoms
         })

@@ -26,12 +26,28 @@ use crate::pipeline::order::RestoreOrder;
 /// Batches that may wait in the channel (each up to the JVM's batch size, 8,192 datoms).
 pub const FEED_DEPTH: usize = 2;
 
-/// What receives the datoms: the order, the batches' attribute table and, per batch
-/// attribute id, the order's id of the same attribute.
+/// A tap's callback: called with each datom it sees; an error stops the feed.
+pub type SeeFn = Box<dyn FnMut(&Datom) -> Result<()> + Send + Sync>;
+
+/// Sees the datoms of some attributes on their way into the order, on the feeding thread,
+/// before the order's own rules (window, tx0): e.g. the chain state's collector
+/// (`crate::chain::state`), which needs the `:db/noHistory` attributes' datoms. Only the
+/// datoms of [`Tap::attrs`] are decoded for it. An error stops the feed as a bad batch does.
+pub struct Tap {
+    /// The attributes whose datoms the tap sees.
+    pub attrs: std::collections::HashSet<Attr>,
+    /// Called with each of their datoms, in input order.
+    pub see: SeeFn,
+}
+
+/// What receives the datoms: the order, the batches' attribute table, per batch attribute
+/// id the order's id of the same attribute and whether the tap sees it, and the tap.
 struct Sink {
     order: RestoreOrder,
     attrs: Vec<Attr>,
     ids: Vec<u32>,
+    tapped: Vec<bool>,
+    tap: Option<Tap>,
 }
 
 impl Sink {
@@ -43,6 +59,8 @@ impl Sink {
         wire::decode_attrs(&batch.new_attrs, &mut self.attrs)?;
         for a in &self.attrs[self.ids.len()..] {
             self.ids.push(self.order.intern(a));
+            self.tapped
+                .push(self.tap.as_ref().is_some_and(|t| t.attrs.contains(a)));
         }
         let cols = batch.columns();
         let n = cols.e.len();
@@ -114,6 +132,20 @@ impl Sink {
                     (1, &before[..before.len() - vbytes.len()])
                 }
             };
+            if self.tapped[a as usize] {
+                if let Some(tap) = &mut self.tap {
+                    let mut tagged = head[..head_len].to_vec();
+                    tagged.extend_from_slice(tail);
+                    let v = crate::codec::tagged::decode_value(&mut tagged.as_slice())?;
+                    (tap.see)(&Datom {
+                        e: cols.e[i],
+                        a: self.attrs[a as usize].clone(),
+                        v,
+                        tx: cols.tx[i],
+                        added,
+                    })?;
+                }
+            }
             self.order
                 .push_tagged(cols.e[i], aid, cols.tx[i], added, &head[..head_len], tail)?;
         }
@@ -147,18 +179,31 @@ pub struct Feed {
 impl Feed {
     /// Given a restore order, return a feed into it (the thread starts with the first batch).
     pub fn new(order: RestoreOrder) -> Self {
+        Self::with_tap(order, None)
+    }
+
+    /// Like [`Feed::new`], with a [`Tap`] that sees its attributes' datoms before the order.
+    pub fn with_tap(order: RestoreOrder, tap: Option<Tap>) -> Self {
         Feed {
             state: State::Here(Box::new(Sink {
                 order,
                 attrs: Vec::new(),
                 ids: Vec::new(),
+                tapped: Vec::new(),
+                tap,
             })),
         }
     }
 
     /// Push one datom on the caller's thread, after every batch pushed before.
     pub fn push(&mut self, d: Datom) -> Result<()> {
-        self.here()?.order.push(d)
+        let sink = self.here()?;
+        if let Some(tap) = &mut sink.tap {
+            if tap.attrs.contains(&d.a) {
+                (tap.see)(&d)?;
+            }
+        }
+        sink.order.push(d)
     }
 
     /// Hand one columnar batch to the feeding thread; blocks while `FEED_DEPTH` batches

@@ -17,6 +17,11 @@
 //!
 //! With `skip_tx0`, datoms of tx [`TX0`] are dropped (counted in [`RestoreOrder::skipped`]).
 //!
+//! A window ([`RestoreOrder::emit_after`], for incremental backups): only datoms with
+//! `tx > after` are emitted, but every pushed datom still counts for which ids are new in
+//! which tx — "new" is relative to the whole history, as `load-entities` sees it when the
+//! window is loaded after the transactions before it.
+//!
 //! # How, and the memory bound
 //!
 //! Phase 1 ([`RestoreOrder::push`], [`RestoreOrder::push_tagged`]) feeds compact byte
@@ -238,6 +243,10 @@ pub struct RestoreOrder {
     attrs: Attrs,
     pushed: u64,
     skipped: u64,
+    /// Emit only datoms with a tx above this (incremental backups); `None`: all.
+    window_after: Option<i64>,
+    /// Datoms pushed but outside the window.
+    outside_window: u64,
     scratch: Vec<u8>,
 }
 
@@ -284,6 +293,8 @@ impl RestoreOrder {
             attrs: Attrs::default(),
             pushed: 0,
             skipped: 0,
+            window_after: None,
+            outside_window: 0,
             scratch: Vec::new(),
         })
     }
@@ -366,6 +377,10 @@ impl RestoreOrder {
         if let Some(v) = ref_id {
             self.first.note(v, tx);
         }
+        if self.window_after.is_some_and(|after| tx <= after) {
+            self.outside_window += 1;
+            return Ok(());
+        }
         if self.spec.skip_tx0 && tx == TX0 {
             self.skipped += 1;
             return Ok(());
@@ -383,6 +398,19 @@ impl RestoreOrder {
             out.extend_from_slice(tail);
             Ok(())
         })
+    }
+
+    /// Return the order emitting only datoms with `tx > after` (see the module doc): the
+    /// others are pushed for their first mentions only, and counted in
+    /// [`RestoreOrder::outside_window`].
+    pub fn emit_after(mut self, after: Option<i64>) -> Self {
+        self.window_after = after;
+        self
+    }
+
+    /// Return the number of datoms pushed but left out by the window.
+    pub fn outside_window(&self) -> u64 {
+        self.outside_window
     }
 
     /// Return the number of datoms pushed (including skipped ones).
@@ -405,7 +433,8 @@ impl RestoreOrder {
         self.first.bytes()
     }
 
-    /// Finish pushing and return the datoms (all pushed minus the skipped) in restore
+    /// Finish pushing and return the datoms (all pushed minus the skipped and those outside
+    /// the window) in restore
     /// order. Errors: those of [`RecordSorter::finish`].
     pub fn finish(self) -> Result<RestoreIter> {
         let src = self.sorter.finish()?;
@@ -1077,6 +1106,42 @@ mod tests {
             prop_assert_eq!(&tiny, &want);
             let (mid, _) = run(&s, &input, 3000);
             prop_assert_eq!(&mid, &want);
+        }
+    }
+
+    #[test]
+    fn a_window_emits_the_full_orders_suffix_with_first_mentions_from_everything() {
+        // 5 is first mentioned in tx1 (outside the window), 6 and 7 in tx2: inside the
+        // window only 6 and 7 are new, so [5 comp 7] keys 7 and [5 name] keys -1.
+        let input = vec![
+            d(5, "comp", Value::Long(7), T2, true),      // 0: key 7
+            d(5, "name", Value::str("five"), T1, true),  // 1: tx1
+            d(5, "name", Value::str("five"), T2, false), // 2: tx2 retraction
+            d(5, "name", Value::str("5"), T2, true),     // 3: key -1
+            d(6, "v", Value::str("a"), T2, true),        // 4: key 6
+            d(7, "v", Value::str("b"), T2, true),        // 5: key 7
+            inst(T1),                                    // 6
+            inst(T2),                                    // 7
+        ];
+        let s = spec(&["comp"]);
+        for buffer in [0, 1 << 30] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut o = RestoreOrder::new(s.clone(), tmp.path(), buffer)
+                .unwrap()
+                .emit_after(Some(T1));
+            for x in &input {
+                o.push(x.clone()).unwrap();
+            }
+            assert_eq!(o.outside_window(), 2);
+            let out = o.finish().unwrap().collect::<Result<Vec<_>>>().unwrap();
+            let (full, _) = run(&s, &input, buffer);
+            let suffix: Vec<Datom> = full.into_iter().filter(|x| x.tx > T1).collect();
+            assert_eq!(out, suffix);
+            let want: Vec<Datom> = [7, 2, 3, 4, 0, 5]
+                .iter()
+                .map(|&i| input[i].clone())
+                .collect();
+            assert_eq!(out, want, "buffer {buffer}");
         }
     }
 }

@@ -3,11 +3,14 @@
 //! It is what `list-backups` shows for a backup that has no manifest yet (interrupted or
 //! still running). Keys extend the original implementation's.
 
+use serde::Serialize;
+
 use crate::model::{kw_map, Value};
 use crate::repo::manifest::ChunkMeta;
 
 /// Where a backup is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     /// Receiving and sorting datoms; no chunk written yet.
     Ingest,
@@ -15,16 +18,20 @@ pub enum Phase {
     Writing,
     /// All chunks stored; the manifest is being written.
     Committing,
+    /// The manifest and the completion marker are written: the backup is complete.
+    Complete,
     /// Aborted by the caller or by an error.
     Aborted,
 }
 
 impl Phase {
-    fn keyword(self) -> &'static str {
+    /// The phase's name, as `:checkpoint/phase` holds it (`"ingest"`, `"complete"`, …).
+    pub fn keyword(self) -> &'static str {
         match self {
             Phase::Ingest => "ingest",
             Phase::Writing => "writing",
             Phase::Committing => "committing",
+            Phase::Complete => "complete",
             Phase::Aborted => "aborted",
         }
     }
@@ -34,6 +41,7 @@ impl Phase {
             "ingest" => Phase::Ingest,
             "writing" => Phase::Writing,
             "committing" => Phase::Committing,
+            "complete" => Phase::Complete,
             "aborted" => Phase::Aborted,
             _ => return None,
         })
@@ -41,7 +49,7 @@ impl Phase {
 }
 
 /// A backup's progress.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Checkpoint {
     /// The backup id.
     pub backup_id: String,
@@ -75,7 +83,14 @@ impl Checkpoint {
             ("checkpoint/updated-at", Value::Inst(self.updated_at_ms)),
             ("checkpoint/phase", Value::kw(self.phase.keyword())),
             ("progress/completed", Value::Long(self.chunks.len() as i64)),
-            ("progress/total-chunks", Value::kw("unknown")),
+            (
+                "progress/total-chunks",
+                // Known once every chunk is stored (committing, complete).
+                match self.phase {
+                    Phase::Committing | Phase::Complete => Value::Long(self.chunks.len() as i64),
+                    _ => Value::kw("unknown"),
+                },
+            ),
             (
                 "progress/datoms-received",
                 Value::Long(self.datoms_received as i64),

@@ -7,6 +7,9 @@
 //! {database-id}/{backup-id}/chunks/datoms-N.fressian.gz
 //! {database-id}/{backup-id}/complete.marker     written last
 //! {database-id}/{backup-id}/lock-N.edn          the resume lock (only while a resume runs)
+//! {database-id}/{backup-id}/state/no-history-N.fressian.gz   chain state: current
+//!                                               :db/noHistory datoms at the basis
+//! {database-id}/{backup-id}/prune.edn           tombstone: the backup is being deleted
 //!
 //! {database-id}/{log-id}/log.edn                the head of a continuous-backup log: its
 //!                                               place in the chain (written first, once)
@@ -103,8 +106,24 @@ pub fn chunk_key(database_id: &str, backup_id: &str, chunk_id: u64) -> String {
 
 /// The key of a manifest's chunk in the backup folder `prefix` (from [`backup_prefix`]).
 pub fn chunk_in(prefix: &str, meta: &crate::repo::manifest::ChunkMeta) -> String {
-    format!("{prefix}{}", meta.key)
+    key_in(prefix, &meta.key)
 }
+
+/// The key of `relative` (a path inside a backup's folder, as manifests record it) in the
+/// backup folder `prefix` (from [`backup_prefix`]).
+pub fn key_in(prefix: &str, relative: &str) -> String {
+    format!("{prefix}{relative}")
+}
+
+/// A chain state chunk's path relative to its backup folder (the current `:db/noHistory`
+/// datoms at the basis, chunk `n`; see `crate::chain::state`).
+pub fn no_history_state_relative(n: u64) -> String {
+    format!("state/no-history-{n}.fressian.gz")
+}
+
+/// File name of the tombstone `prune-backups` writes before it deletes a backup: a backup
+/// holding it is being deleted (it lists as incomplete and never restores).
+pub const PRUNE_TOMBSTONE: &str = "prune.edn";
 
 /// File name prefix of the resume lock's generations inside a backup's folder
 /// (`lock-N.edn`).

@@ -7,14 +7,18 @@
 //! A manifest is input from outside the process: [`Manifest::from_value`] refuses wrong
 //! types and negative counts, and [`Manifest::validate`] is the one check of its
 //! consistency (chunk ids `0..n-1` in order, totals equal to the sums, a known format,
-//! type, compression and no encryption, the backup and database ids asked for) that list,
+//! type, compression and encryption record, the backup and database ids asked for) that list,
 //! verify, restore and resume all run.
 
 use std::fmt;
 
+use serde::Serialize;
+
+use crate::crypto::envelope::Envelope;
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{kw_map, Value};
 use crate::pipeline::chunk::MAX_STORED_BYTES;
+use crate::repo::link::LinkMeta;
 
 /// The manifest format version we write.
 pub const FORMAT_VERSION: &str = "1.0.0";
@@ -25,7 +29,7 @@ pub const ACCEPTED_FORMAT_VERSIONS: &[&str] = &[FORMAT_VERSION];
 /// The `:backup/type`s this version lists as complete and restores; a backup of another
 /// type (a newer version's `:incremental`, …) is refused, never restored as a full one.
 /// Add a type here when it is supported.
-pub const ACCEPTED_TYPES: &[&str] = &["full"];
+pub const ACCEPTED_TYPES: &[&str] = &["full", "incremental"];
 
 /// The `:format/compression`s this version reads.
 pub const ACCEPTED_COMPRESSIONS: &[&str] = crate::pipeline::chunk::COMPRESSIONS;
@@ -41,7 +45,8 @@ pub const MAX_CHUNKS: usize = 20_000;
 pub const MAX_FILE_BYTES: u64 = (64 << 10) + MAX_CHUNKS as u64 * 1_600;
 
 /// How the datoms of a backup are ordered across its chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ChunkOrder {
     /// Restore order (tx ascending, see `order.rs`): chunks stream straight into Datahike.
     Restore,
@@ -61,7 +66,7 @@ impl ChunkOrder {
 }
 
 /// One chunk's entry in the manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ChunkMeta {
     /// Chunk number, from 0.
     pub id: u64,
@@ -85,21 +90,26 @@ pub struct ChunkMeta {
     /// SHA-256 of the encoded bytes before compression (lets a resumed backup check that
     /// it would write the same chunk without compressing it again).
     pub raw_checksum: Option<String>,
+    /// Smallest and largest `:db/txInstant` (epoch ms) of the transactions that start in
+    /// this chunk (`None` when none does): lets a point-in-time restore by instant find
+    /// its chunk without reading the others.
+    pub instant_range: Option<(i64, i64)>,
 }
 
 /// A backup's manifest.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Manifest {
     /// The backup id (a UUID string for ours, `yyyyMMdd-HHmmss-xxxxxx` for the original's).
     pub backup_id: String,
     /// The database id.
     pub database_id: String,
-    /// `:backup/type` (see [`ACCEPTED_TYPES`]).
+    /// `full` or `incremental` (see [`ACCEPTED_TYPES`] and [`crate::repo::link`]).
     pub backup_type: String,
     /// `:format/version` (`"1.0.0"` when missing; see [`ACCEPTED_FORMAT_VERSIONS`]).
     pub format_version: String,
-    /// `:format/encryption` when it is not nil (this version reads no encrypted backup).
-    pub encryption: Option<String>,
+    /// `:format/encryption` when it is not nil: how the chunks are encrypted (validated by
+    /// [`Manifest::validate`]; see [`crate::crypto::envelope`]).
+    pub encryption: Option<Envelope>,
     /// When the backup started, epoch millis.
     pub created_at_ms: i64,
     /// When the backup completed, epoch millis.
@@ -128,6 +138,8 @@ pub struct Manifest {
     pub max_tx: i64,
     /// The chunks, by id.
     pub chunks: Vec<ChunkMeta>,
+    /// The backup's place in its chain (parent, base, tx and instant ranges, state).
+    pub link: LinkMeta,
 }
 
 fn tx_range_value(r: Option<(i64, i64)>) -> Value {
@@ -196,6 +208,10 @@ impl ChunkMeta {
                 "chunk/raw-checksum",
                 self.raw_checksum.as_deref().map_or(Value::Nil, Value::str),
             ),
+            (
+                "chunk/instant-range",
+                crate::repo::link::instant_range_value(self.instant_range),
+            ),
         ])
     }
 
@@ -248,6 +264,7 @@ impl ChunkMeta {
                 .get("chunk/raw-checksum")
                 .and_then(Value::as_str)
                 .map(String::from),
+            instant_range: crate::repo::link::range_of(v.get("chunk/instant-range")),
         })
     }
 }
@@ -274,7 +291,7 @@ impl Manifest {
     /// Return the manifest as an EDN map with the original implementation's keys.
     pub fn to_value(&self) -> Value {
         let duration_ms = self.completed_at_ms - self.created_at_ms;
-        kw_map([
+        let mut v = kw_map([
             ("backup/id", Value::str(&self.backup_id)),
             ("backup/type", Value::kw(&self.backup_type)),
             ("backup/created-at", Value::Inst(self.created_at_ms)),
@@ -288,7 +305,9 @@ impl Manifest {
             ("format/compression", Value::kw(&self.compression)),
             (
                 "format/encryption",
-                self.encryption.as_deref().map_or(Value::Nil, Value::kw),
+                self.encryption
+                    .as_ref()
+                    .map_or(Value::Nil, Envelope::to_value),
             ),
             ("format/serialization", Value::kw("fressian")),
             (
@@ -316,7 +335,12 @@ impl Manifest {
                 "chunks",
                 Value::Vector(self.chunks.iter().map(ChunkMeta::to_value).collect()),
             ),
-        ])
+        ]);
+        if let Value::Map(entries) = &mut v {
+            let link = self.link.entries(self.max_tx);
+            entries.extend(link.into_iter().map(|(k, x)| (Value::kw(k), x)));
+        }
+        v
     }
 
     /// Parse a manifest written by us or by the original implementation: `Corrupt` when it
@@ -373,7 +397,7 @@ impl Manifest {
         };
         let encryption = match v.get("format/encryption") {
             None | Some(Value::Nil) => None,
-            Some(_) => Some(text("format/encryption", "")),
+            Some(e) => Some(Envelope::from_value(e)),
         };
         let stats = |key: &str| -> Result<u64> {
             match opt_long(v, key, op)? {
@@ -421,13 +445,14 @@ impl Manifest {
             max_eid: opt_long(v, "stats/max-eid", op)?.unwrap_or(0),
             max_tx: opt_long(v, "stats/max-tx", op)?.unwrap_or(0),
             chunks,
+            link: LinkMeta::from_manifest(v)?,
         })
     }
 
     /// Check the manifest's consistency and that it is the one asked for: the one
     /// validation list, verify, restore and resume run. Returns every problem found (empty
     /// for a good manifest): the backup and database ids are the folder's, the format
-    /// version, type and compression are known and there is no encryption, chunk ids are
+    /// version, type, compression and encryption record are known and well-formed, chunk ids are
     /// `0..n-1` in order with their standard keys, checksums are SHA-256 hex, sizes within
     /// the limits, `:stats/chunk-count`, `:stats/datom-count` and `:stats/size-bytes` equal
     /// the sums over the chunks, and tx ranges are ordered (and, for our restore-order
@@ -460,7 +485,11 @@ impl Manifest {
             ));
         }
         if let Some(e) = &self.encryption {
-            out.push(Problem::Encrypted(clip(e).into_owned()));
+            if !e.known_algorithm() {
+                out.push(Problem::Encrypted(clip(&e.algorithm).into_owned()));
+            } else if let Some(p) = e.problem() {
+                out.push(Problem::Encryption(p));
+            }
         }
         if let Some(n) = self.stated_chunk_count {
             if n != self.chunks.len() as u64 {
@@ -582,8 +611,10 @@ pub enum Problem {
     UnsupportedType(String),
     /// A `:format/compression` this version does not read ([`ACCEPTED_COMPRESSIONS`]).
     UnsupportedCompression(String),
-    /// `:format/encryption` is set: this version reads no encrypted backup.
+    /// `:format/encryption` names an algorithm this version does not read.
     Encrypted(String),
+    /// `:format/encryption` is not a well-formed record (key id, wrapped key, KDF).
+    Encryption(String),
     /// `:stats/chunk-count` is not the number of chunks listed.
     ChunkCount {
         /// What `:stats/chunk-count` says.
@@ -697,8 +728,10 @@ impl fmt::Display for Problem {
             }
             Problem::Encrypted(e) => write!(
                 f,
-                ":format/encryption is {e}: this version reads no encrypted backup"
+                ":format/encryption {e:?} is not an encryption this version reads (it reads {{:algorithm {:?} :key-id … :wrapped-key …}})",
+                crate::crypto::ALGORITHM
             ),
+            Problem::Encryption(p) => write!(f, ":format/encryption {p}"),
             Problem::ChunkCount { stated, listed } => write!(
                 f,
                 ":stats/chunk-count is {stated} but {listed} chunks are listed"
@@ -773,7 +806,9 @@ mod tests {
                 uncompressed_bytes: 900,
                 checksum: "ab".repeat(32),
                 raw_checksum: Some("cd".repeat(32)),
+                instant_range: Some((1_700_000_000_000, 1_700_000_000_500)),
             }],
+            link: LinkMeta::default(),
         }
     }
 
@@ -894,9 +929,9 @@ mod tests {
         );
         let unsupported = problems(&|m| {
             m.format_version = "99.0.0".into();
-            m.backup_type = "incremental".into();
+            m.backup_type = "differential".into();
             m.compression = "lz4".into();
-            m.encryption = Some("aes-gcm".into());
+            m.encryption = Some(Envelope::from_value(&Value::kw("aes-gcm")));
         });
         assert_eq!(unsupported.len(), 4, "{unsupported:?}");
         assert!(unsupported

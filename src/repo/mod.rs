@@ -4,9 +4,11 @@
 //! - [`manifest`] (the commit point), [`checkpoint`] (progress), [`lock`] (the resume lock):
 //!   one module per metadata file.
 //! - [`meta`]: reading and writing those EDN files, with size limits, in one place.
+//! - [`link`]: a backup's place in its chain, as its manifest records it.
 
 pub mod checkpoint;
 pub mod layout;
+pub mod link;
 pub mod lock;
 pub mod manifest;
 pub mod meta;

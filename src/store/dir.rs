@@ -57,21 +57,24 @@ impl DirStore {
     /// Given a directory path, return a store rooted there. Nothing is created until the
     /// first write (listing or verifying a missing directory leaves no trace).
     ///
-    /// Errors (`Io`): the path exists but is not a directory, or one of its parents is a
-    /// file.
+    /// Errors (`Io`): "… is not a directory" when the path is (or runs through) a file.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        let err = |e| Error::io("open backup directory", root.display().to_string(), e);
+        let op = "open backup directory";
+        let not_a_dir = || {
+            Error::new(
+                ErrorKind::Io,
+                op,
+                format!("{} is not a directory", root.display()),
+            )
+            .with_hint(":path must name a directory (it is created when missing)")
+        };
         match fs::metadata(&root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(err(std::io::Error::new(
-                    std::io::ErrorKind::NotADirectory,
-                    "not a directory",
-                )))
-            }
+            Ok(_) => return Err(not_a_dir()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(not_a_dir()),
+            Err(e) => return Err(Error::io(op, root.display().to_string(), e)),
         }
         Ok(DirStore { root })
     }
@@ -685,6 +688,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::open(tmp.path().join("root")).unwrap();
         crate::store::conformance::run(&store);
+    }
+
+    #[test]
+    fn a_file_is_not_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        for path in [file.clone(), file.join("below")] {
+            let err = DirStore::open(&path).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::Io);
+            assert_eq!(
+                err.message,
+                format!("{} is not a directory", path.display()),
+                "{err}"
+            );
+        }
     }
 
     #[test]

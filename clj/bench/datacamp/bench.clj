@@ -20,18 +20,26 @@
   Prints the table and the ratios; a full run writes them into BENCHMARKS.md (between
   the generated-section markers, keeping the hand-written analysis).
 
-  Options: --smoke (20k datoms + the kitchen-sink fixture, checks only, writes nothing),
+  `defaults-comparison` (`--defaults`, `make bench-defaults`) backs up and restore-decodes the
+  synthetic databases at our default chunk size and parallelism and at the original
+  datacamp's (64 MB, 4), for the README's defaults note.
+
+  Options: --smoke (20k datoms + the kitchen-sink fixture, checks only, writes nothing;
+  also runs the defaults comparison), --defaults (only the defaults comparison),
   --20m, --no-s3 (skip the S3 runs), --codecs gzip,zstd,zstd-6, --s3-parallel 1,2,4 (their `:parallel` values), --sizes 1000000,5000000, --no-large, --runs N (median of N fresh JVMs per
   measurement), --stages (also time the backup's push and finish phases), --out FILE,
   --work DIR, --keep (keep the backups), --jvm-opt OPT (repeatable, added to every JVM),
   --native-lib FILE (the libdatacamp.so to load; default the one `make native` built),
   --code LABEL (what code was measured, for the report; default the git commit),
   --env NAME=VALUE (repeatable, set in every measurement's environment, e.g.
-  MALLOC_ARENA_MAX=1)."
+  MALLOC_ARENA_MAX=1), --no-chains / --only-chains (the backup-chain measurements of
+  `chain-bench`: incremental after 1% new transactions, point-in-time restore of a chain;
+  on the synthetic databases up to 5M)."
   (:require [clojure.edn :as edn]
             [clojure.java.io :as io]
             [clojure.java.shell :as sh]
             [clojure.string :as str]
+            [datacamp.bench.gen]
             [datacamp.s3-server :as s3])
   (:import [java.io File]
            [java.lang ProcessBuilder$Redirect]
@@ -91,6 +99,7 @@
   [args heap-opts {:keys [jvm-opts native-lib env]}]
   (let [cmd (concat [(java-cmd)] heap-opts jvm-opts (native-lib-opts native-lib)
                     [(str "-Ddatacamp.project.dir=" (project-dir))
+                     (str "-Djava.io.tmpdir=" (System/getProperty "java.io.tmpdir"))
                      "-cp" (System/getProperty "java.class.path")
                      "clojure.main" "-m" "datacamp.bench.run" (pr-str args)])
         pb (doto (ProcessBuilder. ^java.util.List (vec cmd))
@@ -147,7 +156,9 @@
   datacamp), zstd at its default level 3 and at level 6 (opt-in)."
   {:gzip {}
    :zstd {:compression :zstd}
-   :zstd-6 {:compression :zstd :compression-level 6}})
+   :zstd-6 {:compression :zstd :compression-level 6}
+   ;; encrypted (#12): gzip 6, every chunk sealed with AES-256-GCM (a fixed bench key)
+   :gzip-encrypted {:encryption {:key "YmVuY2gta2V5LW5vdC1hLXNlY3JldC0zMi1ieXRlcyE="}}})
 
 (defn- materialize-sources!
   "Write the materialised source files a synthetic dataset's runs map (once, cached under
@@ -212,7 +223,9 @@
           restores (into {}
                          (for [[codec b] backups]
                            [codec (step (str "restore (ours, " (name codec) ")")
-                                        #(median-run runs (assoc (where b) :measure :restore) heap opts))]))
+                                        #(median-run runs (merge (assoc (where b) :measure :restore)
+                                                                 (select-keys (codec-opts codec) [:encryption]))
+                                                     heap opts))]))
           base-restore (step "restore (baseline)"
                              ;; data.fressian over our gzip chunks (the same files as ours)
                              #(median-run runs (assoc (where backup) :measure :baseline-restore)
@@ -271,6 +284,10 @@
 
 (defn- check [ok?] (if ok? "met" "**missed**"))
 
+(def ^:private not-judged
+  "What a smoke run (20k datoms, say nothing about speed) shows instead of met/missed."
+  "smoke: targets not judged")
+
 (def targets
   "The targets of issue #14."
   {:limit 1.5 :speedup 5.0 :size 1.0 :restore 3.0})
@@ -294,7 +311,8 @@
                :size (<= size (:size targets)) :restore (>= restore-speedup (:restore targets))}}))
 
 (defn- codec-label [codec]
-  (case codec :gzip "gzip 6 (default)" :zstd "zstd 3 (opt-in)" :zstd-6 "zstd 6 (opt-in)" (name codec)))
+  (case codec :gzip "gzip 6 (default)" :zstd "zstd 3 (opt-in)" :zstd-6 "zstd 6 (opt-in)"
+    :gzip-encrypted "gzip 6 + AES-256-GCM (:encryption)" (name codec)))
 
 (defn- mb [bytes] (/ (double bytes) MB))
 
@@ -344,7 +362,8 @@
             codec (keys (:backups r))]
       (let [{:keys [ours-over-limit baseline-over-ours baseline-over-limit size-ours-over-baseline
                     restore-baseline-over-ours targets cpu-ours-over-limit cpu-baseline-over-ours
-                    cpu-restore-baseline-over-ours]} (ratios r codec)]
+                    cpu-restore-baseline-over-ours]} (ratios r codec)
+            check (if (:smoke? machine) (constantly not-judged) check)]
         (add "| " (:label r) " | " (name codec)
              " | " (fmt "%.2f" ours-over-limit) " " (check (:limit targets))
              " | " (fmt "%.2f" baseline-over-ours) " " (check (:speedup targets))
@@ -353,6 +372,9 @@
              " | " (fmt "%.2f" restore-baseline-over-ours) " " (check (:restore targets))
              " | " (fmt "%.2f" cpu-ours-over-limit) " | " (fmt "%.2f" cpu-baseline-over-ours)
              " | " (fmt "%.2f" cpu-restore-baseline-over-ours) " |")))
+    (when (:smoke? machine)
+      (add "")
+      (add not-judged " (a smoke run checks that every measurement runs and every backup verifies)."))
     (add "")
     (add "bound = baseline wall / walk wall: the largest speedup over the baseline that any backup "
          "could show, since it must at least walk the datoms. The CPU columns divide CPU seconds "
@@ -427,16 +449,197 @@
                     generated "\n" (when old (str "\n" old))))]
     (spit file text)))
 
+;; ------------------------------------------------------------------ backup chains (#10)
+;; Kept apart from `run-dataset` and `report` (its own measurements, table and markers).
+
+(defn chain-bench
+  "For the synthetic database of `n` datoms: the bare walk; a full backup of the database
+  as it was before its last 1% of transactions; an incremental continuing it (the whole
+  history walked, the last 1% stored); and a chain — a full backup at a quarter of the
+  transactions, incrementals at half, three quarters and the end — restored to the
+  middle transaction (native restore session), counting the bytes read. Each run in a
+  fresh JVM; every backup deep-verified. Return the results."
+  [n {:keys [runs work parallel] :as opts}]
+  (let [ds {:kind :synthetic :datoms n}
+        spec (datacamp.bench.gen/spec n 42)
+        first-tx (inc datacamp.bench.gen/schema-tx)
+        max-tx (long (:max-tx spec))
+        txs (- max-tx datacamp.bench.gen/schema-tx)
+        at (fn [fraction] (+ datacamp.bench.gen/schema-tx (long (Math/round (* (double fraction) txs)))))
+        label (str "synthetic " (if (zero? (rem n 1000000)) (str (quot n 1000000) "M") (str (quot n 1000) "k")))
+        dir (io/file work (str (str/replace label " " "-") "-chain"))
+        heap [synthetic-heap]
+        step (fn [what f]
+               (print (format "  %-26s" what)) (flush)
+               (let [r (f)]
+                 (println (format "%8.2f s  (peak RSS %.0f MB)" (double (:seconds r))
+                                  (/ (* 1024.0 (:peak-rss-kb r)) 1e6)))
+                 r))
+        verified! (fn [r what]
+                    (when-not (get-in r [:verify :success])
+                      (fail! (str label " " what ": the backup does not verify") (:verify r)))
+                    r)
+        one-pct (max first-tx (- max-tx (max 1 (long (Math/round (* 0.01 txs))))))
+        inc-dir (str (io/file dir "incremental"))
+        chain-dir (str (io/file dir "chain"))]
+    (delete-tree dir)
+    (println (str "== " label ": backup chains"))
+    (let [walk (step "walk (limit)" #(median-run runs {:measure :walk :ds ds} heap opts))
+          full (step "full backup (99%)" #(verified! (child {:measure :chain-backup :ds ds :dir inc-dir
+                                                               :through one-pct} heap opts)
+                                                       "full"))
+          ;; every run writes a sibling: an incremental continuing the same full backup
+          incr (step "incremental (last 1%)" #(verified! (median-run runs {:measure :chain-backup :ds ds :dir inc-dir
+                                                                           :parent (str (:backup-id full))}
+                                                                      heap opts)
+                                                          "incremental"))
+          links (mapv (fn [[fraction inc?]]
+                        (verified! (child {:measure :chain-backup :ds ds :dir chain-dir
+                                           :through (at fraction) :incremental? inc?} heap opts)
+                                   "chain link"))
+                      [[0.25 false] [0.5 true] [0.75 true] [1.0 true]])
+          mid (at 0.5)
+          pit (step "point-in-time restore" #(median-run runs {:measure :pit-restore :dir chain-dir
+                                                               :database-id (:database-id (last links))
+                                                               :backup-id (str (:backup-id (last links)))
+                                                               :as-of-tx mid :parallel parallel}
+                                                          heap opts))
+          full-restore (step "whole-chain restore" #(median-run runs {:measure :pit-restore :dir chain-dir
+                                                                     :database-id (:database-id (last links))
+                                                                     :backup-id (str (:backup-id (last links)))
+                                                                     :as-of-tx max-tx :parallel parallel}
+                                                                heap opts))]
+      (when-not (= mid (:restored-to-tx pit))
+        (fail! (str label ": the point-in-time restore reached tx " (:restored-to-tx pit) ", not " mid) pit))
+      (when-not (:keep? opts) (delete-tree dir))
+      {:label label :walk walk :full full :incremental incr :links links :pit pit :whole full-restore
+       :one-pct-txs (- max-tx one-pct) :txs txs :mid mid})))
+
+(defn chain-report
+  "The markdown lines of the chain results."
+  [machine results]
+  (let [lines (transient [])
+        add (fn [& xs] (conj! lines (apply str xs)))
+        mb #(fmt "%.2f" (/ (double %) MB))]
+    (add "Machine: " (:nproc machine) " cores (" (:cpu-model machine) "), " (:date machine)
+         ", code " (:git machine) "; each row the median of " (:runs machine)
+         " fresh JVM(s), -Xmx192m. Incremental: the database as it was before its last 1% of "
+         "transactions is backed up in full, then an incremental continues it: it walks the whole "
+         "history (Datahike has no transaction index), notes every id's first transaction, and "
+         "stores only the last 1%. Point in time: a chain of a full backup at a quarter of the "
+         "transactions and incrementals at half, three quarters and the end, restored (native "
+         "session, datoms decoded, no Datahike) to the middle transaction; 'read' counts the "
+         "chunks' stored bytes the plan reads, 'process read' what the process read through "
+         "read(2) meanwhile (rchar, class files included).")
+    (add "")
+    (add "| database | run | wall s | datoms stored | output MB | output / full | peak RSS MB | others' CPU |")
+    (add "|---|---|---:|---:|---:|---:|---:|---:|")
+    (doseq [{:keys [label walk full incremental one-pct-txs txs]} results
+            :let [rss #(fmt "%.0f" (/ (* 1024.0 (:peak-rss-kb %)) MB))
+                  others #(fmt "%.2f" (double (:foreign-cores % 0.0)))
+                  ratio (/ (double (:total-size-bytes incremental)) (:total-size-bytes full))]]
+      (add "| " label " | walk only (limit) | " (fmt "%.2f" (:seconds walk)) " | " (fmt "%,d" (:datom-count walk))
+           " | | | " (rss walk) " | " (others walk) " |")
+      (add "| " label " | full backup (" (- txs one-pct-txs) " of " txs " txs) | " (fmt "%.2f" (:seconds full))
+           " | " (fmt "%,d" (:datom-count full)) " | " (mb (:total-size-bytes full)) " | 1 | " (rss full)
+           " | " (others full) " |")
+      (add "| " label " | incremental (last " one-pct-txs " txs) | " (fmt "%.2f" (:seconds incremental))
+           " | " (fmt "%,d" (:datom-count incremental)) " | " (mb (:total-size-bytes incremental))
+           " | " (fmt "%.4f" ratio) (if (<= ratio 0.02) " (target <= 0.02 met)" " (target <= 0.02 **missed**)")
+           " | " (rss incremental) " | " (others incremental) " |"))
+    (add "")
+    (add "| database | restore | wall s | datoms | chunks read | read MB | chain MB | read / chain | process read MB | others' CPU |")
+    (add "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    (doseq [{:keys [label links pit whole mid]} results
+            :let [chain-bytes (reduce + (map :total-size-bytes links))]
+            [what r] [[(str "as of tx " mid " (middle)") pit] ["whole chain" whole]]]
+      (add "| " label " | " what " | " (fmt "%.2f" (:seconds r)) " | " (fmt "%,d" (:datom-count r))
+           " | " (:chunk-count r) " | " (mb (:bytes-to-read r)) " | " (mb chain-bytes)
+           " | " (fmt "%.2f" (/ (double (:bytes-to-read r)) chain-bytes))
+           " | " (mb (:process-read-bytes r)) " | " (fmt "%.2f" (double (:foreign-cores r 0.0))) " |"))
+    (persistent! lines)))
+
+(def ^:private chain-begin "<!-- BEGIN GENERATED chains by `make bench` (datacamp.bench/chain-bench): do not edit by hand -->")
+(def ^:private chain-end "<!-- END GENERATED chains -->")
+
+(defn write-chain-report!
+  "Put the chain lines between their markers in `file` (appended with a heading when the
+  markers are missing)."
+  [^File file lines]
+  (let [generated (str chain-begin "\n" (str/join "\n" lines) "\n" chain-end)
+        old (if (.exists file) (slurp file) "")
+        text (if (and (str/includes? old chain-begin) (str/includes? old chain-end))
+               (str (subs old 0 (str/index-of old chain-begin)) generated
+                    (subs old (+ (str/index-of old chain-end) (count chain-end))))
+               (str (str/trimr old) "\n\n## Backup chains\n\n" generated "\n"))]
+    (spit file text)))
+
+;; ------------------------------------------------------------------ defaults (issue #13)
+
+(def default-settings
+  "The backup defaults compared by `defaults-comparison`: ours, and the ones the original
+  datacamp documents (`:chunk-size` 64 MB, `:parallel` 4)."
+  [{:label "ours: 8 MiB, :parallel 2" :chunk-size (* 8 1024 1024) :parallel 2}
+   {:label "original's: 64 MiB, :parallel 4" :chunk-size (* 64 1024 1024) :parallel 4}])
+
+(defn defaults-comparison
+  "Back up each synthetic database of `sizes` at both `default-settings` (directory target,
+  verified, :deep? true) and decode it with our restore session at the same `:parallel`,
+  each in a fresh JVM under the synthetic heap; return one row per database and setting."
+  [sizes {:keys [runs work] :as opts}]
+  (vec (for [n sizes
+             {:keys [label chunk-size parallel] :as setting} default-settings]
+         (let [ds {:kind :synthetic :datoms n}
+               dir (io/file work "defaults" (str n "-" chunk-size "-" parallel))
+               _ (delete-tree dir)
+               _ (println (format "== defaults: %,d datoms, %s" n label))
+               b (median-run runs {:measure :backup :ds ds :dir (str dir) :parallel parallel
+                                   :chunk-size chunk-size}
+                             [synthetic-heap] opts)
+               _ (when-not (get-in b [:verify :success])
+                   (fail! (str "defaults " label ": the backup does not verify") (:verify b)))
+               r (median-run runs {:measure :restore :dir (str dir) :database-id (:database-id b)
+                                   :backup-id (str (:backup-id b)) :parallel parallel}
+                             [synthetic-heap] opts)]
+           (when-not (= (:datom-count b) (:datom-count r))
+             (fail! (str "defaults " label ": the restore decoded " (:datom-count r) " of "
+                         (:datom-count b) " datoms") {}))
+           (delete-tree dir)
+           {:datoms n :setting setting :backup b :restore r}))))
+
+(defn defaults-report
+  "The markdown table of `defaults-comparison`'s rows."
+  [machine rows]
+  (let [mb #(fmt "%.0f" (/ (* 1024.0 (double %)) MB))]
+    (concat
+     [(str "Defaults (`make bench-defaults`): " (:nproc machine) " cores (" (:cpu-model machine) "), "
+           (:java machine) ", " (:date machine) ", code " (:git machine) "; median of " (:runs machine)
+           " fresh JVM(s) each, " synthetic-heap ".")
+      ""
+      "| database | chunk size, :parallel | chunks | backup wall s | backup datoms/s | backup peak RSS MB | backup peak heap MB | restore decode wall s | restore decode peak RSS MB |"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+     (for [{:keys [datoms setting backup restore]} rows]
+       (str "| synthetic " (fmt "%,d" datoms) " | " (:label setting)
+            " | " (:chunk-count backup)
+            " | " (fmt "%.2f" (double (:seconds backup)))
+            " | " (rate datoms (:seconds backup))
+            " | " (mb (:peak-rss-kb backup))
+            " | " (fmt "%.0f" (/ (double (:peak-heap-bytes backup)) MB))
+            " | " (fmt "%.2f" (double (:seconds restore)))
+            " | " (mb (:peak-rss-kb restore)) " |")))))
+
 ;; ------------------------------------------------------------------ main
 
 (defn- parse-args [args]
   (loop [[a & more :as args] args opts {:sizes [1000000 5000000] :large? true :runs 1 :parallel 2 :s3-parallels [1 2 4]
                                         :codecs [:gzip :zstd :zstd-6]
+                                        :chains? true
                                         :out "BENCHMARKS.md" :work "target/bench" :jvm-opts []}]
     (if-not (seq args)
       opts
       (case a
         "--smoke" (recur more (assoc opts :smoke? true))
+        "--defaults" (recur more (assoc opts :defaults? true))
         "--20m" (recur more (update opts :sizes conj 20000000))
         "--sizes" (recur (next more) (assoc opts :sizes (mapv parse-long (str/split (first more) #","))))
         "--no-large" (recur more (assoc opts :large? false))
@@ -445,6 +648,8 @@
         "--stages" (recur more (assoc opts :stages? true))
         "--no-s3" (recur more (assoc opts :s3-parallels []))
         "--codecs" (recur (next more) (assoc opts :codecs (mapv keyword (str/split (first more) #","))))
+        "--no-chains" (recur more (assoc opts :chains? false))
+        "--only-chains" (recur more (assoc opts :only-chains? true))
         "--s3-parallel" (recur (next more) (assoc opts :s3-parallels (mapv parse-long (str/split (first more) #","))))
         "--out" (recur (next more) (assoc opts :out (first more)))
         "--work" (recur (next more) (assoc opts :work (first more)))
@@ -459,7 +664,8 @@
 (defn -main [& args]
   (let [opts (parse-args args)
         opts (if (:smoke? opts) (assoc opts :sizes [20000] :runs 1 :work "target/bench-smoke") opts)
-        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts) :parallel (:parallel opts))
+        machine (cond-> (assoc (machine-info) :env (:env opts) :runs (:runs opts) :parallel (:parallel opts)
+                               :smoke? (:smoke? opts))
                   (:code opts) (assoc :git (:code opts)))
         datasets (concat (for [n (:sizes opts)] {:kind :synthetic :datoms n})
                          (cond (:smoke? opts) [{:kind :fixture :name "kitchen-sink"}]
@@ -468,16 +674,29 @@
                      (if (:smoke? opts) " (smoke)" "") (:nproc machine) (:cpu-model machine)
                      (:date machine) (:load-avg machine) (:git machine)))
     (try
-      (let [results (mapv #(run-dataset % opts) datasets)
+      (when (:defaults? opts)
+        (let [lines (defaults-report machine (defaults-comparison (:sizes opts) opts))]
+          (println)
+          (run! println lines)
+          (shutdown-agents)
+          (System/exit 0)))
+      (let [results (if (:only-chains? opts) [] (mapv #(run-dataset % opts) datasets))
+            chains (when (:chains? opts)
+                     (mapv #(chain-bench % opts) (if (:smoke? opts) [20000] (filter #(<= % 5000000) (:sizes opts)))))
             lines (report machine results)
             raw (io/file (:work opts) "results.edn")]
         (io/make-parents raw)
         (spit raw (pr-str {:machine machine :results results}))
         (println)
         (run! println lines)
+        (when chains (println) (run! println (chain-report machine chains)))
+        (when (:smoke? opts)
+          (println)
+          (run! println (defaults-report machine (defaults-comparison (:sizes opts) opts))))
         (if (:smoke? opts)
           (println "\nbench-smoke: every run succeeded, every backup verified (:deep? true)")
-          (do (write-report! (io/file (:out opts)) lines)
+          (do (when (seq results) (write-report! (io/file (:out opts)) lines))
+              (when chains (write-chain-report! (io/file (:out opts)) (chain-report machine chains)))
               (println (str "\nwritten to " (:out opts)))))
         (shutdown-agents)
         (System/exit 0))

@@ -6,6 +6,8 @@
             [clojure.pprint :refer [pprint]]
             [datacamp.core :as backup]))
 
+(set! *warn-on-reflection* true)
+
 (defn- standin?
   "True when the Datahike on the classpath is the test stand-in."
   []

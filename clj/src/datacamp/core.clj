@@ -1,10 +1,14 @@
 (ns datacamp.core
   "Backup and restore for Datahike databases, done by a native (Rust) core.
 
-  Backups:    `backup-to-directory`, `backup-to-s3`, `resume-backup`
+  Backups:    `backup-to-directory`, `backup-to-s3` (full, or `:incremental? true`), `resume-backup`
   Continuous: `start-continuous-backup`, `stop-continuous-backup`, `continuous-status`
-  Restore:    `restore-from-directory`, `restore-from-s3`
-  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`
+  Restore:    `restore-from-directory`, `restore-from-s3` (a whole chain; `:as-of-tx`, `:as-of-time`)
+  Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`,
+              `prune-backups`, `rewrap-backup-keys` (key rotation of encrypted backups)
+
+  Encryption: `:encryption {:key …}` (or `:key-file`, `:key-env`, `:passphrase`) on backups,
+  restores, `resume-backup` and `verify-backup :deep? true` (see the README).
 
   A target is a map: `{:path \"/backups\"}` for a local directory, `{:bucket …}` for S3.
   Every failure throws `ex-info` whose data carries `:datacamp/error` (e.g. `:datacamp/invalid-argument`,
@@ -13,7 +17,9 @@
   (:require [clojure.string :as str]
             [datacamp.continuous :as continuous]
             [datacamp.datahike :as dh]
-            [datacamp.native :as native])
+            [datacamp.native :as native]
+            ;; Loaded with the API, as the original's Quick Start calls it unrequired.
+            [datacamp.utils])
   (:import [datacamp.jni DatacampException DatomWalker NativeHandle ValueDecoder]))
 
 (set! *warn-on-reflection* true)
@@ -27,7 +33,7 @@
   [msg data]
   (throw (ex-info msg (merge {:datacamp/error :datacamp/invalid-argument} data))))
 
-(defn- canonical-target
+(defn ^:no-doc canonical-target
   "Given a target map — a directory `{:path …}` or S3 `{:bucket …}` — return what is sent
   to the core, which validates it (every key, with a hint naming the closest known key for
   a misspelled one; see the README's target tables). Entries with nil values count as
@@ -52,16 +58,47 @@
     (invalid! "an S3 target needs :bucket" {}))
   (canonical-target target))
 
+(def ^:private default-database-id
+  "The database id when neither `:database-id` nor the store's `:id` gives one (as the
+  original datacamp documents it)."
+  "default-db")
+
 (defn- database-id
-  "The database id from the options, else the store's :id; validated as a path segment."
+  "The database id from the options, else the store's :id, else \"default-db\". Only its
+  type is checked here; the core checks the name itself (one wording for a bad id)."
   [opts db]
-  (let [id (or (:database-id opts) (some-> db :config :store :id str))]
-    (when-not (and (string? id) (not (str/blank? id)))
-      (invalid! "pass :database-id (a name for the database's backups)" {}))
-    (when (or (str/includes? id "/") (str/includes? id "\\") (#{"." ".."} id))
-      (invalid! (str "invalid :database-id " (pr-str id) ": it must be a single name without / or \\")
-                {:database-id id}))
+  (let [id (if (some? (:database-id opts))
+             (:database-id opts)
+             (or (some-> db :config :store :id str) default-database-id))]
+    (when-not (string? id)
+      (invalid! (str ":database-id must be a string, got " (pr-str id)) {:database-id id}))
     id))
+
+(defn- database-id-arg
+  "A database id passed as an argument: a string (the core checks the name)."
+  [id]
+  (when-not (string? id)
+    (invalid! (if (nil? id)
+                "the database id is nil: pass the name of the database's backups"
+                (str "the database id must be a string, got " (pr-str id)))
+              {:database-id id}))
+  id)
+
+(defn- backup-id-arg
+  "A backup id passed as an argument (a UUID or the original's string), as the core's
+  string; nil is reported as missing, not as a blank name."
+  [id]
+  (when (nil? id)
+    (invalid! "the backup id is nil: pass the id of a backup (see list-backups)" {:backup-id nil}))
+  (str id))
+
+(defn- check-keys!
+  "Fail (`:datacamp/invalid-argument`) on an option key operation `op` does not know,
+  naming the closest known one: the core knows each operation's keys; this layer only
+  removes its own (`own`) first."
+  [op opts own]
+  (native/with-native-errors {}
+    (native/check-options op (apply dissoc opts own))))
 
 (defn- describe
   "A short description of an option's value for an error message: numbers and booleans
@@ -100,14 +137,34 @@
     (when-not (or (and (string? d) (not (str/blank? d))) (instance? java.io.File d))
       (invalid! (str ":tmp-dir must be a directory path, got " (describe d)) {}))))
 
+(defn- encryption-option
+  "The `:encryption` option as the core reads it (nil when absent): `{:key k}` (32 bytes,
+  or their base64), `{:key-file path}`, `{:key-env \"VAR\"}` or `{:passphrase text}`. The
+  core resolves and checks it; a key given as bytes travels as base64 text. Never echoed."
+  [e]
+  (when (some? e)
+    (when-not (map? e)
+      (invalid! (str ":encryption must be a map such as {:key-file \"…\"}, got " (describe e)) {}))
+    (let [k (:key e)
+          f (:key-file e)]
+      (cond-> e
+        (bytes? k) (assoc :key (.encodeToString (java.util.Base64/getEncoder) ^bytes k))
+        (instance? java.io.File f) (assoc :key-file (str f))))))
+
 (defn- parse-id
   "Our backup ids are UUIDs; the original implementation's are strings."
   [id]
   (or (and (string? id) (parse-uuid id)) id))
 
 (defn- with-ids
+  "Parse the backup ids a result map carries (`:backup-id :parent :base :chain :links`)."
   [m]
-  (cond-> m (:backup-id m) (update :backup-id parse-id)))
+  (cond-> m
+    (:backup-id m) (update :backup-id parse-id)
+    (:parent m) (update :parent parse-id)
+    (:base m) (update :base parse-id)
+    (:chain m) (update :chain #(mapv parse-id %))
+    (:links m) (update :links #(mapv parse-id %))))
 
 (defn ^:no-doc backup-options
   "The options map sent to the core."
@@ -121,6 +178,7 @@
     (cond-> {:database-id db-id
              :history? (boolean history?)
              :ref-attrs (:ref-attrs facts)
+             :no-history-attrs (vec (:no-history-attrs facts))
              :tx-instant-attr (:tx-instant-attr facts)
              :skip-tx0? (:attribute-refs? facts)
              :max-eid (:max-eid facts)
@@ -133,27 +191,94 @@
       (:sort-buffer-bytes opts) (assoc :sort-buffer-bytes (long (:sort-buffer-bytes opts)))
       (:compression opts) (assoc :compression (:compression opts))
       (:compression-level opts) (assoc :compression-level (long (:compression-level opts)))
-      (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts))))))
+      (:tmp-dir opts) (assoc :tmp-dir (str (:tmp-dir opts)))
+      (:incremental? opts) (assoc :incremental? true)
+      (:parent opts) (assoc :parent (str (:parent opts)))
+      (:encryption opts) (assoc :encryption (encryption-option (:encryption opts))))))
+
+(def ^:private backup-own-keys
+  "The backup options this layer handles itself (not sent to the core)."
+  [:batch-size :progress-fn])
+
+(def ^:private progress-interval-ms
+  "How often a backup's `:progress-fn` is called (when something changed)."
+  500)
+
+(defn- progress-event
+  "The map `:progress-fn` receives, from the core's counters."
+  [{:keys [stage datoms-received chunks-stored datoms-stored bytes-stored]}]
+  (if (= :reading stage)
+    {:stage :reading :datoms-done datoms-received :bytes-done 0 :chunks-done 0}
+    {:stage stage :datoms-done datoms-stored :datoms-total datoms-received
+     :bytes-done bytes-stored :chunks-done chunks-stored}))
+
+(defn- run-reporting
+  "Run `work` (a fn of no arguments) on another thread and call `report` on this one every
+  `progress-interval-ms` until it is done; return its value or rethrow its exception. When
+  `report` throws (or this thread is interrupted), `work` is interrupted and waited for,
+  then the exception is rethrown."
+  [work report]
+  (let [done (promise)
+        fut (future (try (work) (finally (deliver done true))))
+        outcome (try
+                  (loop []
+                    (let [v (deref fut progress-interval-ms ::running)]
+                      (if (identical? v ::running)
+                        (do (report) (recur))
+                        [:ok v])))
+                  (catch java.util.concurrent.ExecutionException e [:failed (or (.getCause e) e)])
+                  (catch Throwable t [:stopped t]))]
+    (case (first outcome)
+      :ok (second outcome)
+      :failed (throw ^Throwable (second outcome))
+      :stopped (do (future-cancel fut)
+                   @done
+                   (throw ^Throwable (second outcome))))))
 
 (defn ^:no-doc backup-datoms
   "Given a canonical target, the native options and a seqable of datoms in EAVT order,
   run one backup and return its result map (the engine under `backup-to-directory`;
-  benchmarks call it with generated datoms)."
+  benchmarks call it with generated datoms). With `:progress-fn` in `opts`, the datoms are
+  pushed and the backup finished on another thread while this one calls it with
+  `{:stage :reading|:sorting|:writing|:committing|:done :datoms-done … :datoms-total …
+  :bytes-done … :chunks-done …}` every half second when something changed, and once at
+  the end (`:done`)."
   [target native-opts datoms opts]
   (check-options! opts)
-  (let [batch-size (int (or (:batch-size opts) default-batch-size))]
+  (let [batch-size (int (or (:batch-size opts) default-batch-size))
+        progress-fn (:progress-fn opts)]
     (native/with-native-errors {:database-id (:database-id native-opts)}
       (with-open [h (native/backup-open target native-opts)]
-        (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
-        (with-ids (native/backup-finish h))))))
+        ;; ^:once: the closure lets go of the seq's head as it walks it (no database in memory).
+        (let [work (^:once fn* []
+                    (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
+                    (with-ids (native/backup-finish h)))]
+          (if-not progress-fn
+            (work)
+            (let [last-event (volatile! nil)
+                  report (fn []
+                           (let [e (progress-event (native/backup-progress h))]
+                             (when (not= e @last-event)
+                               (vreset! last-event e)
+                               (progress-fn e))))
+                  r (run-reporting work report)]
+              (progress-fn {:stage :done :datoms-done (:datom-count r) :datoms-total (:datom-count r)
+                            :bytes-done (:total-size-bytes r) :chunks-done (:chunk-count r)})
+              r)))))))
 
 (defn- backup!
-  "A full backup of `conn` to a canonical target."
+  "A full or incremental backup of `conn` to a canonical target."
   [conn target opts]
+  (check-keys! "backup" opts backup-own-keys)
   (let [db (dh/current-db conn)
         db-id (database-id opts db)
         facts (dh/describe db)
         native-opts (backup-options opts db-id facts)]
+    (when (and (or (:incremental? opts) (:parent opts)) (not (:history? native-opts)))
+      (invalid! (str "an incremental backup needs the database's history, and "
+                     (if (:keep-history? facts) ":history? false was given" "this database keeps none (:keep-history? false)")
+                     ": its retractions would be lost")
+                {:datacamp/hint "take a full backup instead"}))
     (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))
 
 (defn backup-to-directory
@@ -162,13 +287,23 @@
   return `{:success true :backup-id #uuid … :database-id … :path … :datom-count …
   :chunk-count … :total-size-bytes … :max-eid … :max-tx … :duration-ms …}`.
 
-  Options: `:database-id` (required unless the store config has an `:id`), `:chunk-size`
-  (bytes of encoded Fressian per chunk, default 8 MiB), `:compression` (`:gzip`, the
+  Options: `:database-id` (default: the store config's `:id`, else \"default-db\"),
+  `:chunk-size` (bytes of encoded Fressian per chunk, default 8 MiB), `:compression` (`:gzip`, the
   default, which the original datacamp reads too; or `:zstd`: faster and smaller, read by
   this library only), `:compression-level` (gzip 0-9, default 6; zstd 1-19, default 3),
   `:parallel` (chunks compressed and written at
   once, default 2), `:history?` (default true when the db keeps history),
-  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill)."
+  `:sort-buffer-bytes` (default 64 MiB), `:tmp-dir` (where sorted runs spill),
+  `:progress-fn` (called with `{:stage … :datoms-done … :datoms-total … :bytes-done …
+  :chunks-done …}` about every half second, and with `:stage :done` at the end). An
+  unknown option key fails (`:datacamp/invalid-argument`) naming the closest known one.
+
+  Incremental: `:incremental? true` continues the newest complete backup of the database
+  (full or incremental), `:parent backup-id` a given one; the backup stores only the
+  transactions after the parent's basis (`:type :incremental`, `:parent`, `:base`,
+  `:after-tx`, `:tx-range` in the result). With nothing new it still writes a valid,
+  empty incremental. Refused (`:datacamp/invalid-argument`) for a database without
+  history, and for a parent that is incomplete, of another database or ahead of it."
   [conn target & {:as opts}]
   (backup! conn (dir-target target) opts))
 
@@ -186,16 +321,17 @@
   finish that backup: it reads the same snapshot the backup started from (recorded in its
   `config.edn`), reuses every chunk already stored intact (its checksum re-checked), writes
   the rest and commits the manifest; the chunks are byte-identical to those of an
-  uninterrupted backup. Returns the backup result map with `:resumed? true`, or
+  uninterrupted backup (`:database-id` defaults to \"default-db\"; `:progress-fn` as for
+  `backup-to-directory`). Returns the backup result map with `:resumed? true`, or
   `{:success true :already-complete? true …}` for a complete backup. Refuses
   (`:datacamp/conflict`) other options (e.g. a different `:chunk-size`), another database,
   or a backup another process is resuming (a lock with a lease, `:lock-lease-ms`, default
   60 s, renewed while it runs; `:break-lock? true` takes over a live one)."
-  [conn target backup-id & {:keys [database-id] :as opts}]
+  [conn target backup-id & {:as opts}]
+  (check-keys! "resume" opts backup-own-keys)
   (let [target (canonical-target target)
-        id (str backup-id)]
-    (when-not (and (string? database-id) (not (str/blank? database-id)))
-      (invalid! "resume-backup needs :database-id" {:backup-id backup-id}))
+        id (backup-id-arg backup-id)
+        database-id (database-id-arg (get opts :database-id default-database-id))]
     (let [status (native/with-native-errors {:database-id database-id :backup-id backup-id}
                    (native/backup-status target database-id id))]
       (case (:state status)
@@ -210,10 +346,11 @@
               basis (:stats/max-tx cfg)
               db (dh/current-db conn)
               facts (assoc (dh/describe db) :max-tx basis :max-eid (:stats/max-eid cfg))
-              recorded {:chunk-size (:backup/chunk-size cfg)
-                        :compression (:backup/compression cfg)
-                        :compression-level (:backup/compression-level cfg)
-                        :history? (:backup/history? cfg)}
+              recorded (cond-> {:chunk-size (:backup/chunk-size cfg)
+                                :compression (:backup/compression cfg)
+                                :compression-level (:backup/compression-level cfg)
+                                :history? (:backup/history? cfg)}
+                         (:backup/parent cfg) (assoc :parent (:backup/parent cfg)))
               native-opts (cond-> (-> (backup-options (merge recorded (dissoc opts :database-id)) database-id facts)
                                       (assoc :backup-id id :resume? true))
                             (:break-lock? opts) (assoc :break-lock? true)
@@ -242,37 +379,71 @@
 (defn list-backups
   "Given a target and a database id, return its backups as a vector of maps
   `{:backup-id :type :created-at :completed? :datom-count :size-bytes :chunk-count …}`,
-  newest first; incomplete backups are included with `:completed? false` and `:progress`."
+  newest first; incomplete backups are included with `:completed? false` and `:progress`.
+  Chain facts: `:type` (`:full`/`:incremental`), `:parent`, `:base`, `:after-tx` (the
+  parent's basis), `:max-tx` (the basis), `:tx-range` and `:instant-range` (the first and
+  last transaction whose datoms it holds, and their `:db/txInstant`s)."
   [target database-id]
   (let [target (canonical-target target)]
     (native/with-native-errors {:database-id database-id}
-      (mapv with-ids (native/list-backups target (str database-id))))))
+      (mapv with-ids (native/list-backups target (database-id-arg database-id))))))
 
 (defn verify-backup
-  "Given a target and a backup id (and `:database-id`), check that every chunk is present
+  "Given a target and a backup id (and `:database-id`, default \"default-db\"), check that every chunk is present
   with the right size and SHA-256; with `:deep? true` also decode every chunk and check the
   datom counts. Returns `{:success … :backup-id … :chunk-count … :all-chunks-present …
-  :checksums-valid … :problems […]}`; an incomplete backup never verifies."
-  [target backup-id & {:keys [database-id deep?]}]
-  (let [target (canonical-target target)]
-    (when-not (string? database-id)
-      (invalid! "verify-backup needs :database-id" {:backup-id backup-id}))
+  :checksums-valid … :problems […] :chain [ids]}`; an incomplete backup never verifies.
+  For an incremental, also checks that its chain back to the base is complete and
+  contiguous (naming the first missing or broken link) and that the ancestors' chunks are
+  present with their sizes (`:deep? true`: fully checked)."
+  [target backup-id & {:as opts}]
+  (check-keys! "verify" opts [])
+  (let [target (canonical-target target)
+        id (backup-id-arg backup-id)
+        database-id (database-id-arg (get opts :database-id default-database-id))
+        deep? (:deep? opts)]
+    (when-not (or (nil? deep?) (boolean? deep?))
+      (invalid! (str ":deep? must be true or false, got " (pr-str deep?)) {:deep? deep?}))
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-ids (native/verify-backup target database-id (str backup-id) deep?)))))
+      (with-ids (native/verify-backup target database-id id deep?
+                                      (when-let [e (encryption-option (:encryption opts))]
+                                        {:encryption e}))))))
+
+(defn rewrap-backup-keys
+  "Given a target and a database id, rotate the key of its encrypted backups:
+  `:old-key` and `:new-key` take what `:encryption` takes (`{:key …}`, `{:key-file …}`,
+  `{:key-env …}`, `{:passphrase …}`). Each backup's random data key is re-wrapped by the
+  new key in its `manifest.edn` and `config.edn` (metadata only: no chunk is read or
+  rewritten; each file written atomically). A rotation that stops midway is finished by
+  running it again with the same keys. Returns `{:key-id … :rewrapped [ids] :already [ids]
+  :plain [ids]}`; a backup wrapped by neither key stops it (`:datacamp/wrong-key`)."
+  [target database-id & {:as opts}]
+  (check-keys! "rewrap" opts [])
+  (let [target (canonical-target target)
+        database-id (database-id-arg database-id)
+        {:keys [old-key new-key]} opts]
+    (when-not (and old-key new-key)
+      (invalid! "rewrap-backup-keys needs :old-key and :new-key" {}))
+    (native/with-native-errors {:database-id database-id}
+      (with-ids (native/rewrap-backup-keys target database-id
+                                           {:old-key (encryption-option old-key)
+                                            :new-key (encryption-option new-key)})))))
 
 (defn cleanup-incomplete
   "Given a target and a database id, remove incomplete backups whose last activity is older
   than `:older-than-hours` (default 24); complete backups are never touched. Returns
   `{:removed [ids] :kept-incomplete [ids] :objects-deleted n}`."
-  [target database-id & {:keys [older-than-hours] :or {older-than-hours 24}}]
-  (let [target (canonical-target target)]
+  [target database-id & {:keys [older-than-hours] :or {older-than-hours 24} :as opts}]
+  (check-keys! "cleanup" opts [])
+  (let [target (canonical-target target)
+        database-id (database-id-arg database-id)]
     (when-not (and (number? older-than-hours)
                    (Double/isFinite (double older-than-hours))
                    (<= 0 older-than-hours 1000000))
       (invalid! (str ":older-than-hours must be a finite number from 0 to 1000000, got " (describe older-than-hours))
                 {:older-than-hours (describe older-than-hours)}))
     (native/with-native-errors {:database-id database-id}
-      (-> (native/cleanup-incomplete target (str database-id) (long (* older-than-hours 3600 1000)))
+      (-> (native/cleanup-incomplete target database-id (long (* older-than-hours 3600 1000)))
           (update :removed #(mapv parse-id %))
           (update :kept-incomplete #(mapv parse-id %))
           (update :damaged #(mapv parse-id %))))))
@@ -284,12 +455,43 @@
   `{:backup-id … :repaired? true :chunk-count … :datom-count …}` (`:repaired? false` when
   the manifest was good). `list-backups` and `verify-backup` name such backups in
   `:problems`; `cleanup-incomplete` never removes them (`:damaged`)."
-  [target backup-id & {:keys [database-id]}]
-  (let [target (canonical-target target)]
-    (when-not (string? database-id)
-      (invalid! "repair-manifest needs :database-id" {:backup-id backup-id}))
+  [target backup-id & {:as opts}]
+  (check-keys! "repair" opts [])
+  (let [target (canonical-target target)
+        id (backup-id-arg backup-id)
+        database-id (database-id-arg (get opts :database-id default-database-id))]
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-ids (native/repair-manifest target database-id (str backup-id))))))
+      (with-ids (native/repair-manifest target database-id id)))))
+
+(defn prune-backups
+  "Given a target and a database id, delete the complete backups that no retention rule
+  keeps: `:keep-last n` (the n newest), `:keep-daily n`, `:keep-weekly n`, `:keep-monthly n`
+  (the newest backup of each of the n most recent days, ISO weeks, months with one; UTC).
+  A backup is kept when any rule keeps it, and so is everything a kept or incomplete
+  backup depends on (its chain back to the base). Incomplete backups are never touched.
+  `:dry-run?` (default true) only reports. Returns `{:dry-run? … :kept [{:backup-id …
+  :reasons […]}] :deleted [ids] :finished [ids] :rescued [ids] :incomplete [ids]
+  :objects-deleted n}`; safe to re-run after a crash (`:finished` are backups an
+  interrupted prune had begun to delete)."
+  [target database-id & {:keys [keep-last keep-daily keep-weekly keep-monthly dry-run?]
+                         :or {dry-run? true} :as opts}]
+  (check-keys! "prune" opts [])
+  (let [target (canonical-target target)
+        database-id (database-id-arg database-id)
+        rules {:keep-last keep-last :keep-daily keep-daily :keep-weekly keep-weekly
+               :keep-monthly keep-monthly}]
+    (doseq [[k v] rules]
+      (when (and (some? v) (not (and (integer? v) (not (neg? v)))))
+        (invalid! (str k " must be a non-negative integer, got " (pr-str v)) {k v})))
+    (native/with-native-errors {:database-id database-id}
+      (-> (native/prune-backups target database-id
+                                (into {:dry-run? (boolean dry-run?)}
+                                      (keep (fn [[k v]] (when v [k (long v)]))) rules))
+          (update :kept (fn [ks] (mapv #(update % :backup-id parse-id) ks)))
+          (update :deleted #(mapv parse-id %))
+          (update :finished #(mapv parse-id %))
+          (update :rescued #(mapv parse-id %))
+          (update :incomplete #(mapv parse-id %))))))
 
 (defn start-continuous-backup
   "Given a Datahike connection and a target (a directory `{:path …}` or S3 `{:bucket …}`),
@@ -318,6 +520,7 @@
   shutdown hook's flush), and the backup options of the base backups (`:chunk-size`,
   `:parallel`, `:compression-level`, `:sort-buffer-bytes`, `:tmp-dir`)."
   [conn target & {:as opts}]
+  (check-keys! "continuous" opts [])
   (let [target (canonical-target target)
         db (dh/current-db conn)
         db-id (database-id opts db)
@@ -397,28 +600,81 @@
                      :datacamp/datoms-loaded loaded})
              e)))
 
+(def ^:private restore-own-keys
+  "The restore options this layer handles itself (not sent to the core)."
+  [:batch-size :progress-fn :load-timeout-ms])
+
+(def ^:private default-load-timeout-ms
+  "How long one `load-entities` call may take before the restore gives up on Datahike's
+  writer (10 minutes)."
+  600000)
+
+(defn- target-failed
+  "The error for a restore whose target database failed (`cause`, the writer's exception)
+  or stopped answering (`cause` nil) in load-entities call `call`."
+  [cause {:keys [call loaded batch-size timeout-ms] :as ctx}]
+  (ex-info (str "the restore stopped: "
+                (if cause
+                  (str "Datahike failed in load-entities call " call ": " (ex-message cause))
+                  (str "Datahike did not answer load-entities call " call " within " timeout-ms
+                       " ms; its writer has most likely died (a :file store that runs out of file"
+                       " descriptors does this: look for \"Too many open files\" in its log)"))
+                ". " loaded " datoms were loaded before, so the target database is PARTIAL:"
+                " delete it and create it again before restoring again")
+           (merge {:datacamp/error :datacamp/target-failed
+                   :datacamp/hint (str "a smaller :batch-size (now " batch-size
+                                       ") keeps fewer files open in each load-entities call"
+                                       (when-not cause "; :load-timeout-ms sets the wait"))
+                   :datoms-loaded loaded
+                   :load-entities-calls (dec call)
+                   ;; the call itself may have written some of its datoms
+                   :datacamp/target-partially-restored true
+                   :datacamp/datoms-loaded loaded}
+                  (select-keys ctx [:database-id :backup-id :batch-size]))
+           (or cause (java.util.concurrent.TimeoutException.
+                      (str "no answer from load-entities within " timeout-ms " ms")))))
+
+(defn- point-options
+  "The native options of a point in time: `:as-of-tx` (a tx id) or `:as-of-time` (an
+  instant)."
+  [{:keys [as-of-tx as-of-time]}]
+  (when (and as-of-tx as-of-time)
+    (invalid! "give :as-of-tx or :as-of-time, not both" {:as-of-tx as-of-tx :as-of-time as-of-time}))
+  (when (and (some? as-of-tx) (not (integer? as-of-tx)))
+    (invalid! (str ":as-of-tx must be a transaction id, got " (pr-str as-of-tx)) {:as-of-tx as-of-tx}))
+  (when (and (some? as-of-time) (not (inst? as-of-time)))
+    (invalid! (str ":as-of-time must be an instant (#inst, java.util.Date), got " (pr-str as-of-time))
+              {:as-of-time as-of-time}))
+  (cond-> {}
+    as-of-tx (assoc :as-of-tx (long as-of-tx))
+    as-of-time (assoc :as-of-time (java.util.Date. (long (inst-ms as-of-time))))))
+
 (defn- restore!
-  "Restore a backup from a canonical target into `conn`."
-  [conn target backup-id {:keys [database-id batch-size parallel fetch-ahead verify-first? progress-fn
-                                 tmp-dir sort-buffer-bytes]
-                          :or {batch-size default-load-batch verify-first? true}
-                          :as opts}]
-  (let [db (dh/current-db conn)
+  "Restore a backup (its whole chain, up to a point in time) from a canonical target into
+  `conn`."
+  [conn target backup-id opts]
+  (check-keys! "restore" opts restore-own-keys)
+  (let [{:keys [batch-size parallel fetch-ahead verify-first? progress-fn load-timeout-ms
+                tmp-dir sort-buffer-bytes]
+         :or {batch-size default-load-batch verify-first? true
+              load-timeout-ms default-load-timeout-ms}} opts
+        database-id (database-id-arg (get opts :database-id default-database-id))
+        backup-id (backup-id-arg backup-id)
+        db (dh/current-db conn)
         started (System/currentTimeMillis)
         progress (or progress-fn (constantly nil))]
-    (when-not (and (string? database-id) (not (str/blank? database-id)))
-      (invalid! "restore needs :database-id" {:backup-id backup-id}))
-    (when (nil? backup-id)
-      (invalid! "restore needs a backup id" {}))
     (check-options! (dissoc opts :batch-size))
     (positive-long! :batch-size batch-size)
+    (positive-long! :load-timeout-ms load-timeout-ms)
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
-      (with-open [h (native/restore-open target (cond-> {:database-id database-id
-                                                          :backup-id (str backup-id)
-                                                          :verify-first? (boolean verify-first?)
-                                                          ;; no native batch larger than a load-entities call
-                                                          :batch-datoms (min (long batch-size) 8192)}
+      (with-open [h (native/restore-open target (cond-> (merge {:database-id database-id
+                                                                 :backup-id backup-id
+                                                                 :verify-first? (boolean verify-first?)
+                                                                 ;; no native batch larger than a load-entities call
+                                                                 :batch-datoms (min (long batch-size) 8192)}
+                                                                (point-options opts))
+                                                   (:encryption opts) (assoc :encryption (encryption-option (:encryption opts)))
                                                    parallel (assoc :parallel (long parallel))
                                                    fetch-ahead (assoc :fetch-ahead (long fetch-ahead))
                                                    tmp-dir (assoc :tmp-dir (str tmp-dir))
@@ -449,7 +705,15 @@
                                                    datoms)
                                                  (restore-batches h decoder)))]
               (vreset! loading? true)
-              @(load-entities conn group)
+              ;; Never wait forever on Datahike's writer (it may die and never deliver).
+              (let [ctx {:call (inc @calls) :loaded @loaded :batch-size batch-size
+                         :timeout-ms load-timeout-ms :database-id database-id :backup-id backup-id}
+                    r (try
+                        (dh/await-write (load-entities conn group) load-timeout-ms)
+                        (catch Exception e
+                          (throw (target-failed e ctx))))]
+                (when (identical? ::dh/timeout r)
+                  (throw (target-failed nil ctx))))
               (vreset! loading? false)
               (vswap! loaded + (count group))
               (vswap! calls inc))
@@ -458,19 +722,25 @@
               (let [e (if (instance? DatacampException e)
                         (native/native-ex e {:database-id database-id :backup-id backup-id})
                         e)]
-                (throw (if (or (pos? @loaded) @loading?)
+                (throw (if (and (or (pos? @loaded) @loading?)
+                                (not (:datacamp/target-partially-restored (ex-data e))))
                          (partially-restored e @loaded)
                          e)))))
           (progress {:stage :done :datoms-done @done :datoms-total total})
-          {:success true
-           :backup-id (parse-id (:backup-id info))
-           :database-id database-id
-           :format (:format info)
-           :datoms-restored @done
-           :tx-count @txs
-           :chunks-processed (:chunk-count info)
-           :load-entities-calls @calls
-           :duration-ms (- (System/currentTimeMillis) started)})))))
+          (let [end (native/restore-info h)]
+            (cond-> {:success true
+                     :backup-id (parse-id (:backup-id info))
+                     :database-id database-id
+                     :format (:format info)
+                     :datoms-restored @done
+                     :tx-count @txs
+                     :chunks-processed (:chunk-count info)
+                     :load-entities-calls @calls
+                     :restored-to-tx (:restored-to-tx end)
+                     :restored-to-instant (:restored-to-instant end)
+                     :duration-ms (- (System/currentTimeMillis) started)}
+              true (merge (with-ids (select-keys info [:chain :links :available :as-of])))
+              (:bytes-to-read info) (assoc :bytes-read (:bytes-to-read info)))))))))
 
 (defn restore-from-directory
   "Given a connection to an EMPTY Datahike database and a directory target, load backup
@@ -482,15 +752,28 @@
   tx ids are identical when everything fits one call (`:batch-size` datoms, default
   1,000,000) and are otherwise shifted up by one per earlier call (Datahike's behaviour).
 
-  Options: `:database-id` (required), `:batch-size`, `:parallel` (chunks decoded ahead,
+  Options: `:database-id` (default \"default-db\"), `:batch-size`, `:parallel` (chunks decoded ahead,
   default 2), `:fetch-ahead` (chunks read ahead concurrently, default 32), `:verify-first?`
   (read, check and decode every chunk before loading anything, default true),
   `:progress-fn` (called with `{:stage … :chunk-id … :datoms-done … :datoms-total …}`),
   `:tmp-dir` and `:sort-buffer-bytes` (where and with how much memory backups of the
-  original implementation are sorted).
+  original implementation are sorted), `:load-timeout-ms` (how long one `load-entities` call
+  may take, default 10 minutes).
 
-  A failure after datoms reached the target carries `:datacamp/target-partially-restored
-  true` and `:datacamp/datoms-loaded n`: discard that database."
+  When Datahike's writer fails or stops answering mid-restore (e.g. a `:file` store out of
+  file descriptors), throws `:datacamp/target-failed` naming the cause and how many datoms
+  were loaded: the target is then partial and must be recreated. Any other failure after datoms reached the target carries `:datacamp/target-partially-restored
+  true` and `:datacamp/datoms-loaded n`: discard that database.
+
+  An incremental backup restores with its whole chain (base, then every link in order) as
+  one load stream; a broken or missing link stops the restore before the target is
+  touched. `:as-of-tx t` restores the database as it was right after transaction t,
+  `:as-of-time inst` as it was right after the last transaction whose `:db/txInstant` is
+  at or before inst — inside a single full backup too; chunks wholly after the point are
+  never read. A point outside what the chain holds is `:datacamp/invalid-argument`,
+  naming the available range. The result adds `:restored-to-tx` and
+  `:restored-to-instant` (the source's last transaction restored and its instant), and
+  for chains and points `:chain`, `:links` (those read), `:available` and `:bytes-read`."
   [conn target backup-id & {:as opts}]
   (restore! conn (dir-target target) backup-id opts))
 

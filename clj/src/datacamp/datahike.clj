@@ -1,7 +1,8 @@
 (ns ^:no-doc datacamp.datahike
   "What Datacamp needs from Datahike, resolved at run time (Datahike is not a compile-time
   dependency): the db behind a connection, its datoms, and facts read off its schema."
-  (:import [clojure.lang IDeref]))
+  (:import [clojure.lang IBlockingDeref IDeref]
+           [java.util.concurrent TimeoutException]))
 
 (set! *warn-on-reflection* true)
 
@@ -22,6 +23,36 @@
                                e))))
         (throw (ex-info (str full " does not exist in this Datahike version")
                         {:datacamp/error :datacamp/missing-dependency})))))
+
+(defn- timeout?
+  "True when `e` is how a timed deref of a Datahike deref-able reports that time ran out:
+  0.6's `throwable-promise` THROWS an ExceptionInfo whose cause is the TimeoutException
+  (its timeout value is only returned for a delivered nil); a bare TimeoutException too."
+  [^Throwable e]
+  (or (instance? TimeoutException e)
+      (and (instance? clojure.lang.ExceptionInfo e)
+           (instance? TimeoutException (ex-cause e)))))
+
+(defn await-write
+  "Given what a Datahike write returned (`load-entities`' deref-able; a plain value is
+  returned as is) and a bound in ms, wait at most that long and return its value. A failure
+  the writer delivered is rethrown. When no answer comes in time — Datahike's writer died
+  (e.g. a `:file` store out of file descriptors) and will never deliver — return
+  `::timeout` instead of waiting forever, whichever way the deref-able reports it (a
+  timeout value, or a thrown ExceptionInfo caused by a TimeoutException)."
+  [p ^long timeout-ms]
+  (let [bounded (fn [d]
+                  (try
+                    (deref d timeout-ms ::timeout)
+                    (catch java.util.concurrent.ExecutionException e
+                      (throw (or (.getCause e) e)))
+                    (catch Exception e
+                      (if (timeout? e) ::timeout (throw e)))))]
+    (cond
+      (instance? IBlockingDeref p) (bounded p)
+      ;; A deref-able without a timed deref: wait for it on another thread, bounded.
+      (instance? IDeref p) (bounded (future (deref ^IDeref p)))
+      :else p)))
 
 (defn current-db
   "Given a connection, return its current db value; throw `:datacamp/invalid-argument`
@@ -93,7 +124,7 @@
          a)))
 
 (defn no-history-attrs
-  "Given a db, return the `:db/noHistory` attributes: their idents and, for
+  "Given a db, return its `:db/noHistory` attributes: their idents and, for
   `:attribute-refs? true` databases, their entity ids too."
   [db]
   (vec (for [[ident attr] (attr-entries (:schema db))
@@ -139,4 +170,5 @@
    :attribute-refs? (boolean (get-in db [:config :attribute-refs?]))
    :db-config (safe-config db)
    :ref-attrs (ref-attrs db)
+   :no-history-attrs (no-history-attrs db)
    :tx-instant-attr (tx-instant-attr db)})

@@ -72,6 +72,25 @@
   [^NativeHandle h]
   (read-edn (Native/backupFinish (.get h))))
 
+(defn backup-progress
+  "The progress counters of backup session `h` (readable while another thread finishes it):
+  `{:stage … :datoms-received … :chunks-stored … :datoms-stored … :bytes-stored …}`."
+  [^NativeHandle h]
+  (read-edn (Native/backupProgress (.get h))))
+
+(defn check-options
+  "Check the keys of the options map `opts` against those operation `op` accepts (only the
+  keys are sent: values are checked where they are used)."
+  [^String op opts]
+  (Native/checkOptions op (edn-str (zipmap (keys opts) (repeat nil)))))
+
+(defn read-metadata
+  "Read and parse one EDN metadata file of `target` (size-limited): file `name`
+  (\"manifest.edn\", …) of a backup, or, with nil ids, the key `name` relative to the
+  target's root."
+  [target ^String database-id ^String backup-id ^String name]
+  (read-edn (Native/readMetadata (edn-str target) database-id backup-id name)))
+
 (defn list-backups
   "Return the backups of `database-id` under `target`."
   [target database-id]
@@ -83,9 +102,9 @@
   (read-edn (Native/backupStatus (edn-str target) database-id backup-id)))
 
 (defn verify-backup
-  "Return the verification report of one backup."
-  [target database-id backup-id deep?]
-  (read-edn (Native/verifyBackup (edn-str target) database-id backup-id (boolean deep?))))
+  "Return the verification report of one backup (`opts`: `{:encryption …}` or nil)."
+  [target database-id backup-id deep? opts]
+  (read-edn (Native/verifyBackup (edn-str target) database-id backup-id (boolean deep?) (edn-str opts))))
 
 (defn cleanup-incomplete
   "Remove incomplete backups older than `older-than-ms`; return what was removed."
@@ -96,6 +115,16 @@
   "Rebuild the damaged manifest of finished backup `backup-id`; return the report."
   [target database-id backup-id]
   (read-edn (Native/repairManifest (edn-str target) database-id backup-id)))
+
+(defn rewrap-backup-keys
+  "Re-wrap the data keys of the encrypted backups of `database-id`; return the report."
+  [target database-id opts]
+  (read-edn (Native/rewrapBackupKeys (edn-str target) database-id (edn-str opts))))
+
+(defn prune-backups
+  "Apply the retention options to the backups of `database-id`; return the report."
+  [target database-id opts]
+  (read-edn (Native/pruneBackups (edn-str target) database-id (edn-str opts))))
 
 (defn- decode-columns
   "Load the columns the core returned (`Object[]{id e a tx added vtag vnum vbytes newAttrs}`)

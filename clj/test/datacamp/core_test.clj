@@ -165,7 +165,7 @@
                        ["negative chunk size" #(run conn t :database-id "x" :chunk-size -5)]
                        ["dotdot id" #(run conn t :database-id "../x")]
                        ["slash id" #(run conn t :database-id "a/b")]
-                       ["no id" #(run conn t)]
+                       ["blank id" #(run conn t :database-id "")]
                        ["bad compression" #(run conn t :database-id "x" :compression :lz4)]])]
       (testing what
         (is (= :datacamp/invalid-argument (:datacamp/error (ex-data-of f))))))

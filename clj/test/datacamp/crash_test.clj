@@ -8,6 +8,7 @@
             [datacamp.fixtures :as fx]
             [datacamp.s3-server :as s3]
             [datacamp.test-util :as u]
+            [datacamp.workload :as w]
             [clojure.edn]
             [datahike.api])
   (:import [java.io File]
@@ -36,6 +37,8 @@
                           (System/exit 0)))
         pb (doto (ProcessBuilder. ^"[Ljava.lang.String;"
                                   (into-array String [(str (System/getProperty "java.home") "/bin/java")
+                                                      ;; the run's temp root (scripts/with-temp-root)
+                                                      (str "-Djava.io.tmpdir=" (System/getProperty "java.io.tmpdir"))
                                                       "-cp" (System/getProperty "java.class.path")
                                                       "clojure.main" "-e" code]))
              (.redirectErrorStream true))]
@@ -309,3 +312,189 @@
              (select-keys r [:removed :temporaries-removed :leftovers-kept :uploads-aborted :objects-deleted]))))
     (is (empty? (temps)))
     (is (not (.exists (.getParentFile temp))) "its folder went with it")))
+
+;; ------------------------------------------------------------------ chains
+
+(defn- child-eval!
+  "Evaluate `form` in a child JVM (this classpath) with `failpoint` armed; return its exit
+  code and output."
+  [form failpoint]
+  (let [pb (doto (ProcessBuilder. ^"[Ljava.lang.String;"
+                                  (into-array String [(str (System/getProperty "java.home") "/bin/java")
+                                                      "-cp" (System/getProperty "java.class.path")
+                                                      "clojure.main" "-e" (pr-str form)]))
+             (.redirectErrorStream true))]
+    (.put (.environment pb) "DATACAMP_FAILPOINT" failpoint)
+    (let [p (.start pb)
+          out (slurp (.getInputStream p))]
+      {:exit (.waitFor p) :out out})))
+
+(defn- files-of
+  "Every file of backup `id` of `db-id` under `root` (relative key -> byte vector)."
+  [^File root db-id id]
+  (let [dir (u/backup-dir root db-id id)
+        n (inc (count (.getPath dir)))]
+    (into (sorted-map)
+          (for [^File f (file-seq dir) :when (.isFile f)]
+            [(subs (.getPath f) n) (vec (java.nio.file.Files/readAllBytes (.toPath f)))]))))
+
+(defn- data-files
+  "The chunk and state files of a backup: what must be byte-identical after a resume."
+  [files]
+  (into (sorted-map) (filter (fn [[k]] (or (.startsWith ^String k "chunks/") (.startsWith ^String k "state/")))) files))
+
+(defn- copy-backup!
+  "Copy backup `id` of `db-id` from root `from` to root `to`."
+  [^File from ^File to db-id id]
+  (doseq [[k bs] (files-of from db-id id)
+          :let [f (io/file (u/backup-dir to db-id id) ^String k)]]
+    (io/make-parents f)
+    (java.nio.file.Files/write (.toPath f) (byte-array bs) ^"[Ljava.nio.file.OpenOption;" (make-array java.nio.file.OpenOption 0))))
+
+(def ^:private workload-name
+  "The stand-in database every JVM of these tests builds (same :datahike/id everywhere)."
+  "crash-workload")
+
+(deftest killed-incrementals-resume-to-the-same-bytes
+  (let [ref-root (u/temp-dir)
+        ref-t {:path (str ref-root)}
+        base (backup/backup-to-directory (w/conn-at workload-name 10) ref-t :database-id "crash" :chunk-size 300)
+        ref (backup/backup-to-directory (w/conn-at workload-name 23) ref-t :database-id "crash"
+                                        :chunk-size 300 :incremental? true)
+        ref-files (data-files (files-of ref-root "crash" (:backup-id ref)))
+        chunks (count (filter #(.startsWith ^String % "chunks/") (keys ref-files)))
+        rnd (Random. 1010)
+        points ["before-first-chunk" "mid-write" "chunk-stored" "checkpoint-written" "before-manifest" "before-marker"]
+        resumed (atom 0)]
+    (is (< 3 chunks) "enough chunks to crash between")
+    (is (= :incremental (:type ref)))
+    (dotimes [trial 10]
+      (let [point (nth points (.nextInt rnd (count points)))
+            failpoint (case point
+                        ("chunk-stored" "checkpoint-written") (str point ":" (inc (.nextInt rnd (int chunks))))
+                        "mid-write" (str point ":" (inc (.nextInt rnd (int (+ 2 chunks)))))
+                        point)
+            root (u/temp-dir)
+            t {:path (str root)}]
+        (copy-backup! ref-root root "crash" (:backup-id base))
+        (testing (str "trial " trial " " failpoint)
+          (let [{:keys [exit out]} (child-eval! `(do (require 'datacamp.core 'datacamp.workload)
+                                                     ((resolve 'datacamp.core/backup-to-directory)
+                                                      ((resolve 'datacamp.workload/conn-at) ~workload-name 23)
+                                                      ~t :database-id "crash" :chunk-size 300 :incremental? true)
+                                                     (shutdown-agents)
+                                                     (System/exit 0))
+                                                  failpoint)
+                listed (backup/list-backups t "crash")
+                killed (first (remove :completed? listed))]
+            (is (= 137 exit) (str "the child was killed (SIGKILL): " out))
+            (is (= 2 (count listed)))
+            (is (some? killed) "the killed incremental lists as incomplete")
+            (when killed
+              (is (false? (:success (backup/verify-backup t (:backup-id killed) :database-id "crash"))))
+              (let [r (backup/resume-backup (w/conn-at workload-name 23) t (:backup-id killed) :database-id "crash")]
+                (is (true? (:resumed? r)))
+                (is (= :incremental (:type r)))
+                (is (= (:backup-id base) (:parent r)))
+                (is (= (:datom-count ref) (:datom-count r)))
+                (is (true? (= ref-files (data-files (files-of root "crash" (:backup-id killed)))))
+                    "chunks and state byte-identical to an uninterrupted incremental")
+                (let [v (backup/verify-backup t (:backup-id killed) :database-id "crash" :deep? true)]
+                  (is (:success v) (pr-str v))
+                  (is (= [(:backup-id base) (:backup-id killed)] (:chain v))))
+                (swap! resumed inc)))))))
+    (println (format "incremental crash trials: %d killed and resumed byte-identical" @resumed))))
+
+(deftest a-prune-killed-halfway-is-finished-by-the-next-run
+  (let [src (u/temp-dir)
+        src-t {:path (str src)}
+        conn (w/fresh-conn "prune-crash")
+        step (fn [from to & opts]
+               (w/replay! conn from to)
+               (:backup-id (apply backup/backup-to-directory conn src-t :database-id "crash" opts)))
+        ;; an old chain of three links, then a newer chain of two
+        old [(step 0 5) (step 5 10 :incremental? true) (step 10 14 :incremental? true)]
+        new [(step 14 18) (step 18 23 :incremental? true)]
+        all (concat old new)
+        objects (reduce + (map #(count (files-of src "crash" %)) old))
+        rnd (Random. 77)]
+    (is (< 10 objects))
+    (dotimes [trial 8]
+      (let [root (u/temp-dir)
+            t {:path (str root)}
+            failpoint (if (zero? (rem trial 4))
+                        (str "prune-tombstoned:" (inc (.nextInt rnd 3)))
+                        (str "prune-object-deleted:" (inc (.nextInt rnd (int (dec objects))))))]
+        (doseq [id all] (copy-backup! src root "crash" id))
+        (testing (str "trial " trial " " failpoint)
+          (let [{:keys [exit out]} (child-eval! `(do (require 'datacamp.core)
+                                                     ((resolve 'datacamp.core/prune-backups) ~t "crash"
+                                                      :keep-last 2 :dry-run? false)
+                                                     (shutdown-agents)
+                                                     (System/exit 0))
+                                                  failpoint)
+                listed (backup/list-backups t "crash")]
+            (is (= 137 exit) (str "the child was killed (SIGKILL): " out))
+            (testing "after the crash, every backup listed complete verifies with its chain"
+              (doseq [b listed :when (:completed? b)]
+                (is (:success (backup/verify-backup t (:backup-id b) :database-id "crash" :deep? true))
+                    (str (:backup-id b))))
+              (is (every? #(:completed? (first (filter (fn [b] (= % (:backup-id b))) listed))) new)
+                  "the kept chain is untouched"))
+            (let [left (filterv #(.exists (u/backup-dir root "crash" %)) old)
+                  r (backup/prune-backups t "crash" :keep-last 2 :dry-run? false)]
+              (is (seq left))
+              (is (= (set left) (set (concat (:finished r) (:deleted r)))) (pr-str r))
+              (is (seq (:finished r)) "the interrupted deletion is finished")
+              (is (= (set new) (set (map :backup-id (backup/list-backups t "crash")))))
+              (doseq [id old] (is (not (.exists (u/backup-dir root "crash" id))))))
+            (let [again (backup/prune-backups t "crash" :keep-last 2 :dry-run? false)]
+              (is (= [] (:deleted again) (:finished again))))))))))
+
+(defn- s3-data-files
+  "The chunk and state objects of backup `id` of \"crash\" in S3 target `t`, by relative key."
+  [t id]
+  (let [base (str "crash/" id "/")]
+    (into (sorted-map)
+          (for [k (s3/list-keys t base)
+                :let [rel (subs k (count base))]
+                :when (or (.startsWith ^String rel "chunks/") (.startsWith ^String rel "state/"))]
+            [rel (vec (s3/get-object t k))]))))
+
+(deftest killed-s3-incrementals-resume-to-the-same-bytes
+  (let [ref-t (fresh-s3-target)
+        opts [:database-id "crash" :chunk-size 300]
+        _ (apply backup/backup-to-s3 (w/conn-at workload-name 10) ref-t opts)
+        ref (apply backup/backup-to-s3 (w/conn-at workload-name 23) ref-t :incremental? true opts)
+        ref-files (s3-data-files ref-t (:backup-id ref))
+        chunks (count (filter #(.startsWith ^String % "chunks/") (keys ref-files)))
+        rnd (Random. 2020)
+        points ["before-first-chunk" "chunk-stored" "checkpoint-written" "before-manifest" "before-marker"]
+        resumed (atom 0)]
+    (is (< 3 chunks))
+    (dotimes [trial 6]
+      (let [point (nth points (.nextInt rnd (count points)))
+            failpoint (if (#{"chunk-stored" "checkpoint-written"} point)
+                        (str point ":" (inc (.nextInt rnd (int chunks))))
+                        point)
+            t (fresh-s3-target)
+            base (apply backup/backup-to-s3 (w/conn-at workload-name 10) t opts)]
+        (testing (str "S3 trial " trial " " failpoint)
+          (let [{:keys [exit out]} (child-eval! `(do (require 'datacamp.core 'datacamp.workload)
+                                                     (apply (resolve 'datacamp.core/backup-to-s3)
+                                                            ((resolve 'datacamp.workload/conn-at) ~workload-name 23)
+                                                            ~t :incremental? true ~opts)
+                                                     (shutdown-agents)
+                                                     (System/exit 0))
+                                                  failpoint)
+                killed (first (remove :completed? (backup/list-backups t "crash")))]
+            (is (= 137 exit) out)
+            (is (some? killed))
+            (when killed
+              (let [r (backup/resume-backup (w/conn-at workload-name 23) t (:backup-id killed) :database-id "crash")]
+                (is (true? (:resumed? r)))
+                (is (= (:backup-id base) (:parent r)))
+                (is (true? (= ref-files (s3-data-files t (:backup-id killed)))) "byte-identical chunks and state")
+                (is (:success (backup/verify-backup t (:backup-id killed) :database-id "crash" :deep? true)))
+                (swap! resumed inc)))))))
+    (println (format "S3 incremental crash trials: %d killed and resumed byte-identical" @resumed))))

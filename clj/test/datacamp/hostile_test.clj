@@ -736,9 +736,9 @@
                 (-> good (update :chunks pop) restat)]
                ["a negative count" #"negative" :datacamp/corrupt (assoc good :stats/datom-count -5)]
                ["format version 99" #"format/version" :datacamp/unsupported-value (assoc good :format/version "99.0.0")]
-               ["zstd" #"compression" :datacamp/unsupported-value (assoc good :format/compression :zstd)]
+               ["an unknown compression" #"compression" :datacamp/unsupported-value (assoc good :format/compression :lz4)]
                ["encryption" #"encryption" :datacamp/unsupported-value (assoc good :format/encryption :aes-256-gcm)]
-               ["an incremental backup" #"backup/type" :datacamp/unsupported-value (assoc good :backup/type :incremental)]
+               ["an unknown backup type" #"backup/type" :datacamp/unsupported-value (assoc good :backup/type :differential)]
                ["another backup's id" #"names backup" :datacamp/corrupt (assoc good :backup/id "../../evil")]]]
     (doseq [[what re kind m] cases]
       (testing what

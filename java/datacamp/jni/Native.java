@@ -55,9 +55,9 @@ public final class Native {
     /** List the backups of {@code databaseId} under the target; return an EDN vector. */
     public static native String listBackups(String targetEdn, String databaseId);
 
-    /** Verify one backup; return the EDN report. */
+    /** Verify one backup; return the EDN report ({@code optionsEdn}: {@code :encryption}). */
     public static native String verifyBackup(String targetEdn, String databaseId,
-                                             String backupId, boolean deep);
+                                             String backupId, boolean deep, String optionsEdn);
 
     /**
      * Decode the stored (gzip) bytes of one chunk with the native decoder. Returns
@@ -73,7 +73,11 @@ public final class Native {
      */
     public static native long restoreOpen(String targetEdn, String optionsEdn);
 
-    /** Return what restore session {@code handle}'s backup says about itself, as EDN. */
+    /**
+     * Return what restore session {@code handle}'s backup says about itself, as EDN (for a
+     * chain or a point in time also the links and the plan); {@code :restored-to-tx} and
+     * {@code :restored-to-instant} tell how far the datoms handed out so far reach.
+     */
     public static native String restoreInfo(long handle);
 
     /**
@@ -86,8 +90,42 @@ public final class Native {
     /** Free restore session {@code handle}. Safe to call once per handle. */
     public static native void restoreFree(long handle);
 
+    /** Re-wrap the data keys of a database's encrypted backups ({@code {:old-key … :new-key …}}); return the EDN report. */
+    public static native String rewrapBackupKeys(String targetEdn, String databaseId, String optionsEdn);
+
     /** Rebuild the damaged manifest of a finished backup from its checkpoint; return the EDN report. */
     public static native String repairManifest(String targetEdn, String databaseId, String backupId);
+
+    /**
+     * Apply a retention policy ({@code optionsEdn}: {@code :keep-last :keep-daily :keep-weekly
+     * :keep-monthly :dry-run?}) to the complete backups of {@code databaseId}, never deleting a
+     * backup that a kept one depends on; return the EDN report of what was kept and deleted.
+     */
+    public static native String pruneBackups(String targetEdn, String databaseId, String optionsEdn);
+
+    /**
+     * Return the progress counters of backup session {@code handle} as EDN ({@code {:stage
+     * :reading|:sorting|:writing|:committing|:done :datoms-received … :chunks-stored …
+     * :datoms-stored … :bytes-stored …}}); callable from any thread, also while another
+     * thread finishes the session.
+     */
+    public static native String backupProgress(long handle);
+
+    /**
+     * Check the keys of {@code optionsEdn} (an EDN map) against those operation {@code op}
+     * ({@code "backup"}, {@code "resume"}, {@code "restore"}, {@code "verify"},
+     * {@code "cleanup"}) accepts; throw naming an unknown key and the closest known one.
+     */
+    public static native void checkOptions(String op, String optionsEdn);
+
+    /**
+     * Read and parse one EDN metadata file of the target (size-limited) and return it as
+     * EDN: with {@code databaseId} and {@code backupId}, {@code name} is one of that backup's
+     * metadata files ({@code manifest.edn}, {@code config.edn}, {@code checkpoint.edn}); with
+     * both null, a key relative to the target's root.
+     */
+    public static native String readMetadata(String targetEdn, String databaseId,
+                                             String backupId, String name);
 
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,

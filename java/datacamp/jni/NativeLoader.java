@@ -27,8 +27,14 @@ import java.util.Locale;
  *       {@code macos}, {@code windows}; arch: {@code x86_64}, {@code aarch64}; libname:
  *       {@code System.mapLibraryName("datacamp")}, e.g. {@code libdatacamp.so}), copied to a
  *       fresh temp file named with the library version and a unique id in
- *       {@value #TMPDIR_PROPERTY} (default {@code java.io.tmpdir}), marked
- *       {@link File#deleteOnExit()}, then {@link System#load}ed.</li>
+ *       {@value #TMPDIR_PROPERTY} (default {@code java.io.tmpdir}), then
+ *       {@link System#load}ed. On Linux and macOS the file is deleted as soon as it is
+ *       loaded (the mapping stays valid), so nothing is left behind even by a JVM that is
+ *       killed; on Windows, where a loaded library cannot be deleted, it is marked
+ *       {@link File#deleteOnExit()}. Before extracting, copies that earlier JVMs left in
+ *       that directory (killed mid-extraction, or older versions of this loader) and that
+ *       are older than a minute are deleted, as sqlite-jdbc does; one still in use by a
+ *       running JVM on Windows cannot be deleted and stays.</li>
  *   <li>{@code System.loadLibrary("datacamp")}, i.e. {@code java.library.path}.</li>
  * </ol>
  *
@@ -47,6 +53,9 @@ public final class NativeLoader {
     public static final String TMPDIR_PROPERTY = "datacamp.native.tmpdir";
     /** The library's base name, as given to {@link System#mapLibraryName(String)}. */
     public static final String LIBRARY_NAME = "datacamp";
+
+    /** Extracted copies older than this are stale (no loader takes that long to load one). */
+    static final long STALE_AGE_MILLIS = 60_000L;
 
     private static volatile String loadedFrom;
 
@@ -181,15 +190,24 @@ public final class NativeLoader {
                         int dot = fileName.lastIndexOf('.');
                         String stem = dot > 0 ? fileName.substring(0, dot) : fileName;
                         String ext = dot > 0 ? fileName.substring(dot) : "";
+                        deleteStale(dir, stem + "-", ext);
                         tmp = Files.createTempFile(dir, stem + "-" + version() + "-", ext);
-                        tmp.toFile().deleteOnExit();
+                        if (windows()) {
+                            tmp.toFile().deleteOnExit();
+                        }
                         // Write into the file createTempFile made (owner-only permissions); never
                         // delete-and-recreate, which would race in a shared directory.
                         try (OutputStream out = Files.newOutputStream(tmp)) {
                             in.transferTo(out);
                         }
                         System.load(tmp.toAbsolutePath().toString());
-                        return tmp.toAbsolutePath() + " (extracted from " + resource + ")";
+                        String from = tmp.toAbsolutePath() + " (extracted from " + resource + ")";
+                        if (!windows()) {
+                            // Loaded: the mapping outlives the file, so none is left behind.
+                            deleteQuietly(tmp);
+                            from += ", deleted once loaded";
+                        }
+                        return from;
                     } catch (IOException e) {
                         failures.add(where + ": cannot extract to " + dir + ": " + e
                                      + " (set " + TMPDIR_PROPERTY + " to a writable directory)");
@@ -227,6 +245,43 @@ public final class NativeLoader {
         }
         sb.append("\nhint: ").append(hint);
         return new UnsatisfiedLinkError(sb.toString());
+    }
+
+    private static boolean windows() {
+        return "windows".equals(os());
+    }
+
+    /**
+     * Delete the files in {@code dir} named {@code prefix…suffix} (extracted copies of the
+     * library) that are older than {@link #STALE_AGE_MILLIS}; failures (a copy still loaded
+     * on Windows, a file of another user) are ignored. Package-private for tests.
+     *
+     * @param dir    the extraction directory
+     * @param prefix the file name prefix, e.g. {@code "libdatacamp-"}
+     * @param suffix the file name suffix, e.g. {@code ".so"}
+     * @return how many files were deleted
+     */
+    static int deleteStale(Path dir, String prefix, String suffix) {
+        int deleted = 0;
+        long cutoff = System.currentTimeMillis() - STALE_AGE_MILLIS;
+        try (var files = Files.newDirectoryStream(dir, f -> {
+                String n = f.getFileName().toString();
+                return n.startsWith(prefix) && n.endsWith(suffix) && n.length() > prefix.length() + suffix.length();
+            })) {
+            for (Path f : files) {
+                try {
+                    if (Files.isRegularFile(f) && Files.getLastModifiedTime(f).toMillis() < cutoff
+                        && Files.deleteIfExists(f)) {
+                        deleted++;
+                    }
+                } catch (IOException | SecurityException ignored) {
+                    // in use (Windows) or not ours: leave it
+                }
+            }
+        } catch (IOException | SecurityException ignored) {
+            // an unreadable directory: extraction reports its own error
+        }
+        return deleted;
     }
 
     private static void deleteQuietly(Path p) {

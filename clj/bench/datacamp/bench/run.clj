@@ -20,7 +20,11 @@
   - `:backup-stages`    the same engine split in its two phases (push, finish), for profiling
   - `:baseline-backup`  the pure-JVM baseline (datacamp.bench.baseline/backup)
   - `:restore`          native restore session: restore-open, restore-next + ValueDecoder
-  - `:baseline-restore` GZIPInputStream + data.fressian/read of the same chunk files"
+  - `:baseline-restore` GZIPInputStream + data.fressian/read of the same chunk files
+  - `:chain-backup`     a full backup of the database as of tx `:through`, or an incremental
+                        continuing `:parent` (or with `:incremental? true` the newest backup
+                        in `:dir`)
+  - `:pit-restore`      a native restore session of a chain to `:as-of-tx`, with the bytes read"
   (:require [clojure.data.fressian :as fress]
             [clojure.edn :as edn]
             [clojure.java.io :as io]
@@ -187,11 +191,12 @@
 
 (defn- db-id [ds] (str "bench-" (if (= :fixture (:kind ds)) (:name ds) (:datoms ds))))
 
-(defn- native-opts [{:keys [ds parallel chunk-size compression compression-level]} facts]
+(defn- native-opts [{:keys [ds parallel chunk-size compression compression-level encryption]} facts]
   (core/backup-options (cond-> {:parallel (or parallel 2)}
                          chunk-size (assoc :chunk-size chunk-size)
                          compression (assoc :compression compression)
-                         compression-level (assoc :compression-level compression-level))
+                         compression-level (assoc :compression-level compression-level)
+                         encryption (assoc :encryption encryption))
                        (db-id ds) facts))
 
 (defn- read-manifest [dir db backup-id]
@@ -223,7 +228,8 @@
           [r t] (timed (core/backup-datoms target opts (datoms-fn) {}))
           server-cpu (some-> (process-cpu-seconds server-pid) (- server0))
           mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
-          verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true)]
+          verify (core/verify-backup target (:backup-id r) :database-id (:database-id opts) :deep? true
+                                     :encryption (:encryption args))]
       (merge (select-keys r [:backup-id :database-id :path :s3-path :datom-count :chunk-count
                              :total-size-bytes :uncompressed-bytes :duration-ms])
              t mem {:source-bytes source-bytes}
@@ -274,14 +280,15 @@
              {:chunk-count (count (:chunks r))
               :chunk-datom-counts (mapv :datom-count (:chunks r))}))))
 
-(defmethod measure :restore [{:keys [dir database-id backup-id parallel]}]
+(defmethod measure :restore [{:keys [dir database-id backup-id parallel encryption]}]
   (native/ensure-loaded!)
   (let [[r t] (timed
                (native/with-native-errors {}
-                 (with-open [h (native/restore-open {:path dir} {:database-id database-id
-                                                                 :backup-id (str backup-id)
-                                                                 :verify-first? false
-                                                                 :parallel (or parallel 2)})]
+                 (with-open [h (native/restore-open {:path dir} (cond-> {:database-id database-id
+                                                                         :backup-id (str backup-id)
+                                                                         :verify-first? false
+                                                                         :parallel (or parallel 2)}
+                                                                  encryption (assoc :encryption encryption)))]
                    (let [decoder (ValueDecoder. true)]
                      (loop [n 0 batches 0]
                        (if-let [b (native/restore-next h decoder)]
@@ -293,6 +300,65 @@
   (let [files (mapv #(io/file dir database-id (str backup-id) %) chunk-keys)
         [r t] (timed (baseline/restore-decode files (or parallel 2)))]
     (merge r t)))
+
+;; ------------------------------------------------------------------ backup chains (#10)
+;; Separate measurements (`datacamp.bench/chain-bench` runs them): a full backup of the
+;; database as it was at tx `:through`, an incremental of the whole database continuing
+;; it, and a point-in-time restore of a chain.
+
+(defn- up-to
+  "The history datoms of tx <= `through` (the database's history as it was then: the
+  synthetic databases have no :db/noHistory attributes and no phantoms)."
+  [datoms through]
+  (if through (filter #(<= (long (RT/nth % 3)) (long through)) datoms) datoms))
+
+(defmethod measure :chain-backup [{:keys [ds dir through incremental? parent]}]
+  ;; A full backup of the database at `through`, or an incremental (continuing `parent`, or
+  ;; the newest backup in `dir`) of the database at `through`; timed, then verified
+  ;; (untimed).
+  (let [{:keys [datoms-fn warm-up-fn facts]} (dataset ds)
+        opts (cond-> (core/backup-options {} (db-id ds) (cond-> facts through (assoc :max-tx through)))
+               incremental? (assoc :incremental? true)
+               parent (assoc :parent (str parent)))]
+    (walk (warm-up-fn))
+    (native/ensure-loaded!)
+    (let [[r t] (timed (core/backup-datoms {:path dir} opts (up-to (datoms-fn) through) {}))
+          mem (assoc (heap-stats) :peak-rss-kb (proc-status "VmHWM"))
+          verify (core/verify-backup {:path dir} (:backup-id r) :database-id (:database-id opts) :deep? true)]
+      (merge (select-keys r [:backup-id :database-id :type :parent :after-tx :max-tx :datom-count
+                             :chunk-count :total-size-bytes :uncompressed-bytes])
+             t mem
+             {:verify (select-keys verify [:success :problems :chain])}))))
+
+(defn- read-bytes
+  "Bytes this process has read through read(2) and friends so far (rchar of /proc/self/io)."
+  []
+  (some (fn [^String line] (when (str/starts-with? line "rchar:") (parse-long (str/trim (subs line 6)))))
+        (proc-lines "/proc/self/io")))
+
+(defmethod measure :pit-restore [{:keys [dir database-id backup-id as-of-tx parallel]}]
+  ;; A point-in-time restore session of a chain (no Datahike: the datoms are decoded to
+  ;; Clojure vectors as for `:restore`), with the bytes it planned to read and the bytes the
+  ;; process read meanwhile.
+  (native/ensure-loaded!)
+  (let [rchar0 (read-bytes)
+        [r t] (timed
+               (native/with-native-errors {}
+                 (with-open [h (native/restore-open {:path dir} {:database-id database-id
+                                                                 :backup-id (str backup-id)
+                                                                 :verify-first? false
+                                                                 :as-of-tx as-of-tx
+                                                                 :parallel (or parallel 2)})]
+                   (let [decoder (ValueDecoder. true)
+                         info (native/restore-info h)]
+                     (loop [n 0]
+                       (if-let [b (native/restore-next h decoder)]
+                         (recur (+ n (count (:datoms b))))
+                         (let [end (native/restore-info h)]
+                           (assoc (select-keys info [:chain :links :bytes-to-read :chunk-count])
+                                  :datom-count n
+                                  :restored-to-tx (:restored-to-tx end)))))))))]
+    (merge r t {:process-read-bytes (- (read-bytes) rchar0)})))
 
 (defn -main
   "Run the measurement described by the EDN map in the first argument; print its result."
