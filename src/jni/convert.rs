@@ -365,6 +365,7 @@ fn reason(r: &Reason) -> Value {
         Reason::Weekly => Value::kw("keep-weekly"),
         Reason::Monthly => Value::kw("keep-monthly"),
         Reason::DependencyOf(id) => Value::Vector(vec![Value::kw("dependency-of"), Value::str(id)]),
+        Reason::LogOf(id) => Value::Vector(vec![Value::kw("log-of"), Value::str(id)]),
     }
 }
 

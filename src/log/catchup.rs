@@ -8,14 +8,21 @@
 //! `(after, through]` are appended to the log, one [`TxMark`] per transaction, marked as
 //! caught up. A window's end without datoms (a transaction id `load-entities` consumed)
 //! still moves the log to `through`, so the log stays contiguous.
+//!
+//! History keeps no trace of a `:db/noHistory` value that was removed: the catch-up is
+//! given the values current at `after` ([`CatchUpOptions::no_history_at_after`]) and sees
+//! those current now in the walk; a value no longer current becomes a retraction in the
+//! window's first transaction (as an incremental backup does, [`crate::chain::state`]).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::clock::now_ms;
 use crate::codec::wire::Batch;
 use crate::error::Result;
-use crate::model::Datom;
-use crate::pipeline::feed::Feed;
+use crate::model::{Attr, Datom};
+use crate::pipeline::feed::{Feed, Tap};
 use crate::pipeline::order::{OrderSpec, RestoreOrder};
 
 use super::writer::{Appended, LogWriter, TxMark};
@@ -33,6 +40,10 @@ pub struct CatchUpOptions {
     pub tmp_dir: PathBuf,
     /// Bytes sorted in memory before a run spills.
     pub sort_buffer_bytes: usize,
+    /// The `:db/noHistory` attributes.
+    pub no_history_attrs: HashSet<Attr>,
+    /// Their datoms current at `after`.
+    pub no_history_at_after: Vec<Datom>,
 }
 
 /// What a catch-up did.
@@ -53,16 +64,36 @@ pub struct CatchUp {
     opts: CatchUpOptions,
     feed: Feed,
     read: u64,
+    /// The `[e a v]` of the `:db/noHistory` values current in the walked database.
+    current: Arc<Mutex<HashSet<Arc<[u8]>>>>,
 }
 
 impl CatchUp {
     /// Start a catch-up of the window `(opts.after, opts.through]`.
     pub fn new(opts: CatchUpOptions) -> Result<Self> {
         let order = RestoreOrder::new(opts.order.clone(), &opts.tmp_dir, opts.sort_buffer_bytes)?;
+        let current = Arc::new(Mutex::new(HashSet::new()));
+        let tap = (!opts.no_history_attrs.is_empty()).then(|| {
+            let current = current.clone();
+            Tap {
+                attrs: opts.no_history_attrs.clone(),
+                see: Box::new(move |d: &Datom| {
+                    let key = crate::codec::eav::state_key(d)?;
+                    let mut c = current.lock().unwrap_or_else(|p| p.into_inner());
+                    if d.added {
+                        c.insert(key);
+                    } else {
+                        c.remove(&key);
+                    }
+                    Ok(())
+                }),
+            }
+        });
         Ok(CatchUp {
             opts,
-            feed: Feed::new(order),
+            feed: Feed::with_tap(order, tap),
             read: 0,
+            current,
         })
     }
 
@@ -83,6 +114,17 @@ impl CatchUp {
     pub fn finish(mut self, writer: &LogWriter) -> Result<CatchUpReport> {
         let (after, through) = (self.opts.after, self.opts.through);
         let order = self.feed.finish()?;
+        // The values current at `after` and no longer now: removed in the window.
+        let mut removed: Vec<Datom> = {
+            let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            for d in std::mem::take(&mut self.opts.no_history_at_after) {
+                if !current.contains(&crate::codec::eav::state_key(&d)?) {
+                    out.push(Datom { added: false, ..d });
+                }
+            }
+            out
+        };
         let mut report = CatchUpReport {
             datoms_read: self.read,
             ..CatchUpReport::default()
@@ -91,6 +133,9 @@ impl CatchUp {
         let mut group: Vec<Datom> = Vec::new();
         let mut group_tx = None;
         let mut flush = |tx: i64, group: &mut Vec<Datom>, prev: &mut i64| -> Result<bool> {
+            // The removals end the window's first transaction: after its own datoms (a
+            // transaction's entity datoms come first, as load-entities needs them).
+            group.extend(removed.drain(..).map(|r| Datom { tx, ..r }));
             let mark = TxMark {
                 before: *prev,
                 after: tx,

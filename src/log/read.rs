@@ -9,7 +9,8 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
-use crate::repo::manifest::ChunkMeta;
+use crate::repo::link::LinkMeta;
+use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
 use crate::repo::meta::{read_edn, read_edn_opt};
 use crate::store::{ObjectMeta, Store};
 
@@ -89,6 +90,44 @@ impl StoredLog {
     /// Stored bytes of the contiguous run's segments.
     pub fn segment_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// The log as a link of its chain ([`crate::chain`]): a manifest of type `log` whose
+    /// chunks are the contiguous run's segments ([`Segment::chunk_meta`]), ending at the
+    /// durable point. Its entity ids are not bounded (`max-eid` 0: unknown); its names and
+    /// contiguity were checked when the log was read, so it is never validated as a
+    /// backup's manifest.
+    pub fn link_manifest(&self) -> Manifest {
+        let h = &self.head;
+        let chunks: Vec<ChunkMeta> = self.segments.iter().map(Segment::chunk_meta).collect();
+        Manifest {
+            backup_id: h.log_id.clone(),
+            database_id: h.database_id.clone(),
+            backup_type: "log".to_owned(),
+            format_version: "1.0.0".to_owned(),
+            encryption: None,
+            created_at_ms: h.created_at_ms,
+            completed_at_ms: self.updated_at_ms.max(h.created_at_ms),
+            completed: true,
+            datahike_version: h.datahike_version.clone(),
+            compression: "gzip".to_owned(),
+            history: h.history,
+            order: ChunkOrder::Restore,
+            datom_count: self.datom_count(),
+            stated_chunk_count: Some(chunks.len() as u64),
+            size_bytes: self.segment_bytes(),
+            tx_range: (!chunks.is_empty()).then_some((h.after_tx + 1, self.through)),
+            max_eid: 0,
+            max_tx: self.through,
+            chunks,
+            link: LinkMeta {
+                parent: Some(h.parent.clone()),
+                base: Some(h.base.clone()),
+                after_tx: Some(h.after_tx),
+                instant_range: self.instant_range(),
+                no_history: None,
+            },
+        }
     }
 }
 

@@ -383,9 +383,14 @@ fn spooled_segments_survive_a_killed_writer_and_are_stored_by_the_next_session()
     }
     let st = s.status();
     assert!(st.spooled && st.pending_segments == 4 && st.durable_through == TX0 + 5);
-    // The process dies: nothing is closed, the lease is left behind.
+    // The process dies: nothing is closed, the lease is left behind. (Its threads live on
+    // in this test: the target stays down for them, up for the next session.)
     std::mem::forget(s);
-    store.down.store(false, Ordering::SeqCst);
+    let after_death = Flaky {
+        inner: store.inner.clone(),
+        ..Flaky::default()
+    };
+    let arc: Arc<dyn Store> = Arc::new(after_death);
     opts.break_lock = true;
     opts.db.max_tx = TX0 + 9;
     let s2 = Session::open(arc.clone(), opts).unwrap();
@@ -398,7 +403,7 @@ fn spooled_segments_survive_a_killed_writer_and_are_stored_by_the_next_session()
             after: TX0 + 9
         }
     );
-    let log = read::read(&store, "db", &log1).unwrap();
+    let log = read::read(arc.as_ref(), "db", &log1).unwrap();
     assert_eq!(log.through, TX0 + 9);
     assert!(log.closed.is_none());
     assert!(
@@ -617,4 +622,295 @@ fn logs_list_with_their_chain_and_cleanup_leaves_them_alone() {
         assert!(cleaned.removed.is_empty(), "{cleaned:?}");
         assert_eq!(read::read(&mem, "db", &log).unwrap().through, TX0 + 5);
     }
+}
+
+/// A full backup of `full_txs` transactions, then a capture of transactions
+/// `full_txs+1..=last` closed cleanly: `(full id, log id, every datom in tx order)`.
+fn full_then_log(
+    store: &Arc<dyn Store>,
+    db: &str,
+    full_txs: i64,
+    last: i64,
+) -> (String, String, Vec<Datom>) {
+    let source = testing::history(full_txs);
+    let full = testing::backup(store, testing::options(db, 1 << 20, 2), &source);
+    let s = Session::open(store.clone(), session_options(db, TX0 + full_txs)).unwrap();
+    let log = s.log_id();
+    let mut all = crate::ops::testing::restore(store, db, &full.manifest.backup_id).unwrap();
+    for t in full_txs + 1..=last {
+        let (m, ds) = tx(t, 2);
+        s.writer().append_tx(&m, &ds).unwrap();
+        if t % 3 == 0 {
+            s.writer().seal().unwrap();
+        }
+        all.extend(ds);
+    }
+    s.close(Duration::from_secs(5), "stopped").unwrap();
+    (full.manifest.backup_id, log, all)
+}
+
+fn restore_opts(db: &str, id: &str) -> crate::ops::restore::RestoreOptions {
+    crate::ops::restore::RestoreOptions {
+        database_id: db.into(),
+        backup_id: id.into(),
+        ..Default::default()
+    }
+}
+
+fn key(d: &Datom) -> (i64, i64, String, String, bool) {
+    (
+        d.tx,
+        d.e,
+        format!("{:?}", d.a),
+        format!("{:?}", d.v),
+        d.added,
+    )
+}
+
+fn sorted(ds: &[Datom]) -> Vec<(i64, i64, String, String, bool)> {
+    let mut v: Vec<_> = ds.iter().map(key).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_log_restores_as_a_link_of_its_chain_latest_and_as_of_any_transaction() {
+    let (_mem, store) = testing::store();
+    let (full, log, all) = full_then_log(&store, "db", 2, 9);
+    // The log id restores the chain through it; `latest` finds the log without an id, and
+    // with the chain's base as the id.
+    let by_id = testing::restore(&store, "db", &log).unwrap();
+    assert_eq!(sorted(&by_id), sorted(&all));
+    assert!(by_id.windows(2).all(|w| w[0].tx <= w[1].tx), "tx ascending");
+    for within in ["", full.as_str()] {
+        let o = crate::ops::restore::RestoreOptions {
+            latest: true,
+            ..restore_opts("db", within)
+        };
+        let (datoms, session) = testing::restore_with(&store, o).unwrap();
+        assert_eq!(sorted(&datoms), sorted(&all));
+        assert_eq!(session.info().manifest.backup_id, log);
+    }
+    // As of every transaction: exactly the prefix.
+    for t in 1..=9 {
+        let o = crate::ops::restore::RestoreOptions {
+            as_of_tx: Some(TX0 + t),
+            ..restore_opts("db", &log)
+        };
+        let (datoms, _) = testing::restore_with(&store, o).unwrap();
+        let want: Vec<Datom> = all.iter().filter(|d| d.tx <= TX0 + t).cloned().collect();
+        assert_eq!(sorted(&datoms), sorted(&want), "as of tx {t}");
+    }
+    // Verify: the log checks as a link (deep: every segment decoded against the chain).
+    let v = crate::ops::verify::verify(store.as_ref(), "db", &log, true, None).unwrap();
+    assert!(v.success(), "{v:?}");
+    assert_eq!(v.chain, [full.clone(), log.clone()]);
+    assert_eq!(
+        v.datoms_verified,
+        Some((all.len() - by_id.iter().filter(|d| d.tx <= TX0 + 2).count()) as u64)
+    );
+}
+
+#[test]
+fn a_gap_in_a_log_is_named_by_verify_and_ends_what_restore_reads() {
+    let (mem, store) = testing::store();
+    let (_full, log, all) = full_then_log(&store, "db", 2, 40);
+    let stored = read::read(&mem, "db", &log).unwrap();
+    assert!(
+        stored.segments.len() >= 2,
+        "{} segments",
+        stored.segments.len()
+    );
+    // Lose a segment in the middle.
+    let lost = &stored.segments[stored.segments.len() / 2];
+    mem.delete(&lost.key).unwrap();
+    let v = crate::ops::verify::verify(store.as_ref(), "db", &log, false, None).unwrap();
+    assert!(!v.success());
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.contains("gap") && p.contains(&format!("{}", lost.name.after + 1))),
+        "{:?}",
+        v.problems
+    );
+    // Restore holds what is contiguous: up to the gap, never past it.
+    let restored = testing::restore(&store, "db", &log).unwrap();
+    let want: Vec<Datom> = all
+        .iter()
+        .filter(|d| d.tx <= lost.name.after)
+        .cloned()
+        .collect();
+    assert_eq!(sorted(&restored), sorted(&want));
+}
+
+#[test]
+fn prune_keeps_logs_with_their_chain_and_deletes_them_with_it() {
+    let (mem, store) = testing::store();
+    let (old_full, old_log, _) = full_then_log(&store, "db", 2, 5);
+    std::thread::sleep(Duration::from_millis(5)); // creation times order the backups
+    let newer = testing::backup(
+        &store,
+        testing::options("db", 1 << 20, 6),
+        &testing::history(6),
+    );
+    let newer = newer.manifest.backup_id;
+    let s = Session::open(store.clone(), session_options("db", TX0 + 6)).unwrap();
+    let new_log = s.log_id();
+    let (m, ds) = tx(7, 1);
+    s.writer().append_tx(&m, &ds).unwrap();
+    s.close(Duration::from_secs(5), "stopped").unwrap();
+    let opts = crate::ops::prune::PruneOptions {
+        policy: crate::chain::retention::Policy {
+            keep_last: 1,
+            ..Default::default()
+        },
+        dry_run: false,
+    };
+    let r = crate::ops::prune::prune(store.as_ref(), "db", &opts).unwrap();
+    let kept: Vec<&str> = r.kept.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(
+        kept.contains(&newer.as_str()) && kept.contains(&new_log.as_str()),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.deleted,
+        [old_log.clone(), old_full.clone()],
+        "the log first, then its base"
+    );
+    let left: Vec<String> = crate::ops::list::list(&mem, "db")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.backup_id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(
+        testing::restore(&store, "db", &new_log).unwrap().len(),
+        testing::history(6).len() + ds.len()
+    );
+}
+
+#[test]
+fn a_capture_never_continues_an_encrypted_chain_with_a_plain_log() {
+    let (mem, store) = testing::store();
+    let mut o = testing::options("db", 1 << 20, 2);
+    o.encryption = Some(crate::crypto::envelope::KeySpec::Key(Arc::new(
+        crate::crypto::MasterKey::from_bytes(&[7; 32]).unwrap(),
+    )));
+    testing::backup(&store, o, &testing::history(2));
+    let e = Session::open(store.clone(), session_options("db", TX0 + 2))
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("encrypted"), "{e}");
+    assert!(
+        mem.list("db/")
+            .unwrap()
+            .iter()
+            .all(|o| !o.key.ends_with(layout::LOG_HEAD)),
+        "no log was started"
+    );
+}
+
+fn dt(e: i64, a: &str, v: Value, t: i64, added: bool) -> Datom {
+    Datom {
+        e,
+        a: kw(a),
+        v,
+        tx: TX0 + t,
+        added,
+    }
+}
+
+fn inst(t: i64) -> Datom {
+    dt(
+        TX0 + t,
+        "db/txInstant",
+        Value::Inst(1_700_000_000_000 + t),
+        t,
+        true,
+    )
+}
+
+#[test]
+fn a_catch_up_retracts_the_no_history_values_removed_while_nobody_captured() {
+    let (mem, store) = testing::store();
+    // At tx 2 (the full backup): 1's nick n1, 2's nick m1 (:p/nick is :db/noHistory).
+    let at2 = vec![
+        dt(1, "p/name", Value::str("a"), 1, true),
+        dt(1, "p/nick", Value::str("n1"), 1, true),
+        dt(2, "p/nick", Value::str("m1"), 1, true),
+        inst(1),
+        dt(3, "p/name", Value::str("c"), 2, true),
+        inst(2),
+    ];
+    let o = crate::ops::backup::BackupOptions {
+        no_history_attrs: [kw("p/nick")].into(),
+        max_tx: TX0 + 2,
+        ..testing::options("db", 1 << 20, 2)
+    };
+    testing::backup(&store, o, &at2);
+    // Captured live: tx 3 replaced 1's nick (the delta holds the retraction).
+    let a = Session::open(store.clone(), session_options("db", TX0 + 2)).unwrap();
+    let mark = TxMark {
+        before: TX0 + 2,
+        after: TX0 + 3,
+        committed_ms: crate::clock::now_ms(),
+        instant_ms: None,
+        caught_up: false,
+    };
+    let tx3 = vec![
+        inst(3),
+        dt(1, "p/nick", Value::str("n1"), 3, false),
+        dt(1, "p/nick", Value::str("n2"), 3, true),
+    ];
+    a.writer().append_tx(&mark, &tx3).unwrap();
+    a.close(Duration::from_secs(5), "stopped").unwrap();
+    // Nobody captured tx 4 (retracted 2's nick: no trace in history) and tx 5 (renamed 3).
+    // The next capture catches up from the history at tx 5.
+    let b = Session::open(store.clone(), session_options("db", TX0 + 5)).unwrap();
+    assert_eq!(b.catch_up_begin(TX0 + 5, None).unwrap(), TX0 + 3);
+    let history_at5 = vec![
+        dt(1, "p/name", Value::str("a"), 1, true),
+        dt(1, "p/nick", Value::str("n2"), 3, true),
+        dt(3, "p/name", Value::str("c"), 2, true),
+        dt(3, "p/name", Value::str("c"), 5, false),
+        dt(3, "p/name", Value::str("c2"), 5, true),
+        inst(1),
+        inst(2),
+        inst(3),
+        inst(4),
+        inst(5),
+    ];
+    let mut batch = crate::codec::wire::BatchBuilder::new();
+    for d in &history_at5 {
+        batch.push(d).unwrap();
+    }
+    b.catch_up_push(batch.flush()).unwrap();
+    b.catch_up_finish().unwrap();
+    let log = b.log_id();
+    b.close(Duration::from_secs(5), "stopped").unwrap();
+    let stored = read::read(&mem, "db", &log).unwrap();
+    let caught = log_datoms(&mem, &stored);
+    assert!(
+        caught.contains(&dt(2, "p/nick", Value::str("m1"), 4, false)),
+        "the removed nick is retracted in the window's first transaction: {caught:?}"
+    );
+    assert!(
+        !caught
+            .iter()
+            .any(|d| d.e == 1 && d.a == kw("p/nick") && !d.added),
+        "n2 stays"
+    );
+    // The chain restores to the source's current state: 1 n2, no nick for 2.
+    let restored = testing::restore(&store, "db", &log).unwrap();
+    let mut nicks: std::collections::BTreeMap<(i64, String), bool> = Default::default();
+    for d in restored.iter().filter(|d| d.a == kw("p/nick")) {
+        nicks.insert((d.e, format!("{:?}", d.v)), d.added);
+    }
+    let current: Vec<_> = nicks
+        .into_iter()
+        .filter(|(_, added)| *added)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(current, [(1, format!("{:?}", Value::str("n2")))]);
 }

@@ -1,6 +1,7 @@
 //! Where a database's chains end: the candidates a new capture can continue.
 //!
-//! An end is a complete backup of ours (restore order, with its `config.edn`) or a log whose
+//! An end is a complete backup of ours (restore order, with its `config.edn`; an
+//! incremental when its chain is intact) or a log whose
 //! links back to its base full backup are intact: every log continues exactly its parent's
 //! end (`after` = the parent's basis, or the parent log's durable point), every backup on
 //! the way is complete. Each link is read once (one listing of the database's folder).
@@ -36,6 +37,8 @@ pub struct End {
     pub history: bool,
     /// When the link was created, epoch ms.
     pub created_at_ms: i64,
+    /// Its chain is encrypted (a backup's manifest names a key; logs are never sealed).
+    pub encrypted: bool,
 }
 
 /// One link as read.
@@ -151,21 +154,36 @@ impl Links {
                 complete,
             } => {
                 let ours = manifest.order == ChunkOrder::Restore && *config != Value::Nil;
-                if !complete || !ours || manifest.backup_type != "full" {
+                if !complete || !ours {
                     return None;
                 }
-                Some(End {
+                let end = End {
                     id: id.to_owned(),
                     is_log: false,
                     through: manifest.max_tx,
-                    base: id.to_owned(),
+                    base: manifest.link.base.clone().unwrap_or_else(|| id.to_owned()),
                     datahike_id: config
                         .get("datahike/id")
                         .and_then(Value::as_str)
                         .map(String::from),
                     history: manifest.history,
                     created_at_ms: manifest.created_at_ms,
-                })
+                    encrypted: manifest.encryption.is_some(),
+                };
+                match manifest.backup_type.as_str() {
+                    "full" => Some(end),
+                    "incremental" => {
+                        // An incremental ends its chain when it continues an intact one.
+                        let (parent_id, after) =
+                            (manifest.link.parent.clone()?, manifest.link.after_tx?);
+                        let parent = self.end_of(&parent_id, depth + 1)?;
+                        (parent.through == after
+                            && parent.base == end.base
+                            && parent.datahike_id == end.datahike_id)
+                            .then_some(end)
+                    }
+                    _ => None,
+                }
             }
             Node::Log(log) => {
                 let head = log.head.clone();
@@ -182,10 +200,61 @@ impl Links {
                     datahike_id: head.datahike_id.clone(),
                     history: head.history,
                     created_at_ms: head.created_at_ms,
+                    encrypted: parent.encrypted,
                 })
             }
         }
     }
+}
+
+/// The links of `id`'s chain, `id` first, back to its base (empty when `id` is not read).
+pub fn chain_of(links: &Links, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = Some(id.to_owned());
+    while let Some(cur) = next.take() {
+        if out.len() > MAX_LINKS || out.contains(&cur) {
+            break;
+        }
+        next = match links.nodes.get(&cur) {
+            Some(Node::Log(l)) => Some(l.head.parent.clone()),
+            Some(Node::Backup { manifest, .. }) => manifest.link.parent.clone(),
+            None => break,
+        };
+        out.push(cur);
+    }
+    out
+}
+
+fn furthest(a: &End, b: &End) -> std::cmp::Ordering {
+    a.through
+        .cmp(&b.through)
+        .then(a.created_at_ms.cmp(&b.created_at_ms))
+        .then(a.is_log.cmp(&b.is_log))
+        .then(a.id.cmp(&b.id))
+}
+
+/// The newest state captured of `database_id` (what `:latest? true` restores): the
+/// furthest end of an intact chain — of the chain that holds `within` when given (its
+/// base or any link). `NotFound` when there is none.
+pub fn latest(store: &dyn Store, database_id: &str, within: Option<&str>) -> Result<End> {
+    let mut links = Links::read(store, database_id)?;
+    let ends = links.ends();
+    ends.iter()
+        .filter(|e| within.is_none_or(|w| chain_of(&links, &e.id).iter().any(|l| l == w)))
+        .max_by(|a, b| furthest(a, b))
+        .cloned()
+        .ok_or_else(|| {
+            crate::error::Error::new(
+                ErrorKind::NotFound,
+                "restore",
+                match within {
+                    Some(w) => {
+                        format!("no intact chain of database {database_id} holds backup or log {w}")
+                    }
+                    None => format!("no complete backup of database {database_id} to restore"),
+                },
+            )
+        })
 }
 
 /// Of `ends`, the one a capture of a database whose `:datahike/id` is `datahike_id` and
@@ -194,11 +263,5 @@ impl Links {
 pub fn newest<'a>(ends: &'a [End], datahike_id: Option<&str>, max_tx: i64) -> Option<&'a End> {
     ends.iter()
         .filter(|e| e.datahike_id.as_deref() == datahike_id && e.through <= max_tx)
-        .max_by(|a, b| {
-            a.through
-                .cmp(&b.through)
-                .then(a.created_at_ms.cmp(&b.created_at_ms))
-                .then(a.is_log.cmp(&b.is_log))
-                .then(a.id.cmp(&b.id))
-        })
+        .max_by(|a, b| furthest(a, b))
 }

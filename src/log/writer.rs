@@ -23,7 +23,7 @@
 //! Transactions must be appended contiguously: each [`TxMark::before`] is the previous
 //! one's [`TxMark::after`] (a gap is refused: it is the capture's job to catch up first).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -165,6 +165,8 @@ pub struct Status {
 /// A segment being filled by the capture.
 struct Open {
     enc: ChunkEncoder,
+    /// Its datoms of `:db/noHistory` attributes (applied to the state when it is sealed).
+    no_history: Vec<Datom>,
     after: i64,
     through: i64,
     instants: Option<(i64, i64)>,
@@ -253,6 +255,39 @@ impl Shared {
 struct Front {
     open: Option<Open>,
     captured: i64,
+    /// What the sealed segments changed of the `:db/noHistory` values since the writer
+    /// started (or jumped), by `[e a v]`: asserted (`Some`) or removed (`None`).
+    no_history: NoHistoryDelta,
+}
+
+/// Changes to the current `:db/noHistory` values, by `[e a v]` ([`crate::codec::eav`]):
+/// `Some(datom)` made current, `None` removed.
+pub type NoHistoryDelta = HashMap<Arc<[u8]>, Option<Datom>>;
+
+/// Record datoms of `:db/noHistory` attributes in a delta (an assertion makes a value
+/// current, a retraction removes it).
+fn record_no_history(delta: &mut NoHistoryDelta, datoms: &[Datom]) -> Result<()> {
+    for d in datoms {
+        let key = crate::codec::eav::state_key(d)?;
+        delta.insert(key, d.added.then(|| d.clone()));
+    }
+    Ok(())
+}
+
+/// The current `:db/noHistory` datoms: `base` (the values current where the delta starts)
+/// with `delta` applied.
+pub fn apply_no_history(base: Vec<Datom>, delta: &NoHistoryDelta) -> Result<Vec<Datom>> {
+    let mut state: HashMap<Arc<[u8]>, Datom> = HashMap::with_capacity(base.len());
+    for d in base {
+        state.insert(crate::codec::eav::state_key(&d)?, d);
+    }
+    for (k, v) in delta {
+        match v {
+            Some(d) => state.insert(k.clone(), d.clone()),
+            None => state.remove(k),
+        };
+    }
+    Ok(state.into_values().collect())
 }
 
 /// A running writer (see the module doc). Cheap to share: every method takes `&self`.
@@ -322,6 +357,7 @@ impl LogWriter {
             front: Mutex::new(Front {
                 open: None,
                 captured: after,
+                no_history: NoHistoryDelta::new(),
             }),
             uploader: Mutex::new(Some(uploader)),
         })
@@ -384,6 +420,7 @@ impl LogWriter {
         let open = front.open.get_or_insert_with(|| Open {
             enc: ChunkEncoder::starting_at(usize::MAX, captured as u64)
                 .expect("an encoder without limit"),
+            no_history: Vec::new(),
             after: captured,
             through: captured,
             instants: None,
@@ -397,6 +434,7 @@ impl LogWriter {
         for d in datoms {
             if opts.no_history_attrs.contains(&d.a) {
                 no_history = true;
+                open.no_history.push(d.clone());
             }
             if let (Some(a), Value::Inst(ms)) = (&opts.tx_instant, &d.v) {
                 if d.added && d.e == d.tx && d.a == *a {
@@ -519,6 +557,8 @@ impl LogWriter {
             front.captured = open.after;
             return Ok(());
         }
+        // The segment goes on: its :db/noHistory datoms are part of the state now.
+        record_no_history(&mut front.no_history, &open.no_history)?;
         let file = name.file_name();
         let bytes = match &shared.spool {
             Some(spool) => {
@@ -606,7 +646,20 @@ impl LogWriter {
         }
         front.captured = tx;
         st.captured = tx;
+        front.no_history.clear();
         Ok(())
+    }
+
+    /// What the log changed of the `:db/noHistory` values since the writer started (or
+    /// jumped to a new chain), through the captured point (what a catch-up needs, with
+    /// the values current at that start: [`apply_no_history`]).
+    pub fn no_history_delta(&self) -> Result<NoHistoryDelta> {
+        let front = self.front();
+        let mut delta = front.no_history.clone();
+        if let Some(open) = &front.open {
+            record_no_history(&mut delta, &open.no_history)?;
+        }
+        Ok(delta)
     }
 
     /// The last transaction appended (and not dropped).

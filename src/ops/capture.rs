@@ -42,6 +42,9 @@ use crate::log::writer::{Appended, LogWriter, Status, TxMark, WriterOptions};
 
 const OP: &str = "start continuous backup";
 
+/// How long closing waits for the capture lock's release (a target that is down).
+const UNLOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// The option keys a caller of `start-continuous-backup` may pass (checked by
 /// [`crate::options::check_keys`] before anything starts). The Clojure API handles the
 /// capture thread's own (`:on-error`, `:snapshot-every`, `:queue-size`, `:batch-size`,
@@ -250,6 +253,67 @@ pub struct Session {
     catch_up: Mutex<Option<CatchUp>>,
     catch_ups: Mutex<Vec<CatchUpReport>>,
     lock: Mutex<Option<ResumeLock>>,
+    /// Where the writer's `:db/noHistory` delta starts (see [`NoHistoryBase`]).
+    no_history_base: Mutex<NoHistoryBase>,
+}
+
+/// The `:db/noHistory` values current where the writer's delta starts
+/// ([`LogWriter::no_history_delta`]): read, or to be read from a link of the chain (the
+/// end a capture continues, or a new chain's full backup, once it is complete).
+enum NoHistoryBase {
+    /// Read.
+    Known(Vec<Datom>),
+    /// At the end of this link's chain.
+    Link(String),
+}
+
+/// The `:db/noHistory` datoms (of `attrs`) current at the end of link `id`'s chain: the
+/// state the chain's last backup recorded ([`crate::chain::state`]), then every log
+/// after it (only its segments that hold such datoms are read).
+pub fn no_history_at(
+    store: &dyn Store,
+    db: &str,
+    id: &str,
+    attrs: &HashSet<Attr>,
+) -> Result<Vec<Datom>> {
+    let chain = crate::chain::resolve::resolve(store, db, id, "read the :db/noHistory state")?;
+    let at = chain.links.iter().rposition(|l| !l.is_log()).unwrap_or(0);
+    let backup = &chain.links[at];
+    let Some(chunks) = &backup.manifest.link.no_history else {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            OP,
+            format!(
+                "backup {} recorded no :db/noHistory state, which a catch-up of this database needs",
+                backup.id()
+            ),
+        )
+        .with_hint("take a full backup with this version, then start the capture again"));
+    };
+    let mut state: std::collections::HashMap<Arc<[u8]>, Datom> = Default::default();
+    let mut apply = |datoms: Vec<Datom>| -> Result<()> {
+        for d in datoms.into_iter().filter(|d| attrs.contains(&d.a)) {
+            let key = crate::codec::eav::state_key(&d)?;
+            if d.added {
+                state.insert(key, d);
+            } else {
+                state.remove(&key);
+            }
+        }
+        Ok(())
+    };
+    for meta in chunks {
+        apply(super::check::fetch_checked(store, &backup.prefix, meta, None)?.datoms)?;
+    }
+    for log in &chain.links[at + 1..] {
+        for meta in &log.manifest.chunks {
+            let file = meta.key.rsplit('/').next().unwrap_or_default();
+            if crate::log::name::SegmentName::parse(file).is_some_and(|n| n.kind.no_history) {
+                apply(super::check::fetch_checked(store, &log.prefix, meta, None)?.datoms)?;
+            }
+        }
+    }
+    Ok(state.into_values().collect())
 }
 
 fn lock_of<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -327,6 +391,18 @@ impl Session {
         let mut links = Links::read(store.as_ref(), &db)?;
         let ends = links.ends();
         let end = tip::newest(&ends, facts.datahike_id.as_deref(), facts.max_tx);
+        if let Some(e) = end.filter(|e| e.encrypted) {
+            // A chain never mixes plain and encrypted links, and logs are not sealed yet.
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                OP,
+                format!(
+                    "the newest chain of database {db} (its link {}) is encrypted, and continuous capture writes plain logs",
+                    e.id
+                ),
+            )
+            .with_hint("continuous capture of encrypted backups is not supported yet: capture under another :database-id, or take encrypted incremental backups instead"));
+        }
         let plan = match end {
             None => Plan::NewChain {
                 backup_id: uuid::Uuid::now_v7().to_string(),
@@ -379,6 +455,7 @@ impl Session {
             catch_up: Mutex::new(None),
             catch_ups: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
+            no_history_base: Mutex::new(NoHistoryBase::Link(parent)),
             opts,
         })
     }
@@ -464,12 +541,28 @@ impl Session {
             ));
         }
         let tmp = self.opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let attrs = self.opts.writer.no_history_attrs.clone();
+        let no_history_at_after = if attrs.is_empty() {
+            Vec::new()
+        } else {
+            let mut base = lock_of(&self.no_history_base);
+            if let NoHistoryBase::Link(id) = &*base {
+                let db = &self.opts.writer.database_id;
+                *base = NoHistoryBase::Known(no_history_at(self.store.as_ref(), db, id, &attrs)?);
+            }
+            let NoHistoryBase::Known(datoms) = &*base else {
+                unreachable!("read above")
+            };
+            crate::log::writer::apply_no_history(datoms.clone(), &self.writer.no_history_delta()?)?
+        };
         let c = CatchUp::new(CatchUpOptions {
             after,
             through,
             order: order.unwrap_or_else(|| self.opts.order.clone()),
             tmp_dir: tmp,
             sort_buffer_bytes: self.opts.sort_buffer_bytes,
+            no_history_attrs: attrs,
+            no_history_at_after,
         })?;
         *lock_of(&self.catch_up) = Some(c);
         Ok(after)
@@ -516,6 +609,8 @@ impl Session {
                 self.writer.retire_log(&l, reason)?;
             }
             self.writer.jump(after)?;
+            // The delta starts again at the new chain's full backup.
+            *lock_of(&self.no_history_base) = NoHistoryBase::Link(backup_id.to_owned());
         }
         let log_id = new_log(
             &self.store,
@@ -544,12 +639,20 @@ impl Session {
     pub fn close(&self, timeout: Duration, reason: &str) -> Result<Status> {
         self.catch_up_abort();
         let status = self.writer.close(timeout, reason);
-        // Releasing deletes the lock file; when the target is down that may hang in its
-        // retries, so it happens off this thread (the lease runs out anyway).
+        // Releasing deletes the lock file: a start right after this stop must find it gone.
+        // When the target is down that may hang in its retries, so it runs on a thread of
+        // its own, waited for at most `UNLOCK_WAIT` (then the lease runs out anyway).
         if let Some(lock) = lock_of(&self.lock).take() {
-            let _ = std::thread::Builder::new()
+            let (done, released) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
                 .name("datacamp-log-unlock".into())
-                .spawn(move || drop(lock));
+                .spawn(move || {
+                    drop(lock);
+                    let _ = done.send(());
+                });
+            if spawned.is_ok() {
+                let _ = released.recv_timeout(UNLOCK_WAIT);
+            }
         }
         status
     }

@@ -181,7 +181,7 @@ impl BackupSummary {
             backup_id: self.backup_id.clone(),
             backup_type: "log".to_owned(),
             created_at_ms: self.created_at_ms,
-            completed: true,
+            completed: self.completed,
             datom_count: log.datom_count(),
             size_bytes: log.segment_bytes(),
             chunk_count: log.segments.len() as u64,
@@ -247,9 +247,10 @@ pub(crate) fn summarize(
     };
     if has(layout::LOG_HEAD) {
         if let Ok(log) = crate::log::read::read_listed(store, db, id, objects) {
+            let pruning = has(layout::PRUNE_TOMBSTONE);
             return Ok(BackupSummary {
                 backup_id: id.to_owned(),
-                completed: true,
+                completed: !pruning,
                 manifest: None,
                 checkpoint: None,
                 created_at_ms: log.head.created_at_ms,
@@ -258,7 +259,7 @@ pub(crate) fn summarize(
                 problems: Vec::new(),
                 marked_complete: true,
                 log: Some(Box::new(log)),
-                pruning: false,
+                pruning,
             });
         }
     }

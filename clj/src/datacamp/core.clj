@@ -659,7 +659,9 @@
          :or {batch-size default-load-batch verify-first? true
               load-timeout-ms default-load-timeout-ms}} opts
         database-id (database-id-arg (get opts :database-id default-database-id))
-        backup-id (backup-id-arg backup-id)
+        latest? (boolean (:latest? opts))
+        ;; :latest? true needs no id (the newest state of the database), or names a chain
+        backup-id (when-not (and latest? (nil? backup-id)) (backup-id-arg backup-id))
         db (dh/current-db conn)
         started (System/currentTimeMillis)
         progress (or progress-fn (constantly nil))]
@@ -669,11 +671,12 @@
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
       (with-open [h (native/restore-open target (cond-> (merge {:database-id database-id
-                                                                 :backup-id backup-id
                                                                  :verify-first? (boolean verify-first?)
                                                                  ;; no native batch larger than a load-entities call
                                                                  :batch-datoms (min (long batch-size) 8192)}
                                                                 (point-options opts))
+                                                   backup-id (assoc :backup-id backup-id)
+                                                   latest? (assoc :latest? true)
                                                    (:encryption opts) (assoc :encryption (encryption-option (:encryption opts)))
                                                    parallel (assoc :parallel (long parallel))
                                                    fetch-ahead (assoc :fetch-ahead (long fetch-ahead))

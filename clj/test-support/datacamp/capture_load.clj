@@ -150,18 +150,21 @@
   "Compare a source db with a restored one as continuous backup promises (DATAHIKE.md):
   the same current datoms (e a v), the same as-of view at each tx of `as-of-txs`, the same
   history except assertions of a value that was already current (phantom re-assertions),
-  the same :max-eid and :max-tx. Returns a map of what differs (empty when equal)."
+  the same :max-eid, and :max-tx one more (the restore's load-entities call). Returns a map of what differs (empty when equal)."
   [source restored as-of-txs]
   (let [hs (hist source)
         hr (hist restored)
+        ;; an as-of view of the source cannot show a :db/noHistory value that was replaced
+        ;; or retracted later (no history keeps it): such values are left out of as-of views
+        no-nick (fn [s] (set (remove #(= :p/nick (nth % 1)) s)))
         only-source (set/difference hs hr)
         phantom? (fn [[e a v t added]]
                    (and added (some (fn [[e2 a2 v2 t2 added2]]
                                       (and added2 (= [e a v] [e2 a2 v2]) (< (long t2) (long t))))
                                     hs)))
         as-of-diff (into {} (for [t as-of-txs
-                                  :let [a (eav (d/datoms (d/as-of source t) :eavt))
-                                        b (eav (d/datoms (d/as-of restored t) :eavt))]
+                                  :let [a (no-nick (eav (d/datoms (d/as-of source t) :eavt)))
+                                        b (no-nick (eav (d/datoms (d/as-of restored t) :eavt)))]
                                   :when (not= a b)]
                               [t {:only-source (set/difference a b) :only-restored (set/difference b a)}]))]
     (cond-> {}
@@ -171,5 +174,6 @@
       (seq (set/difference hr hs)) (assoc :history-only-restored (set/difference hr hs))
       (seq (remove phantom? only-source)) (assoc :history-only-source (set (remove phantom? only-source)))
       (seq as-of-diff) (assoc :as-of as-of-diff)
-      (not= [(:max-eid source) (:max-tx source)] [(:max-eid restored) (:max-tx restored)])
+      ;; the restore's one load-entities call takes one transaction of its own
+      (not= [(:max-eid source) (inc (:max-tx source))] [(:max-eid restored) (:max-tx restored)])
       (assoc :max [[(:max-eid source) (:max-tx source)] [(:max-eid restored) (:max-tx restored)]]))))
