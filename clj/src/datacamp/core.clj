@@ -774,7 +774,10 @@
   `:as-of-time inst` as it was right after the last transaction whose `:db/txInstant` is
   at or before inst — inside a single full backup too; chunks wholly after the point are
   never read. A point outside what the chain holds is `:datacamp/invalid-argument`,
-  naming the available range. The result adds `:restored-to-tx` and
+  naming the available range. `:latest? true` restores the newest state captured (logs
+  of continuous backup included): the furthest end of the database's intact chains, or,
+  with a backup id, of the chain that holds it (`backup-id` may then be nil); a log's id
+  restores its chain through it. The result adds `:restored-to-tx` and
   `:restored-to-instant` (the source's last transaction restored and its instant), and
   for chains and points `:chain`, `:links` (those read), `:available` and `:bytes-read`."
   [conn target backup-id & {:as opts}]

@@ -228,13 +228,16 @@
       (str "Lag from `d/transact` returning to the transaction being durable, at 200 tx/s for "
            lag-seconds " s, default flush interval (1 s):")
       ""
-      "| target | transactions | p50 ms (target <= 1200) | p99 ms (target <= 2000) | max ms | segments |"
-      "|---|---:|---:|---:|---:|---:|"]
+      "| target | transactions | p50 ms (target <= 1200) | p99 ms (target <= 2000) | max ms | segments | stored bytes / tx |"
+      "|---|---:|---:|---:|---:|---:|---:|"]
      (for [[label r] (dissoc lag :off)
            :let [{:keys [p50 p99 max]} (:lag-ms r)]]
        (str "| " (name label) " | " (:txs r) " | " (format "%.0f" p50) " " (if (<= p50 1200) "met" "**missed**")
             " | " (format "%.0f" p99) " " (if (<= p99 2000) "met" "**missed**")
-            " | " (format "%.0f" max) " | " (:segments r) " |"))
+            " | " (format "%.0f" max) " | " (:segments r)
+            " | " (if (and (:bytes r) (pos? (long (:txs r 0))))
+                    (format "%.0f" (/ (double (:bytes r)) (:txs r)))
+                    "") " |"))
      [""
       (str "Memory over the lag run, at 10 s / at " lag-seconds " s (MB; the stand-in database "
            "grows by 10 datoms per transaction, so compare with the capture off):")
