@@ -20,6 +20,7 @@ WITH_TMP := scripts/with-temp-root
 
 .PHONY: setup setup-s3 native cli install jar jar-classes repl lint test test-rust test-java \
         test-clj test-repl test-jar check-exports fault-proxy demo bench bench-smoke bench-defaults \
+        bench-continuous \
         clean
 
 # Build and demo prerequisites (no S3 test server); `setup-s3` adds moto for the S3 tests.
@@ -110,6 +111,13 @@ BENCH_LEIN := $(LEIN) with-profile $(if $(LEIN_PROFILE),$(LEIN_PROFILE)$(comma))
 bench: native
 	$(BENCH_LEIN) run -m datacamp.bench $(if $(BENCH_20M),--20m) $(BENCH_ARGS)
 	$(CARGO) run --release --example s3_restore_bench -- --write BENCHMARKS.md $(S3_RESTORE_BENCH_ARGS)
+
+# Continuous backup (clj/bench/datacamp/bench/continuous.clj, about 8 minutes): transaction
+# throughput with the capture off and on, lag commit -> durable at 200 tx/s for 60 s
+# (directory and loopback S3), memory; writes its section of BENCHMARKS.md.
+# BENCH_CONTINUOUS_ARGS passes options (e.g. --runs 5, --no-s3, --smoke).
+bench-continuous: native
+	$(BENCH_LEIN) run -m datacamp.bench.continuous $(BENCH_CONTINUOUS_ARGS)
 
 # The defaults comparison (chunk size and parallelism: ours vs the original's), on the
 # synthetic databases; prints its table (BENCHMARKS.md quotes it).

@@ -7,13 +7,16 @@
 //! Forwards to the S3 server at HOST:PORT; each `--lose` rule withholds the reply of the
 //! NTH request with METHOD whose request line contains PATTERN, after the server executed
 //! it. Prints `endpoint http://127.0.0.1:PORT`, runs until its standard input closes, then
-//! prints `lost N` (replies withheld) and exits.
+//! prints `lost N` (replies withheld) and exits. Meanwhile it obeys commands on its standard
+//! input, one per line, each answered by one line: `refuse` (close the port: connections are
+//! refused, as when the server is down; answers `ok`), `accept` (listen on the same port
+//! again; `ok`).
 
 #[path = "../tests/support/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use proxy::{FaultProxy, Faults, LostReply};
@@ -50,10 +53,26 @@ fn main() {
         }
     }
     let proxy = FaultProxy::start(upstream, faults, 1);
-    println!("endpoint {}", proxy.endpoint());
-    let stdin = std::io::stdin();
-    let mut lock = stdin.lock();
-    let _ = lock.fill_buf();
-    let _ = lock.read_to_end(&mut Vec::new());
-    println!("lost {}", proxy.stats().lost_replies);
+    let say = |line: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    say(format!("endpoint {}", proxy.endpoint()));
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match line.trim() {
+            "refuse" => {
+                proxy.set_refusing(true);
+                say("ok".into());
+            }
+            "accept" => {
+                proxy.set_refusing(false);
+                say("ok".into());
+            }
+            "" => {}
+            other => say(format!("unknown command {other:?}")),
+        }
+    }
+    say(format!("lost {}", proxy.stats().lost_replies));
 }

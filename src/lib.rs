@@ -13,6 +13,9 @@
 //! chain/      backup chains: resolve a chain, plan a point-in-time restore, the
 //!   │         :db/noHistory state, the retention policy
 //!   │
+//! log/        continuous backup: the capture session, the segment writer, the spool, the
+//!   │         segments of a log (a link of a chain)
+//!   │
 //!   ├── pipeline/   datoms ⇄ chunks: feed (decode thread), order + sort (restore order,
 //!   │               external merge sort), chunk (cut, gzip, SHA-256, decode)
 //!   └── repo/       a backup repository: layout (every key), manifest, checkpoint, lock,
@@ -39,6 +42,7 @@ pub mod crypto;
 pub mod error;
 pub mod failpoint;
 pub mod jni;
+pub mod log;
 pub mod model;
 pub mod ops;
 pub mod options;

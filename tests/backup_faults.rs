@@ -41,6 +41,9 @@ impl Store for FullDisk {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.inner.list(prefix)
     }
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list_after(prefix, start_after)
+    }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
     }

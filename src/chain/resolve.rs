@@ -42,6 +42,17 @@ impl Link {
         self.manifest.backup_type == "incremental"
     }
 
+    /// Whether this link is a log of continuous backup ([`crate::log`]; its manifest is
+    /// [`crate::log::read::StoredLog::link_manifest`]).
+    pub fn is_log(&self) -> bool {
+        self.manifest.backup_type == "log"
+    }
+
+    /// Whether this link continues a parent (an incremental or a log).
+    pub fn continues(&self) -> bool {
+        self.is_incremental() || self.is_log()
+    }
+
     /// The source database's `:datahike/id` as `config.edn` records it.
     pub fn datahike_id(&self) -> Option<&str> {
         self.config.get("datahike/id").and_then(Value::as_str)
@@ -84,6 +95,40 @@ pub fn is_usable(store: &dyn Store, db: &str, id: &str, manifest: &Manifest) -> 
             .is_none())
 }
 
+/// Read log `id` as a link: its manifest is its contiguous run of segments; its config is
+/// its head (which carries the keys of a `config.edn` a restore reads). A log being pruned
+/// is `Conflict`; an unreadable head `Corrupt`.
+fn read_log(
+    store: &dyn Store,
+    db: &str,
+    id: &str,
+    objects: &[crate::store::ObjectMeta],
+    op: &str,
+) -> Result<Link> {
+    let tombstone = layout::backup_file(db, id, layout::PRUNE_TOMBSTONE);
+    if objects.iter().any(|o| o.key == tombstone) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            op,
+            format!("log {id} is being deleted by prune-backups"),
+        )
+        .with_key(store.location(&layout::backup_prefix(db, id))));
+    }
+    let log = crate::log::read::read_listed(store, db, id, objects)?;
+    if log.head.database_id != db || log.head.log_id != id {
+        return Err(Error::corrupt(
+            op,
+            format!("the head of log {id} names another database or log"),
+        )
+        .with_key(store.location(&log.prefix)));
+    }
+    Ok(Link {
+        manifest: log.link_manifest(),
+        config: log.head.to_value(),
+        prefix: log.prefix,
+    })
+}
+
 /// Read the link `id` of database `db`. `NotFound` when nothing is stored under it,
 /// `Conflict` when it is incomplete (or being pruned); `op` names the operation.
 pub fn read_link(store: &dyn Store, db: &str, id: &str, op: &str) -> Result<Link> {
@@ -92,7 +137,12 @@ pub fn read_link(store: &dyn Store, db: &str, id: &str, op: &str) -> Result<Link
     let manifest = match read_edn(store, &layout::backup_file(db, id, layout::MANIFEST)) {
         Ok(v) => Manifest::from_value(&v).map_err(|e| e.with_key(store.location(&prefix)))?,
         Err(e) if e.kind == ErrorKind::NotFound => {
-            let exists = !store.list(&prefix)?.is_empty();
+            let objects = store.list(&prefix)?;
+            let head = layout::backup_file(db, id, layout::LOG_HEAD);
+            if objects.iter().any(|o| o.key == head) {
+                return read_log(store, db, id, &objects, op);
+            }
+            let exists = !objects.is_empty();
             return Err(if exists {
                 Error::new(
                     ErrorKind::Conflict,
@@ -155,14 +205,14 @@ pub fn resolve(store: &dyn Store, db: &str, id: &str, op: &str) -> Result<Chain>
     let mut seen = HashSet::from([id.to_owned()]);
     loop {
         let child = links.last().expect("not empty");
-        if !child.is_incremental() {
+        if !child.continues() {
             break;
         }
         let cid = child.id().to_owned();
         let Some(parent_id) = child.manifest.link.parent.clone() else {
             return Err(broken(
                 op,
-                format!("incremental backup {cid} names no parent"),
+                format!("{} {cid} names no parent", child.manifest.backup_type),
                 store.location(&child.prefix),
             ));
         };

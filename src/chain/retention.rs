@@ -8,7 +8,8 @@
 //! depends on — its parent, the parent's parent, … up to the base — is kept too, and so is
 //! the ancestry of every incomplete backup (it may be resumed). What is left is deleted,
 //! dependents before what they depend on, so that an interrupted prune never leaves a
-//! complete backup whose chain is broken. Incomplete backups are never deleted (that is
+//! complete backup whose chain is broken. Logs of continuous backup are not counted by the
+//! rules: a log is kept when the backup or log it continues is kept, and deleted with it. Incomplete backups are never deleted (that is
 //! `cleanup-incomplete`); backups a crashed prune had started to delete are finished.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +52,8 @@ pub struct Entry {
     pub complete: bool,
     /// A prune tombstone is present: an earlier prune started deleting it.
     pub pruning: bool,
+    /// A log of continuous backup: not counted by the rules, kept with its parent.
+    pub log: bool,
 }
 
 /// Why a backup is kept.
@@ -67,6 +70,8 @@ pub enum Reason {
     Monthly,
     /// The backup (kept or incomplete) with this id depends on it.
     DependencyOf(String),
+    /// A log of continuous backup that continues this kept backup or log.
+    LogOf(String),
 }
 
 /// What to do.
@@ -104,8 +109,10 @@ pub fn decide(policy: &Policy, entries: &[Entry]) -> Decision {
             .cmp(&a.created_ms)
             .then_with(|| b.id.cmp(&a.id))
     });
+    // The rules count backups; a log is kept with the backup (or log) it continues.
+    let ranked: Vec<&Entry> = complete.iter().copied().filter(|e| !e.log).collect();
     let mut reasons: BTreeMap<String, Vec<Reason>> = BTreeMap::new();
-    for e in complete.iter().take(policy.keep_last as usize) {
+    for e in ranked.iter().take(policy.keep_last as usize) {
         reasons.entry(e.id.clone()).or_default().push(Reason::Last);
     }
     for (rule, n) in [
@@ -114,7 +121,7 @@ pub fn decide(policy: &Policy, entries: &[Entry]) -> Decision {
         (Reason::Monthly, policy.keep_monthly),
     ] {
         let mut seen = HashSet::new();
-        for e in &complete {
+        for e in &ranked {
             if seen.len() >= n as usize {
                 break;
             }
@@ -149,6 +156,23 @@ pub fn decide(policy: &Policy, entries: &[Entry]) -> Decision {
             r.push(Reason::DependencyOf(dependent.clone()));
             at = parent.parent.clone();
             steps += 1;
+        }
+    }
+    // Logs continuing a kept link (a log continues a backup or a log: to a fixed point).
+    loop {
+        let more: Vec<(String, String)> = complete
+            .iter()
+            .filter(|e| e.log && !reasons.contains_key(&e.id))
+            .filter_map(|e| {
+                let p = e.parent.as_ref()?;
+                reasons.contains_key(p).then(|| (e.id.clone(), p.clone()))
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        for (id, parent) in more {
+            reasons.entry(id).or_default().push(Reason::LogOf(parent));
         }
     }
     let depth = |id: &str| {
@@ -220,6 +244,7 @@ mod tests {
             parent: None,
             complete: true,
             pruning: false,
+            log: false,
         }
     }
 

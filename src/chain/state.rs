@@ -24,10 +24,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::codec::record::{decode_datom, encode_datom};
-use crate::codec::tagged::encode_value;
 use crate::crypto::envelope::BackupCipher;
 use crate::error::{Error, Result};
-use crate::model::{Attr, Datom, Value};
+use crate::model::{Attr, Datom};
 use crate::pipeline::chunk::{self, ChunkEncoder};
 use crate::pipeline::feed::Tap;
 use crate::pipeline::sort::{ExternalSorter, SortRecord, SortedIter};
@@ -38,53 +37,7 @@ use crate::store::Store;
 /// Encoded bytes per state chunk.
 const STATE_CHUNK_BYTES: usize = 8 << 20;
 
-fn canonical(v: &Value) -> Value {
-    let sorted = |items: &[Value]| {
-        let mut keyed: Vec<(Vec<u8>, Value)> = items
-            .iter()
-            .map(|x| {
-                let c = canonical(x);
-                let mut k = Vec::new();
-                let _ = encode_value(&c, &mut k);
-                (k, c)
-            })
-            .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        keyed.into_iter().map(|(_, x)| x).collect::<Vec<_>>()
-    };
-    match v {
-        // Datahike's index compares -0.0 and 0.0 as equal.
-        Value::Double(x) if *x == 0.0 => Value::Double(0.0),
-        Value::Float(x) if *x == 0.0 => Value::Float(0.0),
-        Value::Vector(items) => Value::Vector(items.iter().map(canonical).collect()),
-        Value::List(items) => Value::List(items.iter().map(canonical).collect()),
-        Value::Set(items) => Value::Set(sorted(items)),
-        Value::Map(entries) => {
-            let mut keyed: Vec<(Vec<u8>, (Value, Value))> = entries
-                .iter()
-                .map(|(k, x)| {
-                    let ck = canonical(k);
-                    let mut bytes = Vec::new();
-                    let _ = encode_value(&ck, &mut bytes);
-                    (bytes, (ck, canonical(x)))
-                })
-                .collect();
-            keyed.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Map(keyed.into_iter().map(|(_, e)| e).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-/// Given a datom, return its state key: bytes equal exactly when Datahike holds the same
-/// `[e a v]` (sets and maps by content, ±0.0 alike), ordered by `e` first.
-pub fn state_key(d: &Datom) -> Result<Arc<[u8]>> {
-    let mut out = Vec::with_capacity(32);
-    out.extend_from_slice(&((d.e as u64) ^ (1 << 63)).to_be_bytes());
-    encode_value(&d.a.to_value(), &mut out)?;
-    encode_value(&canonical(&d.v), &mut out)?;
-    Ok(out.into())
-}
+pub use crate::codec::eav::state_key;
 
 /// A state datom with its key, as the external sort holds it (stable: pushes keep order).
 struct StateRecord {
@@ -366,7 +319,7 @@ impl<'a> StateWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Name, TX0};
+    use crate::model::{Name, Value, TX0};
     use crate::store::memory::MemoryStore;
 
     fn d(e: i64, a: &str, v: Value, tx: i64, added: bool) -> Datom {

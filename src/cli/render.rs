@@ -342,6 +342,7 @@ pub fn prune(r: &PruneReport) -> String {
                 Reason::Weekly => "weekly".to_owned(),
                 Reason::Monthly => "monthly".to_owned(),
                 Reason::DependencyOf(d) => format!("needed by {d}"),
+                Reason::LogOf(d) => format!("log continuing {d}"),
             })
             .collect();
         let _ = writeln!(out, "  keep    {id} ({})", reasons.join(", "));

@@ -7,8 +7,11 @@ use jni::JNIEnv;
 use crate::chain::plan::{Available, Point};
 use crate::chain::retention::Reason;
 use crate::codec::wire::Batch;
+use crate::log::catchup::CatchUpReport;
+use crate::log::writer::{ErrorInfo, Status};
 use crate::model::{kw_map, Value};
 use crate::ops::backup::{BackupResult, ProgressSnapshot, Stage};
+use crate::ops::capture::{Plan, Session};
 use crate::ops::cleanup::CleanupReport;
 use crate::ops::inspect::Inspection;
 use crate::ops::list::BackupSummary;
@@ -107,6 +110,13 @@ pub fn summary(s: &BackupSummary) -> Value {
             ("after-tx", opt_long(c.after_tx)),
             ("tx-range", pair(c.tx_range, false)),
             ("instant-range", pair(c.instant_range, true)),
+        ]);
+    }
+    if let Some(log) = &l.log {
+        entries.extend([
+            ("segment-count", Value::Long(log.segment_count as i64)),
+            ("closed?", Value::Bool(log.closed)),
+            ("reason", Value::str(&log.reason)),
         ]);
     }
     if l.pruning {
@@ -355,6 +365,7 @@ fn reason(r: &Reason) -> Value {
         Reason::Weekly => Value::kw("keep-weekly"),
         Reason::Monthly => Value::kw("keep-monthly"),
         Reason::DependencyOf(id) => Value::Vector(vec![Value::kw("dependency-of"), Value::str(id)]),
+        Reason::LogOf(id) => Value::Vector(vec![Value::kw("log-of"), Value::str(id)]),
     }
 }
 
@@ -383,6 +394,96 @@ pub fn prune_report(r: &PruneReport) -> Value {
         ("rescued", strings(&r.rescued)),
         ("incomplete", strings(&r.incomplete)),
         ("objects-deleted", Value::Long(r.objects_deleted as i64)),
+    ])
+}
+
+fn opt_inst(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Nil, Value::Inst)
+}
+
+fn error_info(e: &ErrorInfo) -> Value {
+    kw_map([
+        ("seq", Value::Long(e.seq as i64)),
+        (
+            "datacamp/error",
+            Value::Keyword(crate::model::Name::new(Some("datacamp"), e.kind.keyword())),
+        ),
+        ("op", Value::str(&e.op)),
+        ("message", Value::str(&e.message)),
+        ("key", e.key.as_deref().map_or(Value::Nil, Value::str)),
+        ("hint", e.hint.as_deref().map_or(Value::Nil, Value::str)),
+        ("at", Value::Inst(e.at_ms)),
+    ])
+}
+
+/// A capture's status as the native side knows it: `{:log-id … :last-durable-tx …
+/// :last-durable-instant … :lag-ms … :segments-written … :bytes-written … :last-error …}`
+/// (the JVM adds what it knows: `:running?`, `:queued-txs`, …).
+pub fn capture_status(s: &Status, log_id: &str) -> Value {
+    kw_map([
+        ("database-id", Value::str(&s.database_id)),
+        ("log-id", Value::str(log_id)),
+        ("logs", strings(&s.logs)),
+        ("captured-through", Value::Long(s.captured_through)),
+        ("last-durable-tx", Value::Long(s.durable_through)),
+        ("last-durable-instant", opt_inst(s.durable_instant_ms)),
+        ("lag-ms", Value::Long(s.lag_ms)),
+        ("pending-segments", Value::Long(s.pending_segments as i64)),
+        ("pending-bytes", Value::Long(s.pending_bytes as i64)),
+        ("spooled?", Value::Bool(s.spooled)),
+        ("txs-captured", Value::Long(s.txs_captured as i64)),
+        ("segments-written", Value::Long(s.segments_written as i64)),
+        ("bytes-written", Value::Long(s.bytes_written as i64)),
+        ("datoms-written", Value::Long(s.datoms_written as i64)),
+        ("spool-full?", Value::Bool(s.spool_full)),
+        ("spool-refusals", Value::Long(s.refusals as i64)),
+        (
+            "target-reachable?",
+            Value::Bool(s.outage_since_ms.is_none()),
+        ),
+        ("outage-since", opt_inst(s.outage_since_ms)),
+        (
+            "last-error",
+            s.last_error.as_ref().map_or(Value::Nil, error_info),
+        ),
+        ("closed?", Value::Bool(s.closed)),
+    ])
+}
+
+/// How a capture session started: `{:log-id … :plan {:kind :continue :parent … :base …
+/// :after …} | {:kind :new-chain :backup-id … :reason …} :recovered-segments n}`.
+pub fn capture_info(s: &Session) -> Value {
+    let plan = match s.plan() {
+        Plan::Continue {
+            parent,
+            base,
+            after,
+        } => kw_map([
+            ("kind", Value::kw("continue")),
+            ("parent", Value::str(parent)),
+            ("base", Value::str(base)),
+            ("after", Value::Long(*after)),
+        ]),
+        Plan::NewChain { backup_id, reason } => kw_map([
+            ("kind", Value::kw("new-chain")),
+            ("backup-id", Value::str(backup_id)),
+            ("reason", Value::str(reason)),
+        ]),
+    };
+    kw_map([
+        ("log-id", Value::str(&s.log_id())),
+        ("plan", plan),
+        ("recovered-segments", Value::Long(s.recovered() as i64)),
+    ])
+}
+
+/// What a catch-up appended: `{:txs … :datoms … :datoms-read … :refused? …}`.
+pub fn catch_up_report(r: &CatchUpReport) -> Value {
+    kw_map([
+        ("txs", Value::Long(r.txs as i64)),
+        ("datoms", Value::Long(r.datoms as i64)),
+        ("datoms-read", Value::Long(r.datoms_read as i64)),
+        ("refused?", Value::Bool(r.refused)),
     ])
 }
 

@@ -8,6 +8,7 @@
 pub mod boundary;
 pub mod convert;
 pub mod handles;
+pub mod log;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -126,6 +127,81 @@ macro_rules! region {
     }};
 }
 
+/// The columns of one batch as the JVM passes them (see [`crate::codec::wire`]).
+struct Columns<'l> {
+    n: jint,
+    e: JLongArray<'l>,
+    a: JIntArray<'l>,
+    tx: JLongArray<'l>,
+    added: JBooleanArray<'l>,
+    vtag: JByteArray<'l>,
+    vnum: JLongArray<'l>,
+    vbytes: JByteArray<'l>,
+    vbytes_len: jint,
+    new_attrs: JByteArray<'l>,
+    new_attrs_len: jint,
+}
+
+/// Copy a batch's columns out of the JVM (lengths checked against the arrays).
+fn read_batch(env: &mut JNIEnv, c: &Columns) -> Result<Batch> {
+    if c.n < 0 || c.vbytes_len < 0 || c.new_attrs_len < 0 {
+        return Err(Error::invalid("push batch", "negative batch length"));
+    }
+    let (n, vb, na) = (
+        c.n as usize,
+        c.vbytes_len as usize,
+        c.new_attrs_len as usize,
+    );
+    let mut batch = Batch::default();
+    let (mut vbytes_copy, mut new_attrs_copy) = (Vec::<i8>::new(), Vec::<i8>::new());
+    region!(env, get_long_array_region, &c.e, &mut batch.e, n, "e");
+    region!(env, get_int_array_region, &c.a, &mut batch.a, n, "a");
+    region!(env, get_long_array_region, &c.tx, &mut batch.tx, n, "tx");
+    region!(
+        env,
+        get_boolean_array_region,
+        &c.added,
+        &mut batch.added,
+        n,
+        "added"
+    );
+    region!(
+        env,
+        get_byte_array_region,
+        &c.vtag,
+        &mut batch.vtag,
+        n,
+        "vtag"
+    );
+    region!(
+        env,
+        get_long_array_region,
+        &c.vnum,
+        &mut batch.vnum,
+        n,
+        "vnum"
+    );
+    region!(
+        env,
+        get_byte_array_region,
+        &c.vbytes,
+        &mut vbytes_copy,
+        vb,
+        "vbytes"
+    );
+    region!(
+        env,
+        get_byte_array_region,
+        &c.new_attrs,
+        &mut new_attrs_copy,
+        na,
+        "newAttrs"
+    );
+    batch.vbytes = into_u8(vbytes_copy);
+    batch.new_attrs = into_u8(new_attrs_copy);
+    Ok(batch)
+}
+
 /// `void Native.backupPush(long handle, int n, long[] e, int[] a, long[] tx, boolean[] added,
 /// byte[] vtag, long[] vnum, byte[] vbytes, int vbytesLen, byte[] newAttrs, int newAttrsLen)`.
 #[no_mangle]
@@ -147,58 +223,21 @@ pub extern "system" fn Java_datacamp_jni_Native_backupPush(
     new_attrs_len: jint,
 ) {
     guard(&mut env, "push batch", (), |env| {
-        if n < 0 || vbytes_len < 0 || new_attrs_len < 0 {
-            return Err(Error::invalid("push batch", "negative batch length"));
-        }
-        let (n, vb, na) = (n as usize, vbytes_len as usize, new_attrs_len as usize);
+        let cols = Columns {
+            n,
+            e,
+            a,
+            tx,
+            added,
+            vtag,
+            vnum,
+            vbytes,
+            vbytes_len,
+            new_attrs,
+            new_attrs_len,
+        };
         // The copies move on to the feeding thread (`crate::pipeline::feed`).
-        let mut batch = Batch::default();
-        let (mut vbytes_copy, mut new_attrs_copy) = (Vec::<i8>::new(), Vec::<i8>::new());
-        region!(env, get_long_array_region, &e, &mut batch.e, n, "e");
-        region!(env, get_int_array_region, &a, &mut batch.a, n, "a");
-        region!(env, get_long_array_region, &tx, &mut batch.tx, n, "tx");
-        region!(
-            env,
-            get_boolean_array_region,
-            &added,
-            &mut batch.added,
-            n,
-            "added"
-        );
-        region!(
-            env,
-            get_byte_array_region,
-            &vtag,
-            &mut batch.vtag,
-            n,
-            "vtag"
-        );
-        region!(
-            env,
-            get_long_array_region,
-            &vnum,
-            &mut batch.vnum,
-            n,
-            "vnum"
-        );
-        region!(
-            env,
-            get_byte_array_region,
-            &vbytes,
-            &mut vbytes_copy,
-            vb,
-            "vbytes"
-        );
-        region!(
-            env,
-            get_byte_array_region,
-            &new_attrs,
-            &mut new_attrs_copy,
-            na,
-            "newAttrs"
-        );
-        batch.vbytes = into_u8(vbytes_copy);
-        batch.new_attrs = into_u8(new_attrs_copy);
+        let batch = read_batch(env, &cols)?;
         BACKUPS.with(handle, |s| {
             s.as_mut()
                 .ok_or_else(|| {

@@ -181,7 +181,11 @@ fn stored(
         )
         .with_key(store.location(&prefix)));
     }
-    let summary = summarize(store, database_id, backup_id, &objects)?;
+    let mut summary = summarize(store, database_id, backup_id, &objects)?;
+    // A log of continuous backup: its segments are its chunks.
+    if let Some(log) = &summary.log {
+        summary.manifest = Some(log.link_manifest());
+    }
     Ok((objects, summary))
 }
 

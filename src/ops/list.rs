@@ -1,9 +1,12 @@
-//! `list-backups`: every backup of a database, complete or not, newest first.
+//! `list-backups`: every backup of a database, complete or not, newest first, and the logs
+//! of continuous backup ([`crate::log`]) with their chains.
 //!
 //! Reads only the store, never the database; understands backups written by the original
 //! Clojure datacamp as well as ours. Every manifest is validated ([`Manifest::validate`]):
 //! a backup whose manifest is unreadable or fails validation lists as not completed, with
 //! its problems; it never makes the listing fail.
+//! A log of continuous backup lists as complete: what it holds is its contiguous run of
+//! segments (its problems, if any, are listed with it).
 
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
@@ -40,6 +43,10 @@ pub struct BackupSummary {
     /// Whether it has a `complete.marker`: it finished, whatever its manifest says now
     /// (`cleanup-incomplete` never removes such a backup).
     pub marked_complete: bool,
+    /// For a log of continuous backup: the log as stored (then `manifest` and
+    /// `checkpoint` are `None`).
+    #[serde(skip)]
+    pub log: Option<Box<crate::log::read::StoredLog>>,
     /// `prune-backups` is deleting it (its tombstone is present): never complete.
     pub pruning: bool,
 }
@@ -56,7 +63,7 @@ its checkpoint.edn holds every chunk's checksum: repair-manifest rebuilds the ma
 pub struct Listing {
     /// The backup id.
     pub backup_id: String,
-    /// `full` or `incremental` (the manifest's `:backup/type`).
+    /// `full`, `incremental` (the manifest's `:backup/type`) or `log`.
     #[serde(rename = "type")]
     pub backup_type: String,
     /// Creation time, epoch millis.
@@ -85,6 +92,19 @@ pub struct Listing {
     pub problems: Vec<String>,
     /// For an incomplete backup: how far it got.
     pub progress: Option<Progress>,
+    /// For a log of continuous backup: what only a log has.
+    pub log: Option<LogFacts>,
+}
+
+/// What `list-backups` shows of a log besides its place in the chain.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogFacts {
+    /// Its contiguous segments.
+    pub segment_count: u64,
+    /// Its capture stopped cleanly (`closed.edn`).
+    pub closed: bool,
+    /// Why the log starts where it does.
+    pub reason: String,
 }
 
 /// A backup's place in its chain, from its manifest.
@@ -118,6 +138,9 @@ pub struct Progress {
 impl BackupSummary {
     /// The listing of this backup.
     pub fn listing(&self) -> Listing {
+        if let Some(log) = &self.log {
+            return self.log_listing(log);
+        }
         let m = self.manifest.as_ref();
         let cp = self.checkpoint.as_ref();
         Listing {
@@ -147,6 +170,39 @@ impl BackupSummary {
                 chunks_stored: cp.map_or(0, |c| c.chunks.len()) as u64,
                 datoms_received: cp.map_or(0, |c| c.datoms_received),
                 error: cp.and_then(|c| c.error.clone()),
+            }),
+            log: None,
+        }
+    }
+
+    fn log_listing(&self, log: &crate::log::read::StoredLog) -> Listing {
+        let h = &log.head;
+        Listing {
+            backup_id: self.backup_id.clone(),
+            backup_type: "log".to_owned(),
+            created_at_ms: self.created_at_ms,
+            completed: self.completed,
+            datom_count: log.datom_count(),
+            size_bytes: log.segment_bytes(),
+            chunk_count: log.segments.len() as u64,
+            updated_at_ms: self.updated_at_ms,
+            history: Some(h.history),
+            format: None,
+            max_tx: Some(log.through),
+            chain: Some(ChainFacts {
+                parent: Some(h.parent.clone()),
+                base: Some(h.base.clone()),
+                after_tx: Some(h.after_tx),
+                tx_range: (!log.segments.is_empty()).then_some((h.after_tx + 1, log.through)),
+                instant_range: log.instant_range(),
+            }),
+            pruning: self.pruning,
+            problems: log.problems.clone(),
+            progress: None,
+            log: Some(LogFacts {
+                segment_count: log.segments.len() as u64,
+                closed: log.closed.is_some(),
+                reason: h.reason.clone(),
             }),
         }
     }
@@ -189,6 +245,24 @@ pub(crate) fn summarize(
         let key = layout::backup_file(db, id, name);
         objects.iter().any(|o| o.key == key)
     };
+    if has(layout::LOG_HEAD) {
+        if let Ok(log) = crate::log::read::read_listed(store, db, id, objects) {
+            let pruning = has(layout::PRUNE_TOMBSTONE);
+            return Ok(BackupSummary {
+                backup_id: id.to_owned(),
+                completed: !pruning,
+                manifest: None,
+                checkpoint: None,
+                created_at_ms: log.head.created_at_ms,
+                updated_at_ms: log.updated_at_ms.max(log.head.created_at_ms),
+                stored_bytes: log.stored_bytes,
+                problems: Vec::new(),
+                marked_complete: true,
+                log: Some(Box::new(log)),
+                pruning,
+            });
+        }
+    }
     // An unreadable or invalid manifest makes the backup not completed, not the listing fail.
     let marked_complete = has(layout::COMPLETE_MARKER);
     let mut problems = Vec::new();
@@ -247,6 +321,7 @@ pub(crate) fn summarize(
         stored_bytes: objects.iter().map(|o| o.size).sum(),
         problems,
         marked_complete,
+        log: None,
         pruning,
     })
 }

@@ -2,11 +2,12 @@
 //! parent of an incremental), [`restore`] (and [`restore_chain`]: chains and points in
 //! time), [`list`], [`verify`], [`cleanup`], [`repair`] (a finished backup's damaged
 //! manifest), [`prune`] (retention), [`inspect`] (a backup's metadata and datoms, for
-//! tools). They combine the [`crate::pipeline`] with a
+//! tools), [`capture`] (a continuous-backup session). They combine the [`crate::pipeline`] with a
 //! [`crate::repo`] on a [`crate::store::Store`], and return typed results; the JNI layer
 //! (and the CLI) render them.
 
 pub mod backup;
+pub mod capture;
 pub mod check;
 pub mod cleanup;
 pub mod incremental;
@@ -21,7 +22,7 @@ pub mod rewrap;
 pub mod verify;
 
 /// Given an operation's name (`"backup"`, `"resume"`, `"restore"`, `"verify"`,
-/// `"cleanup"`, `"prune"`, `"repair"`), return the option keys its callers may pass (each listed next to its
+/// `"cleanup"`, `"prune"`, `"repair"`, `"rewrap"`, `"continuous"`), return the option keys its callers may pass (each listed next to its
 /// operation's options); `None` for an unknown operation.
 pub fn option_keys(op: &str) -> Option<&'static [&'static str]> {
     Some(match op {
@@ -33,6 +34,7 @@ pub fn option_keys(op: &str) -> Option<&'static [&'static str]> {
         "prune" => prune::KEYS,
         "repair" => repair::KEYS,
         "rewrap" => rewrap::KEYS,
+        "continuous" => capture::KEYS,
         _ => return None,
     })
 }

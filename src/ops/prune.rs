@@ -103,6 +103,7 @@ pub fn prune(store: &dyn Store, database_id: &str, opts: &PruneOptions) -> Resul
     let mut intact = std::collections::HashSet::new();
     for s in list(store, database_id)? {
         let parent = match (&s.manifest, s.completed) {
+            _ if s.log.is_some() => s.log.as_ref().map(|l| l.head.parent.clone()),
             (Some(m), true) => m.link.parent.clone(),
             _ => read_edn_opt(
                 store,
@@ -134,6 +135,7 @@ pub fn prune(store: &dyn Store, database_id: &str, opts: &PruneOptions) -> Resul
             parent,
             complete: s.completed,
             pruning: s.pruning,
+            log: s.log.is_some(),
         });
     }
     let Decision {

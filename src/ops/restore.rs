@@ -47,6 +47,7 @@ pub const KEYS: &[&str] = &[
     "tmp-dir",
     "as-of-tx",
     "as-of-time",
+    "latest?",
     "encryption",
 ];
 
@@ -77,6 +78,10 @@ pub struct RestoreOptions {
     pub as_of_time_ms: Option<i64>,
     /// The key of an encrypted backup (`:encryption`).
     pub encryption: Option<KeySpec>,
+    /// Restore the newest state captured (`:latest? true`): the furthest end of the
+    /// database's intact chains — of the chain holding `backup_id` when one is given —
+    /// logs of continuous backup included ([`crate::log::tip::latest`]).
+    pub latest: bool,
 }
 
 impl Default for RestoreOptions {
@@ -93,6 +98,7 @@ impl Default for RestoreOptions {
             as_of_tx: None,
             as_of_time_ms: None,
             encryption: None,
+            latest: false,
         }
     }
 }
@@ -104,8 +110,14 @@ impl RestoreOptions {
         let d = RestoreOptions::default();
         let database_id = o.required_string("database-id")?.to_owned();
         layout::check_segment("database-id", &database_id)?;
-        let backup_id = o.required_string("backup-id")?.to_owned();
-        layout::check_segment("backup-id", &backup_id)?;
+        let latest = o.bool("latest?", false)?;
+        let backup_id = match o.string("backup-id")? {
+            None if latest => String::new(),
+            _ => o.required_string("backup-id")?.to_owned(),
+        };
+        if !backup_id.is_empty() {
+            layout::check_segment("backup-id", &backup_id)?;
+        }
         Ok(RestoreOptions {
             database_id,
             backup_id,
@@ -121,6 +133,7 @@ impl RestoreOptions {
             )? as usize,
             tmp_dir: o.string("tmp-dir")?.map(PathBuf::from),
             encryption: KeySpec::from_options(v, "open restore")?,
+            latest,
             as_of_tx: o.long("as-of-tx")?,
             as_of_time_ms: match o.get("as-of-time") {
                 None => None,
@@ -509,15 +522,24 @@ impl RestoreSession {
     /// datom is handed out, so a damaged backup leaves the target untouched. Backups of the
     /// original implementation are read whole (and so checked) before the first datom in
     /// any case. Chunks are checked again as they stream.
-    pub fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Self> {
+    pub fn open(store: Arc<dyn Store>, mut opts: RestoreOptions) -> Result<Self> {
+        if opts.latest {
+            let within = (!opts.backup_id.is_empty()).then_some(opts.backup_id.as_str());
+            opts.backup_id = crate::log::tip::latest(store.as_ref(), &opts.database_id, within)?.id;
+        }
         let (db, id) = (&opts.database_id, &opts.backup_id);
         let manifest_key = layout::backup_file(db, id, layout::MANIFEST);
         let manifest = match read_edn(store.as_ref(), &manifest_key) {
             Ok(v) => {
                 Manifest::from_value(&v).map_err(|e| e.with_key(store.location(&manifest_key)))?
             }
-            Err(e) if e.kind == ErrorKind::NotFound && opts.point() != Point::Latest => {
-                return super::restore_chain::open(store, opts)
+            Err(e)
+                if e.kind == ErrorKind::NotFound
+                    && (opts.point() != Point::Latest
+                        || crate::log::read::is_log(store.as_ref(), db, id)?) =>
+            {
+                // A point in time (the chain tells what is missing), or a log.
+                return super::restore_chain::open(store, opts);
             }
             Err(e) if e.kind == ErrorKind::NotFound => {
                 let exists = !store.list(&layout::backup_prefix(db, id))?.is_empty();

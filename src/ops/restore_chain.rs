@@ -97,14 +97,21 @@ pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Restor
         )
         .map(|c| c.datoms)
     })?;
-    for link in &chain.links {
+    // (A log's segments were checked when it was read: names, contiguity.)
+    for link in chain.links.iter().filter(|l| !l.is_log()) {
         link.manifest
             .check(&opts.database_id, &link.manifest.backup_id)
             .map_err(|e| e.with_key(store.location(&link.prefix)))?;
     }
     for part in &plan.parts {
-        // Presence and size from one listing per link (not a request per chunk).
-        let listing = store.list(&format!("{}chunks/", part.prefix))?;
+        // Presence and size from one listing per link (not a request per chunk): the
+        // folder of its chunks (`chunks/`, a log's `segments/`).
+        let folder = part
+            .chunks
+            .first()
+            .and_then(|c| c.key.rsplit_once('/'))
+            .map_or("chunks", |(dir, _)| dir);
+        let listing = store.list(&format!("{}{folder}/", part.prefix))?;
         for p in check::present(store.as_ref(), &part.prefix, &part.chunks, &listing) {
             p.into_result()?;
         }

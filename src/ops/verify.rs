@@ -8,6 +8,9 @@
 //! not exist or the store cannot be read. What verify proves, and what it cannot, is said
 //! in [`super::check`].
 //!
+//! Logs of continuous backup ([`crate::log`]) verify like a backup whose chunks are their
+//! segments: the contiguous run from the head's `after`, every gap or overlap named.
+//!
 //! Chains: every link's `:db/noHistory` state chunks are checked (size and SHA-256), and an
 //! incremental's chain must be complete and contiguous back to its base
 //! ([`crate::chain::resolve`], the first broken link named); the ancestors' chunks are
@@ -120,29 +123,36 @@ fn verify_one(
         let key = layout::backup_file(database_id, backup_id, name);
         objects.iter().any(|o| o.key == key)
     };
-    let manifest_key = layout::backup_file(database_id, backup_id, layout::MANIFEST);
-    let manifest = match read_edn(store, &manifest_key).and_then(|v| Manifest::from_value(&v)) {
-        Ok(m) => {
-            problems.extend(
-                m.validate(database_id, backup_id)
-                    .iter()
-                    .map(|p| p.to_string()),
-            );
-            Some(m)
-        }
-        Err(e) if e.kind == ErrorKind::NotFound && !has(layout::COMPLETE_MARKER) => {
-            problems.push(
-                "backup is incomplete: no manifest.edn (interrupted or still running)".into(),
-            );
-            None
-        }
-        Err(e) => {
-            problems.push(format!("manifest.edn is unreadable: {}", e.message));
-            if has(layout::COMPLETE_MARKER) {
-                problems.push(super::list::REPAIRABLE.into());
+    // A log of continuous backup: its contiguous run of segments is its manifest, its
+    // head its config; a gap, an overlap or a foreign file under segments/ is a problem.
+    let log = if !has(layout::MANIFEST) && has(layout::LOG_HEAD) {
+        match crate::log::read::read_listed(store, database_id, backup_id, &objects) {
+            Ok(log) => Some(log),
+            Err(e) if e.kind == ErrorKind::Corrupt => {
+                problems.push(format!("log.edn is unreadable: {}", e.message));
+                None
             }
-            None
+            Err(e) => return Err(e),
         }
+    } else {
+        None
+    };
+    let manifest_key = layout::backup_file(database_id, backup_id, layout::MANIFEST);
+    let unreadable_log = !problems.is_empty();
+    let manifest = match &log {
+        Some(log) => {
+            problems.extend(log.problems.iter().cloned());
+            Some(log.link_manifest())
+        }
+        None if unreadable_log => None,
+        None => read_manifest(
+            store,
+            database_id,
+            backup_id,
+            &manifest_key,
+            &has,
+            &mut problems,
+        ),
     };
     // The key is needed to decode (deep), and checked whenever one is given (a record this
     // version does not read is a problem the validation above reports).
@@ -153,27 +163,35 @@ fn verify_one(
         }
         _ => None,
     };
-    let config = match read_edn_opt(
-        store,
-        &layout::backup_file(database_id, backup_id, layout::CONFIG),
-    )
-    .and_then(|c| {
-        c.map(|c| envelope::open_config(c, cipher.as_deref()))
-            .transpose()
-    }) {
+    let config = match log
+        .as_ref()
+        .map_or_else(
+            || {
+                read_edn_opt(
+                    store,
+                    &layout::backup_file(database_id, backup_id, layout::CONFIG),
+                )
+            },
+            |log| Ok(Some(log.head.to_value())),
+        )
+        .and_then(|c| {
+            c.map(|c| envelope::open_config(c, cipher.as_deref()))
+                .transpose()
+        }) {
         Ok(c) => c,
         Err(e) => {
             problems.push(format!("config.edn is unreadable: {}", e.message));
             None
         }
     };
-    let complete = manifest.as_ref().is_some_and(|m| m.completed) && has(layout::COMPLETE_MARKER);
+    let complete = manifest.as_ref().is_some_and(|m| m.completed)
+        && (log.is_some() || has(layout::COMPLETE_MARKER));
     if manifest.is_some() && !complete {
         problems.push("backup is incomplete: no complete.marker or :backup/completed false".into());
     }
     let chunks = manifest.as_ref().map_or(&[][..], |m| &m.chunks[..]);
     let presence = check::present(store, &prefix, chunks, &objects);
-    if manifest.is_some() {
+    if manifest.is_some() && log.is_none() {
         let extra = check::unlisted(&prefix, chunks, &objects);
         if !extra.is_empty() {
             problems.push(check::unlisted_error(&extra, store.location(&prefix)).message);
@@ -250,6 +268,41 @@ fn verify_one(
         problems,
         chain: vec![backup_id.to_owned()],
     })
+}
+
+/// A backup's manifest, validated (its problems added to `problems`); `None` when missing
+/// or unreadable (said in `problems`).
+fn read_manifest(
+    store: &dyn Store,
+    database_id: &str,
+    backup_id: &str,
+    manifest_key: &str,
+    has: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<String>,
+) -> Option<Manifest> {
+    match read_edn(store, manifest_key).and_then(|v| Manifest::from_value(&v)) {
+        Ok(m) => {
+            problems.extend(
+                m.validate(database_id, backup_id)
+                    .iter()
+                    .map(|p| p.to_string()),
+            );
+            Some(m)
+        }
+        Err(e) if e.kind == ErrorKind::NotFound && !has(layout::COMPLETE_MARKER) => {
+            problems.push(
+                "backup is incomplete: no manifest.edn (interrupted or still running)".into(),
+            );
+            None
+        }
+        Err(e) => {
+            problems.push(format!("manifest.edn is unreadable: {}", e.message));
+            if has(layout::COMPLETE_MARKER) {
+                problems.push(super::list::REPAIRABLE.into());
+            }
+            None
+        }
+    }
 }
 
 /// Add the chain checks of a complete backup to its report: state chunks of every link,

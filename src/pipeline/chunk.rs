@@ -135,8 +135,15 @@ impl ChunkEncoder {
         })
     }
 
-    fn encoded_len(&self) -> usize {
+    /// The encoded size the open chunk would have if it were cut now (an upper bound by
+    /// at most the few bytes of the list header).
+    pub fn encoded_len(&self) -> usize {
         self.header.len() + LIST_PREFIX_MAX + self.writer.len()
+    }
+
+    /// The number of datoms in the open chunk.
+    pub fn datom_count(&self) -> u64 {
+        self.count
     }
 
     fn write(&mut self, e: i64, a: &Attr, v: &Value, tx: i64, added: bool) -> Result<()> {
@@ -223,6 +230,12 @@ impl ChunkEncoder {
             return Ok(None);
         }
         self.cut().map(Some)
+    }
+
+    /// Return the open chunk even when it holds no datom (a log segment that covers
+    /// transactions without datoms still needs its object).
+    pub fn finish_always(mut self) -> Result<EncodedChunk> {
+        self.cut()
     }
 }
 

@@ -10,7 +10,14 @@
 //! {database-id}/{backup-id}/state/no-history-N.fressian.gz   chain state: current
 //!                                               :db/noHistory datoms at the basis
 //! {database-id}/{backup-id}/prune.edn           tombstone: the backup is being deleted
+//!
+//! {database-id}/{log-id}/log.edn                the head of a continuous-backup log: its
+//!                                               place in the chain (written first, once)
+//! {database-id}/{log-id}/segments/{name}        the log's segments (`crate::log::name`)
+//! {database-id}/{log-id}/closed.edn             written when its capture stopped cleanly
+//! {database-id}/.continuous/lock-N.edn          the capture lock (one capture per database)
 //! ```
+//! Folder names starting with `.` are reserved: they are never backups or logs.
 //! Keys are relative to the target's root (a directory, or an S3 prefix) and use `/`.
 
 use crate::error::{Error, Result};
@@ -124,14 +131,40 @@ pub const LOCK_PREFIX: &str = "lock-";
 
 /// The key of resume lock generation `n` of a backup.
 pub fn lock_key(database_id: &str, backup_id: &str, n: u64) -> String {
-    backup_file(database_id, backup_id, &format!("{LOCK_PREFIX}{n}.edn"))
+    lock_in(&backup_prefix(database_id, backup_id), n)
 }
 
-/// Given a key under `{database-id}/`, return the backup id it belongs to, if any.
+/// The key of lock generation `n` in `folder` (a key prefix ending in `/`).
+pub fn lock_in(folder: &str, n: u64) -> String {
+    format!("{folder}{LOCK_PREFIX}{n}.edn")
+}
+
+/// Given a key under `{database-id}/`, return the backup (or log) id it belongs to, if
+/// any; keys in reserved folders (names starting with `.`) belong to none.
 pub fn backup_id_of<'a>(database_id: &str, key: &'a str) -> Option<&'a str> {
     let rest = key.strip_prefix(database_id)?.strip_prefix('/')?;
     let (id, _) = rest.split_once('/')?;
-    (!id.is_empty()).then_some(id)
+    (!id.is_empty() && !id.starts_with('.')).then_some(id)
+}
+
+/// File name of a log's head (its chain link), in the log's folder.
+pub const LOG_HEAD: &str = "log.edn";
+/// File name of the marker a log gets when its capture stopped cleanly.
+pub const LOG_CLOSED: &str = "closed.edn";
+
+/// The folder of a log's segments: `{database-id}/{log-id}/segments/`.
+pub fn log_segments_prefix(database_id: &str, log_id: &str) -> String {
+    format!("{database_id}/{log_id}/segments/")
+}
+
+/// The key of a log segment (its file name from `crate::log::name`).
+pub fn log_segment_key(database_id: &str, log_id: &str, file_name: &str) -> String {
+    format!("{}{file_name}", log_segments_prefix(database_id, log_id))
+}
+
+/// The folder of the capture lock of a database: `{database-id}/.continuous/`.
+pub fn capture_lock_folder(database_id: &str) -> String {
+    format!("{database_id}/.continuous/")
 }
 
 #[cfg(test)]
@@ -148,6 +181,12 @@ mod tests {
         assert_eq!(backup_id_of("prod", "prod/b1/chunks/x"), Some("b1"));
         assert_eq!(backup_id_of("prod", "production/b1/x"), None);
         assert_eq!(backup_id_of("prod", "prod/manifest.edn"), None);
+        assert_eq!(backup_id_of("prod", "prod/.continuous/lock-0.edn"), None);
+        assert_eq!(
+            log_segment_key("prod", "l1", "x.fressian.gz"),
+            "prod/l1/segments/x.fressian.gz"
+        );
+        assert_eq!(capture_lock_folder("prod"), "prod/.continuous/");
     }
 
     #[test]

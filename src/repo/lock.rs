@@ -1,4 +1,6 @@
-//! The resume lock: one process at a time continues an interrupted backup.
+//! The resume lock: one process at a time continues an interrupted backup. The same lock,
+//! in another folder, keeps two continuous captures off one database
+//! ([`ResumeLock::acquire_in`], `crate::log`).
 //!
 //! `lock-N.edn` in the backup folder is created only if absent (`Store::put_if_absent`: a
 //! hard link on a directory, `If-None-Match: *` on S3) and carries its owner (a random id
@@ -137,14 +139,10 @@ fn renew(store: &dyn Store, key: &str, owner: &str, lease: Duration) -> Result<b
     Ok(true)
 }
 
-/// The lock generations present under a backup's folder, highest first, with their
-/// listings. Only objects named exactly `lock-N.edn` count.
-fn generations(
-    store: &dyn Store,
-    database_id: &str,
-    backup_id: &str,
-) -> Result<Vec<(u64, ObjectMeta)>> {
-    let prefix = layout::backup_file(database_id, backup_id, layout::LOCK_PREFIX);
+/// The lock generations present under `folder`, highest first, with their listings. Only
+/// objects named exactly `lock-N.edn` count.
+fn generations(store: &dyn Store, folder: &str) -> Result<Vec<(u64, ObjectMeta)>> {
+    let prefix = format!("{folder}{}", layout::LOCK_PREFIX);
     let mut gens: Vec<(u64, ObjectMeta)> = store
         .list(&prefix)?
         .into_iter()
@@ -177,23 +175,41 @@ impl ResumeLock {
         lease: Duration,
         break_lock: bool,
     ) -> Result<Self> {
+        let busy = Busy {
+            op: "resume backup",
+            what: format!("backup {backup_id} is being resumed by another process"),
+        };
+        let folder = layout::backup_prefix(database_id, backup_id);
+        Self::acquire_in(store, &folder, &busy, lease, break_lock)
+    }
+
+    /// Take the lock whose generations live in `folder` (a key prefix ending in `/`), as
+    /// [`ResumeLock::acquire`] does for a backup's folder; a live lease of another process
+    /// is refused with `Conflict`, saying `busy`.
+    pub fn acquire_in(
+        store: Arc<dyn Store>,
+        folder: &str,
+        busy: &Busy,
+        lease: Duration,
+        break_lock: bool,
+    ) -> Result<Self> {
         let lease = lease.min(MAX_LEASE);
         let owner = uuid::Uuid::new_v4().to_string();
-        let gens = generations(store.as_ref(), database_id, backup_id)?;
+        let gens = generations(store.as_ref(), folder)?;
         let mut next = 0;
         if let Some((n, meta)) = gens.first() {
             if let Some(lock) = read_lock(store.as_ref(), &meta.key)? {
                 let now = now_ms();
                 let until = lock.honoured_until(meta.modified, now);
                 if until > now && !break_lock {
-                    return Err(held(store.as_ref(), backup_id, &meta.key, until));
+                    return Err(held(store.as_ref(), busy, &meta.key, until));
                 }
             }
             next = n + 1;
         }
         let bytes = lock_bytes(&owner, lease);
         for _ in 0..NAME_TRIES {
-            let key = layout::lock_key(database_id, backup_id, next);
+            let key = layout::lock_in(folder, next);
             match store.put_if_absent(&key, &bytes) {
                 Ok(true) => return Self::hold(store, key, owner, lease, gens),
                 // Taken by something that is not an object (a folder): not a lock, skip it.
@@ -201,7 +217,7 @@ impl ResumeLock {
                 // A competitor created it first.
                 Ok(false) => {
                     let until = read_lock(store.as_ref(), &key)?.map_or(0, |l| l.expires_at_ms);
-                    return Err(held(store.as_ref(), backup_id, &key, until));
+                    return Err(held(store.as_ref(), busy, &key, until));
                 }
                 // An attempt may have created it before the failure: take back what is ours.
                 Err(e) => {
@@ -212,13 +228,11 @@ impl ResumeLock {
         }
         Err(Error::new(
             ErrorKind::Conflict,
-            "resume backup",
-            format!("no free resume lock name for backup {backup_id}"),
+            busy.op,
+            format!("no free lock name in {folder}"),
         )
-        .with_key(store.location(&layout::backup_prefix(database_id, backup_id)))
-        .with_hint(
-            "the backup folder holds entries named lock-N.edn that are not locks; remove them",
-        ))
+        .with_key(store.location(folder))
+        .with_hint("the folder holds entries named lock-N.edn that are not locks; remove them"))
     }
 
     /// Hold the lock just created at `key`: start the heartbeat, then remove the older
@@ -270,7 +284,16 @@ impl ResumeLock {
     }
 }
 
-fn held(store: &dyn Store, backup_id: &str, key: &str, until: i64) -> Error {
+/// What a refused lock says: the operation and what holds the lock.
+#[derive(Clone, Debug)]
+pub struct Busy {
+    /// The operation that wanted the lock (the error's op).
+    pub op: &'static str,
+    /// What the live holder is doing, e.g. "backup X is being resumed by another process".
+    pub what: String,
+}
+
+fn held(store: &dyn Store, busy: &Busy, key: &str, until: i64) -> Error {
     let when = if until > 0 {
         format!(
             " (its lease runs until {})",
@@ -279,11 +302,7 @@ fn held(store: &dyn Store, backup_id: &str, key: &str, until: i64) -> Error {
     } else {
         String::new()
     };
-    Error::new(
-        ErrorKind::Conflict,
-        "resume backup",
-        format!("backup {backup_id} is being resumed by another process{when}"),
-    )
+    Error::new(ErrorKind::Conflict, busy.op, format!("{}{when}", busy.what))
     .with_key(store.location(key))
     .with_hint("wait for it to finish; if that process is gone, retry after the lease or pass :break-lock? true")
 }

@@ -11,7 +11,55 @@ pub fn run(store: &dyn Store) {
     overwrite_replaces(store);
     delete_prefix_removes_everything(store);
     put_if_absent_creates_once(store);
+    list_after_starts_strictly_after(store);
     completed_writes_leave_no_leftovers(store);
+}
+
+fn list_after_starts_strictly_after(store: &dyn Store) {
+    let names = [
+        "la/log/seg/00000000000000000010-00000000000000000000",
+        "la/log/seg/00000000000000000020-00000000000000000010",
+        "la/log/seg/00000000000000000030-00000000000000000020",
+        "la/log/seg/00000000000000000040-00000000000000000030",
+    ];
+    for n in names.iter().rev() {
+        store.put(n, n.as_bytes()).unwrap();
+    }
+    store.put("la/log/zzz-outside", b"x").unwrap();
+    store
+        .put("lb/log/seg/00000000000000000050-x", b"other prefix")
+        .unwrap();
+    let keys = |prefix: &str, after: &str| -> Vec<String> {
+        store
+            .list_after(prefix, after)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    };
+    // Strictly after: an exact key is left out, a key between two names starts there.
+    assert_eq!(keys("la/log/seg/", names[1]), names[2..]);
+    assert_eq!(
+        keys("la/log/seg/", "la/log/seg/00000000000000000020-~"),
+        names[2..]
+    );
+    assert_eq!(
+        keys("la/log/seg/", "la/log/seg/00000000000000000025"),
+        names[2..]
+    );
+    // Before the prefix: everything under it; past its end: nothing.
+    assert_eq!(keys("la/log/seg/", ""), names);
+    assert_eq!(keys("la/log/seg/", "a"), names);
+    assert!(keys("la/log/seg/", names[3]).is_empty());
+    assert!(keys("la/log/seg/", "la/log/seh").is_empty());
+    // Sizes and the prefix are as `list` gives them.
+    let after = store.list_after("la/", names[2]).unwrap();
+    assert_eq!(
+        after.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+        [names[3], "la/log/zzz-outside"]
+    );
+    assert_eq!(after[0].size, names[3].len() as u64);
+    assert!(store.list_after("nothing-here/", "").unwrap().is_empty());
 }
 
 fn completed_writes_leave_no_leftovers(store: &dyn Store) {

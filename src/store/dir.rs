@@ -525,6 +525,12 @@ impl Store for DirStore {
         Ok(out)
     }
 
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = self.list(prefix)?;
+        out.retain(|o| o.key.as_str() > start_after);
+        Ok(out)
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let (segments, name) = self.split(key)?;
         let Some(dir) = self.open_dir(&segments, false)? else {

@@ -88,6 +88,25 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        use std::ops::Bound::{Excluded, Included};
+        let from = if start_after >= prefix {
+            Excluded(start_after.to_owned())
+        } else {
+            Included(prefix.to_owned())
+        };
+        Ok(self
+            .objects()
+            .range((from, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (b, t))| ObjectMeta {
+                key: k.clone(),
+                size: b.len() as u64,
+                modified: Some(*t),
+            })
+            .collect())
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         crate::repo::layout::check_key(key)?;
         self.objects().remove(key);

@@ -63,6 +63,9 @@ pub enum LeftoverKind {
 /// - `get` of a missing key fails with [`crate::error::ErrorKind::NotFound`].
 /// - `list` returns every object whose key starts with `prefix`, at any depth, sorted by
 ///   key, never an in-flight temporary.
+/// - `list_after` returns, of what `list` would return, exactly the objects whose key sorts
+///   strictly after `start_after` (byte order): "everything after X" in one listing (on S3
+///   one `ListObjectsV2` from `StartAfter`, whose cost depends on what follows X only).
 /// - `delete` of a missing key succeeds.
 pub trait Store: Send + Sync {
     /// Store `bytes` under `key`, atomically and durably (replacing any old object).
@@ -98,6 +101,14 @@ pub trait Store: Send + Sync {
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// List the objects under `prefix` (recursive, sorted by key).
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// List the objects under `prefix` whose key sorts strictly after `start_after`
+    /// (recursive, sorted by key). The default filters [`Store::list`] (for wrappers in
+    /// tests); every backend lists from the start key itself.
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = self.list(prefix)?;
+        out.retain(|o| o.key.as_str() > start_after);
+        Ok(out)
+    }
     /// Delete the object under `key` (succeeds if it is missing).
     fn delete(&self, key: &str) -> Result<()>;
     /// Delete every object under `prefix` and whatever empty folders that leaves.

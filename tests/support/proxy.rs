@@ -17,6 +17,8 @@
 //!
 //! Bounded: the proxy stops accepting after [`MAX_LIFE`] or when dropped or
 //! [`FaultProxy::vanish`]ed (then its port refuses connections); every socket has timeouts.
+//! [`FaultProxy::set_refusing`] closes its port for a while (connections are refused, as
+//! when the server is down) and opens the same port again.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -175,6 +177,8 @@ struct Shared {
     lines: Mutex<Vec<String>>,
     signers: Mutex<Vec<Signer>>,
     stop: AtomicBool,
+    refusing: AtomicBool,
+    listening: AtomicBool,
 }
 
 /// Who signed a request: the `Credential=` scope of its SigV4 `Authorization` header
@@ -227,12 +231,32 @@ impl FaultProxy {
             lines: Mutex::new(Vec::new()),
             signers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
+            listening: AtomicBool::new(true),
         });
         let s = shared.clone();
         let accept = std::thread::spawn(move || {
             let deadline = Instant::now() + MAX_LIFE;
+            let mut listener = Some(listener);
             while !s.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match listener.accept() {
+                // Refusing: the port is closed; afterwards the same port is bound again.
+                if s.refusing.load(Ordering::SeqCst) {
+                    listener = None;
+                    s.listening.store(false, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                let Some(l) = listener.as_ref() else {
+                    match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l)) {
+                        Ok(l) => {
+                            listener = Some(l);
+                            s.listening.store(true, Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                    continue;
+                };
+                match l.accept() {
                     Ok((conn, _)) => {
                         let s = s.clone();
                         std::thread::spawn(move || {
@@ -327,6 +351,18 @@ impl FaultProxy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// While `refusing`, the proxy's port is closed: connections are refused, as if the
+    /// server were down; afterwards it listens on the same port again. Returns once the
+    /// port is closed (or listening again).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.shared.refusing.store(refusing, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.listening.load(Ordering::SeqCst) == refusing && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Stop listening: from when this returns, connecting to the proxy is refused, as if the

@@ -2,6 +2,7 @@
   "Backup and restore for Datahike databases, done by a native (Rust) core.
 
   Backups:    `backup-to-directory`, `backup-to-s3` (full, or `:incremental? true`), `resume-backup`
+  Continuous: `start-continuous-backup`, `stop-continuous-backup`, `continuous-status`
   Restore:    `restore-from-directory`, `restore-from-s3` (a whole chain; `:as-of-tx`, `:as-of-time`)
   Catalog:    `list-backups`, `verify-backup`, `cleanup-incomplete`, `repair-manifest`,
               `prune-backups`, `rewrap-backup-keys` (key rotation of encrypted backups)
@@ -14,6 +15,7 @@
   `:datacamp/io`, `:datacamp/not-found`, `:datacamp/corrupt`) and a message a person can
   act on. Options are documented in the README."
   (:require [clojure.string :as str]
+            [datacamp.continuous :as continuous]
             [datacamp.datahike :as dh]
             [datacamp.native :as native]
             ;; Loaded with the API, as the original's Quick Start calls it unrequired.
@@ -491,6 +493,60 @@
           (update :rescued #(mapv parse-id %))
           (update :incomplete #(mapv parse-id %))))))
 
+(defn start-continuous-backup
+  "Given a Datahike connection and a target (a directory `{:path …}` or S3 `{:bucket …}`),
+  start continuous backup: from now on every committed transaction is durably in the target
+  within about `:flush-interval-ms` (plus the upload). Returns a handle (a
+  `java.io.Closeable`: `with-open` works) for `stop-continuous-backup` and
+  `continuous-status`; returns as soon as the capture runs (a first catch-up or base backup
+  goes on in the background).
+
+  The capture continues the database's newest chain (full backup, incrementals, logs):
+  after a restart it first catches up the transactions since the chain's last durable one
+  from the database's history, then streams new ones; with no chain to continue (or none
+  of this database, or a database without history that moved on) it starts a new chain
+  with a full backup taken in the background. One capture per `:database-id` and target
+  (a lock with a lease); errors never reach the application's transactions.
+
+  Options: `:database-id` (as for backups), `:flush-interval-ms` (1000), `:max-segment-bytes`
+  (8 MiB), `:spool-dir` (where captured transactions wait, fsynced, while the target is
+  unreachable; default: in memory), `:max-spool-bytes` (1 GiB with a spool dir, else
+  64 MiB: past it the capture pauses and catches up from the database when the target is
+  back), `:on-error` (called with an ex-info for every error; its own exceptions are
+  ignored), `:snapshot-every` (`{:bytes n :hours h}`: start a new chain with a background
+  full backup after that much log or time), `:queue-size` (10000 reports), `:lock-lease-ms`
+  (30000), `:lock-wait-ms` (0: how long to wait for another capture's lease to run out),
+  `:break-lock? true`, `:stop-timeout-ms` (60000), `:shutdown-timeout-ms` (5000: the JVM
+  shutdown hook's flush), and the backup options of the base backups (`:chunk-size`,
+  `:parallel`, `:compression-level`, `:sort-buffer-bytes`, `:tmp-dir`)."
+  [conn target & {:as opts}]
+  (check-keys! "continuous" opts [])
+  (let [target (canonical-target target)
+        db (dh/current-db conn)
+        db-id (database-id opts db)
+        full-backup (fn [db backup-id]
+                      (let [facts (dh/describe db)
+                            native-opts (assoc (backup-options opts db-id facts) :backup-id (str backup-id))]
+                        (backup-datoms target native-opts (dh/datoms db (:history? native-opts)) opts)))]
+    (continuous/start conn target db-id (dissoc opts :database-id) {:full-backup full-backup})))
+
+(defn stop-continuous-backup
+  "Given a handle from `start-continuous-backup`, stop it: stop listening, store every
+  transaction captured so far (waiting at most `:stop-timeout-ms`), close the log and
+  release the lock; return the final status (see `continuous-status`). Idempotent."
+  [handle]
+  (continuous/stop handle))
+
+(defn continuous-status
+  "Given a handle from `start-continuous-backup`, return `{:running? … :last-durable-tx …
+  :last-durable-instant … :lag-ms … :queued-txs … :segments-written … :bytes-written …
+  :last-error …}` and more: `:log-id`, `:chain` (its base backup and why it started),
+  `:catch-ups`, `:target-reachable?`, `:outage-since`, `:pending-segments`,
+  `:spool-full?`, `:base-backup` (a new chain's full backup in progress) and `:mode`
+  (`:live`, or `:gap` while transactions wait to be caught up)."
+  [handle]
+  (continuous/status handle))
+
 (def ^:private default-load-batch
   "Datoms per `load-entities` call when restoring: one call restores tx ids exactly."
   1000000)
@@ -603,7 +659,9 @@
          :or {batch-size default-load-batch verify-first? true
               load-timeout-ms default-load-timeout-ms}} opts
         database-id (database-id-arg (get opts :database-id default-database-id))
-        backup-id (backup-id-arg backup-id)
+        latest? (boolean (:latest? opts))
+        ;; :latest? true needs no id (the newest state of the database), or names a chain
+        backup-id (when-not (and latest? (nil? backup-id)) (backup-id-arg backup-id))
         db (dh/current-db conn)
         started (System/currentTimeMillis)
         progress (or progress-fn (constantly nil))]
@@ -613,11 +671,12 @@
     (check-empty! db)
     (native/with-native-errors {:database-id database-id :backup-id backup-id}
       (with-open [h (native/restore-open target (cond-> (merge {:database-id database-id
-                                                                 :backup-id backup-id
                                                                  :verify-first? (boolean verify-first?)
                                                                  ;; no native batch larger than a load-entities call
                                                                  :batch-datoms (min (long batch-size) 8192)}
                                                                 (point-options opts))
+                                                   backup-id (assoc :backup-id backup-id)
+                                                   latest? (assoc :latest? true)
                                                    (:encryption opts) (assoc :encryption (encryption-option (:encryption opts)))
                                                    parallel (assoc :parallel (long parallel))
                                                    fetch-ahead (assoc :fetch-ahead (long fetch-ahead))
@@ -715,7 +774,10 @@
   `:as-of-time inst` as it was right after the last transaction whose `:db/txInstant` is
   at or before inst — inside a single full backup too; chunks wholly after the point are
   never read. A point outside what the chain holds is `:datacamp/invalid-argument`,
-  naming the available range. The result adds `:restored-to-tx` and
+  naming the available range. `:latest? true` restores the newest state captured (logs
+  of continuous backup included): the furthest end of the database's intact chains, or,
+  with a backup id, of the chain that holds it (`backup-id` may then be nil); a log's id
+  restores its chain through it. The result adds `:restored-to-tx` and
   `:restored-to-instant` (the source's last transaction restored and its instant), and
   for chains and points `:chain`, `:links` (those read), `:available` and `:bytes-read`."
   [conn target backup-id & {:as opts}]

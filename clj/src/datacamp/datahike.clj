@@ -132,6 +132,16 @@
              a (cond-> [ident] (:db/id attr) (conj (:db/id attr)))]
          a)))
 
+(defn listen!
+  "Register `f` under `key` as a listener of the connection's transactions (`d/listen`)."
+  [conn key f]
+  ((api-fn 'listen) conn key f))
+
+(defn unlisten!
+  "Remove the listener registered under `key` (`d/unlisten`)."
+  [conn key]
+  ((api-fn 'unlisten) conn key))
+
 (defn tx-instant-attr
   "The attribute under which datoms carry `:db/txInstant`: the keyword, or its entity id in
   `:attribute-refs? true` databases."

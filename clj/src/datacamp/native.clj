@@ -2,7 +2,7 @@
   "Interop with the Rust core (datacamp.jni.Native): argument encoding, result decoding,
   and the one place where native exceptions become `ex-info` with `:datacamp/error`."
   (:require [clojure.edn :as edn])
-  (:import [datacamp.jni DatacampException Native NativeHandle NativeLoader ValueDecoder]
+  (:import [datacamp.jni DatacampException DatomBatch DatomWalker Native NativeHandle NativeLoader ValueDecoder]
            [java.util.function LongConsumer]))
 
 (set! *warn-on-reflection* true)
@@ -165,3 +165,80 @@
   (when-let [cols (Native/restoreNext (.get h))]
     (let [{:keys [id datoms]} (decode-columns decoder cols)]
       {:chunk-id id :datoms datoms})))
+
+;; ------------------------------------------------------------------ continuous capture
+
+(defn log-open
+  "Open a continuous capture session; return its NativeHandle."
+  ^NativeHandle [target opts]
+  (handle (Native/logOpen (edn-str target) (edn-str opts))
+          (fn [^long h] (Native/logFree h))))
+
+(defn- call
+  "Call `f` with the raw handle of `h`, keeping `h` reachable during the call."
+  [^NativeHandle h f]
+  (.apply h (reify java.util.function.LongFunction
+              (apply [_ x] (f x)))))
+
+(defn log-info
+  "How capture session `h` started: `{:log-id … :plan {…} :recovered-segments n}`."
+  [^NativeHandle h]
+  (read-edn (call h #(Native/logInfo %))))
+
+(defn log-status
+  "The native status of capture session `h`."
+  [^NativeHandle h]
+  (read-edn (call h #(Native/logStatus %))))
+
+(defn log-tick
+  "Seal the open segment of `h` when its flush interval passed."
+  [^NativeHandle h]
+  (call h #(Native/logTick %)))
+
+(defn log-catch-up-begin
+  "Begin a catch-up of `h` up to tx `through`; `order` holds the walked db's
+  `{:ref-attrs :tx-instant-attr :skip-tx0?}`. Returns the tx it starts after."
+  [^NativeHandle h through order]
+  (call h #(Native/logCatchUpBegin % (long through) (edn-str order))))
+
+(defn log-push
+  "Push `batch` (live transactions) into capture session `h` with `mark-count` marks
+  (6 longs each, see Native/logPush); true when taken, false when refused (spool full)."
+  [^NativeHandle h ^DatomBatch batch mark-count ^longs marks]
+  (zero? (long (call h #(.pushToLog batch (long %) (int mark-count) marks)))))
+
+(defn log-catch-up-walk
+  "Push the history walk `datoms` into the catch-up running in `h`; return the count."
+  [^NativeHandle h datoms batch-size]
+  (call h #(DatomWalker/pushAll datoms (long %) (int batch-size) true)))
+
+(defn log-catch-up-finish
+  "Append the caught-up transactions; return `{:txs :datoms :datoms-read :refused?}`."
+  [^NativeHandle h]
+  (read-edn (call h #(Native/logCatchUpFinish %))))
+
+(defn log-catch-up-abort
+  "Drop a catch-up in progress."
+  [^NativeHandle h]
+  (call h #(Native/logCatchUpAbort %)))
+
+(defn log-new-chain
+  "Start a new chain's log in `h` (base full backup `backup-id`, segments after `after`);
+  return `{:log-id … :backup-id …}`."
+  [^NativeHandle h backup-id after dual? reason]
+  (read-edn (call h #(Native/logNewChain % backup-id (long after) (boolean dual?) reason))))
+
+(defn log-retire
+  "Stop sending segments to `log-id`; it is closed once it holds everything captured."
+  [^NativeHandle h log-id reason]
+  (call h #(Native/logRetire % log-id reason)))
+
+(defn log-flush
+  "Seal and wait at most `timeout-ms` until everything captured is durable; return the status."
+  [^NativeHandle h timeout-ms]
+  (read-edn (call h #(Native/logFlush % (long timeout-ms)))))
+
+(defn log-close
+  "Flush (at most `timeout-ms`), close the logs, release the lock; return the final status."
+  [^NativeHandle h timeout-ms reason]
+  (read-edn (call h #(Native/logClose % (long timeout-ms) reason))))

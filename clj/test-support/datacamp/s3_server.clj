@@ -124,6 +124,26 @@
       (throw (ex-info (str "the fault proxy did not start: " line) {})))
     {:endpoint (subs line (count "endpoint ")) :process p :reader rdr}))
 
+(defn- fault-proxy-command!
+  "Send one command line to a fault proxy; return its answer line."
+  [{:keys [^Process process ^BufferedReader reader]} cmd]
+  (locking process
+    (let [out (.getOutputStream process)]
+      (.write out (.getBytes (str cmd "\n") "UTF-8"))
+      (.flush out))
+    (.readLine reader)))
+
+(defn refuse-connections!
+  "Close the fault proxy's port: connections are refused (as when the server is down)
+  until `accept-connections!`."
+  [proxy]
+  (fault-proxy-command! proxy "refuse"))
+
+(defn accept-connections!
+  "Open the fault proxy's port again (the same port)."
+  [proxy]
+  (fault-proxy-command! proxy "accept"))
+
 (defn stop-fault-proxy!
   "Stop a fault proxy; return how many replies it withheld."
   [{:keys [^Process process ^BufferedReader reader]}]

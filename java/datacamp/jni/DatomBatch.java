@@ -237,6 +237,42 @@ public final class DatomBatch {
     }
 
     /**
+     * Push this batch into native capture session {@code handle} as one catch-up batch of
+     * the history walk ({@link Native#logCatchUpPush}), then {@link #clear()} it; as
+     * {@link #pushTo(long)} otherwise.
+     *
+     * @param handle a native capture session handle with a catch-up running
+     * @throws DatacampException from the native side
+     */
+    public void pushToCatchUp(long handle) {
+        if (count == 0) {
+            return;
+        }
+        Native.logCatchUpPush(handle, count, e, a, tx, added, vtag, vnum, vbytes, vlen, newAttrs, newAttrsLen);
+        clear();
+    }
+
+    /**
+     * Push this batch into native capture session {@code handle} as live transactions
+     * ({@link Native#logPush}): {@code marks[0 .. 6 * markCount)} describes them in order,
+     * six longs each ({@code before, after, datoms, committedMs, instantMs, flags}; the
+     * datom counts add up to {@link #count()}). Then {@link #clear()} it, also when the
+     * session refused the transactions.
+     *
+     * @param handle    a native capture session handle
+     * @param markCount the number of transactions
+     * @param marks     their marks
+     * @return 0 when the session took them, 1 when it refused them (its spool is full)
+     * @throws DatacampException from the native side (the batch is left unchanged)
+     */
+    public int pushToLog(long handle, int markCount, long[] marks) {
+        int r = Native.logPush(handle, count, e, a, tx, added, vtag, vnum, vbytes, vlen, newAttrs, newAttrsLen,
+                               markCount, marks);
+        clear();
+        return r;
+    }
+
+    /**
      * As {@link #pushTo(long)} with {@code handle.get()}, keeping {@code handle} reachable
      * during the native call (see {@link NativeHandle}).
      *

@@ -21,6 +21,15 @@ public final class DatomWalker {
      * interrupted.
      */
     public static long pushAll(Object datoms, long handle, int batchSize) {
+        return pushAll(datoms, handle, batchSize, false);
+    }
+
+    /**
+     * As {@link #pushAll(Object, long, int)}, into a backup session, or with
+     * {@code catchUp} into the catch-up running in native capture session {@code handle}
+     * ({@link DatomBatch#pushToCatchUp}).
+     */
+    public static long pushAll(Object datoms, long handle, int batchSize, boolean catchUp) {
         DatomBatch batch = new DatomBatch(batchSize);
         long n = 0;
         for (ISeq s = RT.seq(datoms); s != null; s = s.next()) {
@@ -31,7 +40,7 @@ public final class DatomWalker {
             long tx = ((Number) RT.nth(d, 3)).longValue();
             boolean added = RT.booleanCast(RT.nth(d, 4));
             if (batch.add(e, a, v, tx, added)) {
-                batch.pushTo(handle);
+                push(batch, handle, catchUp);
                 if (Thread.interrupted()) {
                     throw new DatacampException("interrupted", "push datoms", null, null,
                             "the backup thread was interrupted");
@@ -40,8 +49,16 @@ public final class DatomWalker {
             n++;
         }
         if (batch.count() > 0) {
-            batch.pushTo(handle);
+            push(batch, handle, catchUp);
         }
         return n;
+    }
+
+    private static void push(DatomBatch batch, long handle, boolean catchUp) {
+        if (catchUp) {
+            batch.pushToCatchUp(handle);
+        } else {
+            batch.pushTo(handle);
+        }
     }
 }

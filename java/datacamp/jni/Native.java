@@ -130,4 +130,75 @@ public final class Native {
     /** Remove incomplete backups older than {@code olderThanMillis}; return EDN of what was removed. */
     public static native String cleanupIncomplete(String targetEdn, String databaseId,
                                                   long olderThanMillis);
+
+    // ------------------------------------------------------------------ continuous capture
+
+    /**
+     * Open a continuous capture session (target and options as EDN: database facts, flush
+     * interval, spool…): takes the database's capture lock, stores what a killed session
+     * left in the spool, decides which chain to continue and starts the new log; returns
+     * its handle.
+     */
+    public static native long logOpen(String targetEdn, String optionsEdn);
+
+    /** Return how capture session {@code handle} started, as EDN ({@code :log-id :plan …}). */
+    public static native String logInfo(long handle);
+
+    /**
+     * Append live transactions to capture session {@code handle}: a batch of {@code n}
+     * datoms in columns (as {@link #backupPush}) and {@code markCount} transaction marks,
+     * six longs each: {@code before, after, datoms, committedMs, instantMs} (Long.MIN_VALUE:
+     * none) and flags (bit 0: caught up). Returns 0 when taken, 1 when refused (spool full).
+     */
+    public static native int logPush(long handle, int n, long[] e, int[] a, long[] tx,
+                                     boolean[] added, byte[] vtag, long[] vnum,
+                                     byte[] vbytes, int vbytesLen,
+                                     byte[] newAttrs, int newAttrsLen,
+                                     int markCount, long[] marks);
+
+    /** Seal the open segment of session {@code handle} if its flush interval passed; return whether it did. */
+    public static native boolean logTick(long handle);
+
+    /**
+     * Begin a catch-up of session {@code handle} up to transaction {@code through} (the
+     * :max-tx of the database value whose history is pushed next); {@code orderEdn} (or
+     * null) holds that value's {@code :ref-attrs :tx-instant-attr :skip-tx0?}. Returns the
+     * transaction the catch-up starts after.
+     */
+    public static native long logCatchUpBegin(long handle, long through, String orderEdn);
+
+    /** Push one batch of the catch-up's history walk (EAVT order; columns as {@link #backupPush}). */
+    public static native void logCatchUpPush(long handle, int n, long[] e, int[] a, long[] tx,
+                                             boolean[] added, byte[] vtag, long[] vnum,
+                                             byte[] vbytes, int vbytesLen,
+                                             byte[] newAttrs, int newAttrsLen);
+
+    /** Append the caught-up transactions to the log; return EDN {@code {:txs :datoms :datoms-read :refused?}}. */
+    public static native String logCatchUpFinish(long handle);
+
+    /** Drop the catch-up in progress of session {@code handle}. */
+    public static native void logCatchUpAbort(long handle);
+
+    /**
+     * Start a new chain's log in session {@code handle}: its base is the full backup
+     * {@code backupId}, its segments start after {@code after}; with {@code dual} the
+     * current log keeps taking segments until retired. Returns the new log id as EDN.
+     */
+    public static native String logNewChain(long handle, String backupId, long after,
+                                            boolean dual, String reason);
+
+    /** Stop sending segments to log {@code logId}; it is closed once it holds everything captured. */
+    public static native void logRetire(long handle, String logId, String reason);
+
+    /** Return the status of capture session {@code handle} as EDN. */
+    public static native String logStatus(long handle);
+
+    /** Seal and wait at most {@code timeoutMs} until everything captured is durable; return the status. */
+    public static native String logFlush(long handle, long timeoutMs);
+
+    /** Flush (at most {@code timeoutMs}), close the logs and release the lock; return the final status. */
+    public static native String logClose(long handle, long timeoutMs, String reason);
+
+    /** Free capture session {@code handle} (closing it at once if still open). Safe once per handle. */
+    public static native void logFree(long handle);
 }

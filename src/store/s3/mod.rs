@@ -199,8 +199,9 @@ impl S3Store {
         }
     }
 
-    async fn list_async(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    async fn list_async(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectMeta>> {
         let full = self.object_key(prefix);
+        let start_after = start_after.map(|k| self.object_key(k));
         let loc = self.location(prefix);
         let op = "list objects";
         let mut out = Vec::new();
@@ -212,6 +213,7 @@ impl S3Store {
                     .list_objects_v2()
                     .bucket(&self.cfg.bucket)
                     .prefix(&full)
+                    .set_start_after(start_after.clone())
                     .set_continuation_token(token.clone());
                 attempt(op, &loc, self.cfg.attempt_timeout, req.send())
             })
@@ -369,7 +371,14 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        block_on(self.list_async(prefix))?
+        block_on(self.list_async(prefix, None))?
+    }
+
+    fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = block_on(self.list_async(prefix, Some(start_after)))??;
+        // S3 compares keys as UTF-8 bytes, as we do; keep the contract exact regardless.
+        out.retain(|o| o.key.as_str() > start_after);
+        Ok(out)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
@@ -395,7 +404,7 @@ impl Store for S3Store {
     fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         let loc = self.location(prefix);
         block_on(async {
-            let objects = self.list_async(prefix).await?;
+            let objects = self.list_async(prefix, None).await?;
             for batch in objects.chunks(DELETE_BATCH) {
                 self.delete_batch(batch, &loc).await?;
             }
