@@ -797,6 +797,12 @@ fn a_capture_never_continues_an_encrypted_chain_with_a_plain_log() {
         crate::crypto::MasterKey::from_bytes(&[7; 32]).unwrap(),
     )));
     testing::backup(&store, o, &testing::history(2));
+    // Refused whatever Datahike identity the capture's database has (an encrypted
+    // backup's is sealed): a plain new chain would downgrade the database's backups.
+    let mut so = session_options("db", TX0 + 2);
+    so.db.datahike_id = Some("another identity".into());
+    let e = Session::open(store.clone(), so).err().expect("refused");
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
     let e = Session::open(store.clone(), session_options("db", TX0 + 2))
         .err()
         .expect("refused");

@@ -391,13 +391,16 @@ impl Session {
         let mut links = Links::read(store.as_ref(), &db)?;
         let ends = links.ends();
         let end = tip::newest(&ends, facts.datahike_id.as_deref(), facts.max_tx);
-        if let Some(e) = end.filter(|e| e.encrypted) {
-            // A chain never mixes plain and encrypted links, and logs are not sealed yet.
+        // Logs are not sealed yet: a database whose backups are encrypted must not get plain
+        // ones (a chain never mixes them, and a new plain chain would downgrade it). Any
+        // encrypted chain counts: an encrypted backup's Datahike identity is sealed, so
+        // whether it is this database's cannot be told without its key.
+        if let Some(e) = ends.iter().find(|e| e.encrypted) {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 OP,
                 format!(
-                    "the newest chain of database {db} (its link {}) is encrypted, and continuous capture writes plain logs",
+                    "backups of database {db} are encrypted (the chain of {}), and continuous capture writes plain logs",
                     e.id
                 ),
             )

@@ -233,7 +233,7 @@
         h3 (start)
         s3 (dc/stop-continuous-backup h3)
         a (load/replay! conn 5 61 70 a)
-        h4 (with-open [h (start)] (load/replay! conn 5 71 80 a) h)
+        h4 (with-open [^java.io.Closeable h (start)] (load/replay! conn 5 71 80 a) h)
         s4 (dc/continuous-status h4)
         source @conn]
     (is (= :new-chain (:kind (:started-as s1))))
@@ -251,6 +251,24 @@
           (is (= (:id prev) (:backup/parent (:head next))))
           (is (= (:log/through (:closed prev)) (first (:backup/tx-range (:head next))))))))
     (check-restores bk t "c" source [(+ tx0 20) (+ tx0 40) (+ tx0 65)])
+    (d/release conn)))
+
+(deftest a-database-with-encrypted-backups-is-not-captured-in-plain
+  (let [t (b/fresh-target b/dir)
+        conn (load/fresh-conn (str "enc-" (UUID/randomUUID)))
+        _ (load/replay! conn 7 1 10 [])
+        full (dc/backup-to-directory conn t :database-id "e" :encryption {:key (byte-array 32 (byte 9))})
+        before (set (map :backup-id (dc/list-backups t "e")))
+        refused (try (dc/start-continuous-backup conn t :database-id "e") nil
+                     (catch clojure.lang.ExceptionInfo e (ex-data e)))]
+    (is (= #{(:backup-id full)} before))
+    (is (= :datacamp/invalid-argument (:datacamp/error refused)) (pr-str refused))
+    (is (str/includes? (str (:datacamp/hint refused)) "not supported yet"))
+    (is (= before (set (map :backup-id (dc/list-backups t "e")))) "nothing was written")
+    (testing "and :encryption is not an option of the capture"
+      (let [e (try (dc/start-continuous-backup conn t :database-id "e2" :encryption {:key (byte-array 32)}) nil
+                   (catch clojure.lang.ExceptionInfo e (ex-data e)))]
+        (is (= :datacamp/invalid-argument (:datacamp/error e)))))
     (d/release conn)))
 
 (deftest two-captures-of-one-database-refuse-each-other
