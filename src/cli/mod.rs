@@ -148,6 +148,12 @@ enum Command {
         /// Line format (default: edn, or json with --json)
         #[arg(long, value_enum)]
         format: Option<DatomFormat>,
+        /// An encrypted backup's key: a file holding the 32 bytes or their base64
+        #[arg(long, value_name = "PATH", conflicts_with = "key_env")]
+        key_file: Option<String>,
+        /// An encrypted backup's key: an environment variable holding its base64
+        #[arg(long, value_name = "VAR")]
+        key_env: Option<String>,
     },
     /// Remove incomplete backups whose last activity is older than --older-than
     CleanupIncomplete {
@@ -345,22 +351,7 @@ fn execute(cli: &Cli, output: Output) -> Result<Outcome, Error> {
             key_file,
             key_env,
         } => {
-            // The key is read by the library, as for the Clojure API's :encryption option.
-            let source = match (key_file, key_env) {
-                (Some(path), _) => Some(("key-file", path)),
-                (None, Some(var)) => Some(("key-env", var)),
-                (None, None) => None,
-            };
-            let key = source
-                .map(|(k, v)| {
-                    let options = edn::parse(&format!(
-                        "{{:encryption {{:{k} {}}}}}",
-                        edn::write(&datacamp::model::Value::str(v))
-                    ))?;
-                    KeySpec::from_options(&options, "verify backup")
-                })
-                .transpose()?
-                .flatten();
+            let key = key_arg(key_file, key_env, "verify backup")?;
             verify_cmd(
                 store,
                 database_id,
@@ -380,13 +371,24 @@ fn execute(cli: &Cli, output: Output) -> Result<Outcome, Error> {
             backup_id,
             chunk,
             format,
+            key_file,
+            key_env,
         } => {
             let format = format.unwrap_or(if output == Output::Json {
                 DatomFormat::Json
             } else {
                 DatomFormat::Edn
             });
-            cat_cmd(store, database_id, backup_id, *chunk, format, cli.quiet)
+            let key = key_arg(key_file, key_env, "read chunk")?;
+            cat_cmd(
+                store,
+                database_id,
+                backup_id,
+                *chunk,
+                format,
+                key.as_ref(),
+                cli.quiet,
+            )
         }
         Command::CleanupIncomplete {
             database_id,
@@ -494,14 +496,41 @@ fn inspect_cmd(
     })
 }
 
+/// The key given by `--key-file` or `--key-env`, read by the library as the Clojure API's
+/// `:encryption` option is (`None` when neither is given).
+fn key_arg(
+    key_file: &Option<String>,
+    key_env: &Option<String>,
+    op: &'static str,
+) -> Result<Option<KeySpec>, Error> {
+    let source = match (key_file, key_env) {
+        (Some(path), _) => Some(("key-file", path)),
+        (None, Some(var)) => Some(("key-env", var)),
+        (None, None) => None,
+    };
+    Ok(source
+        .map(|(k, v)| {
+            let options = edn::parse(&format!(
+                "{{:encryption {{:{k} {}}}}}",
+                edn::write(&datacamp::model::Value::str(v))
+            ))?;
+            KeySpec::from_options(&options, op)
+        })
+        .transpose()?
+        .flatten())
+}
+
 fn cat_cmd(
     store: Arc<dyn Store>,
     database_id: &str,
     backup_id: &str,
     only: Option<u64>,
     format: DatomFormat,
+    key: Option<&KeySpec>,
     quiet: bool,
 ) -> Result<Outcome, Error> {
+    // The key first: an encrypted backup read without it (or with another) stops here.
+    let cipher = inspect::cipher(store.as_ref(), database_id, backup_id, key)?;
     let all = inspect::chunks(store.as_ref(), database_id, backup_id)?;
     let chunks: Vec<_> = match only {
         None => all,
@@ -522,7 +551,13 @@ fn cat_cmd(
     let store = progress::Counting::wrap(store, bar.clone());
     let mut out = BufWriter::new(io::stdout().lock());
     for meta in &chunks {
-        let chunk = inspect::read_chunk(store.as_ref(), database_id, backup_id, meta);
+        let chunk = inspect::read_chunk(
+            store.as_ref(),
+            database_id,
+            backup_id,
+            meta,
+            cipher.as_deref(),
+        );
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {

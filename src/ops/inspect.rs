@@ -5,8 +5,11 @@
 //! Every chunk read here passes the same check as verify and restore ([`super::check`]):
 //! a damaged chunk is an error naming it, never silently wrong datoms.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::crypto::envelope::{self, BackupCipher, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value};
 use crate::pipeline::chunk::DecodedChunk;
@@ -274,13 +277,32 @@ pub fn read_chunk(
     database_id: &str,
     backup_id: &str,
     meta: &ChunkMeta,
+    cipher: Option<&BackupCipher>,
 ) -> Result<DecodedChunk> {
     check::fetch_checked(
         store,
         &layout::backup_prefix(database_id, backup_id),
         meta,
-        None,
+        cipher,
     )
+}
+
+/// Given a backup and the key given (if any), return the cipher its chunks are read with
+/// ([`read_chunk`]): `None` for a plain backup read without a key; the errors of
+/// [`envelope::resolve`] otherwise (`WrongKey` for an encrypted backup read without its
+/// key or with another, `InvalidArgument` for a plain one read with a key).
+pub fn cipher(
+    store: &dyn Store,
+    database_id: &str,
+    backup_id: &str,
+    key: Option<&KeySpec>,
+) -> Result<Option<Arc<BackupCipher>>> {
+    let (_, summary) = stored(store, database_id, backup_id)?;
+    let encryption = summary
+        .manifest
+        .as_ref()
+        .and_then(|m| m.encryption.as_ref());
+    envelope::resolve(encryption, key, database_id, backup_id)
 }
 
 #[cfg(test)]
@@ -306,7 +328,11 @@ mod tests {
         assert_eq!(i.chain[0].tx_range, r.manifest.tx_range);
         let all: Vec<Datom> = readable_chunks(&i)
             .iter()
-            .flat_map(|c| read_chunk(store.as_ref(), "db", &id, c).unwrap().datoms)
+            .flat_map(|c| {
+                read_chunk(store.as_ref(), "db", &id, c, None)
+                    .unwrap()
+                    .datoms
+            })
             .collect();
         assert_eq!(all, testing::stored_datoms(&mem, &r));
         // A damaged chunk is an error naming it, not wrong datoms.
@@ -314,7 +340,7 @@ mod tests {
         let mut bytes = mem.get(&key).unwrap();
         bytes[20] ^= 1;
         mem.put(&key, &bytes).unwrap();
-        let err = read_chunk(store.as_ref(), "db", &id, &r.manifest.chunks[1]).unwrap_err();
+        let err = read_chunk(store.as_ref(), "db", &id, &r.manifest.chunks[1], None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Corrupt);
         assert_eq!(
             inspect(store.as_ref(), "db", "none").unwrap_err().kind,
