@@ -266,7 +266,7 @@ pub type NoHistoryDelta = HashMap<Arc<[u8]>, Option<Datom>>;
 
 /// Record datoms of `:db/noHistory` attributes in a delta (an assertion makes a value
 /// current, a retraction removes it).
-fn record_no_history(delta: &mut NoHistoryDelta, datoms: &[Datom]) -> Result<()> {
+pub fn record_no_history(delta: &mut NoHistoryDelta, datoms: &[Datom]) -> Result<()> {
     for d in datoms {
         let key = crate::codec::eav::state_key(d)?;
         delta.insert(key, d.added.then(|| d.clone()));

@@ -38,7 +38,10 @@ use crate::log::head::LogHead;
 use crate::log::read;
 use crate::log::spool::Spool;
 use crate::log::tip::{self, Links};
-use crate::log::writer::{Appended, LogWriter, Status, TxMark, WriterOptions};
+use crate::log::writer::{
+    apply_no_history, record_no_history, Appended, LogWriter, NoHistoryDelta, Status, TxMark,
+    WriterOptions,
+};
 
 const OP: &str = "start continuous backup";
 
@@ -290,17 +293,14 @@ pub fn no_history_at(
         )
         .with_hint("take a full backup with this version, then start the capture again"));
     };
-    let mut state: std::collections::HashMap<Arc<[u8]>, Datom> = Default::default();
+    // The recorded state, then the logs' changes, as one delta over nothing.
+    let mut delta = NoHistoryDelta::new();
     let mut apply = |datoms: Vec<Datom>| -> Result<()> {
-        for d in datoms.into_iter().filter(|d| attrs.contains(&d.a)) {
-            let key = crate::codec::eav::state_key(&d)?;
-            if d.added {
-                state.insert(key, d);
-            } else {
-                state.remove(&key);
-            }
-        }
-        Ok(())
+        let ours: Vec<Datom> = datoms
+            .into_iter()
+            .filter(|d| attrs.contains(&d.a))
+            .collect();
+        record_no_history(&mut delta, &ours)
     };
     for meta in chunks {
         apply(super::check::fetch_checked(store, &backup.prefix, meta, None)?.datoms)?;
@@ -313,7 +313,7 @@ pub fn no_history_at(
             }
         }
     }
-    Ok(state.into_values().collect())
+    apply_no_history(Vec::new(), &delta)
 }
 
 fn lock_of<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -556,7 +556,7 @@ impl Session {
             let NoHistoryBase::Known(datoms) = &*base else {
                 unreachable!("read above")
             };
-            crate::log::writer::apply_no_history(datoms.clone(), &self.writer.no_history_delta()?)?
+            apply_no_history(datoms.clone(), &self.writer.no_history_delta()?)?
         };
         let c = CatchUp::new(CatchUpOptions {
             after,
