@@ -446,6 +446,10 @@ pub fn capture_status(s: &Status, log_id: &str) -> Value {
             "last-error",
             s.last_error.as_ref().map_or(Value::Nil, error_info),
         ),
+        (
+            "recent-errors",
+            Value::Vector(s.recent_errors.iter().map(error_info).collect()),
+        ),
         ("closed?", Value::Bool(s.closed)),
     ])
 }

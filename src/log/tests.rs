@@ -16,7 +16,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::{ObjectMeta, Store};
 
 use super::read::{self, StoredLog};
-use super::writer::{Appended, LogWriter, TxMark, WriterOptions};
+use super::writer::{Appended, ErrorInfo, LogWriter, TxMark, WriterOptions};
 use crate::ops::capture::{DbFacts, Plan, Session, SessionOptions};
 
 /// A memory store whose writes and reads fail (transiently) while it is down.
@@ -326,7 +326,30 @@ fn a_full_spool_refuses_then_clears_once_the_target_took_everything() {
     assert!(st.pending_bytes <= 2_500);
     // The segment that did not fit was dropped: the log will hold everything before it.
     assert_eq!(st.captured_through, TX0 + t - 2);
-    assert!(st.last_error.unwrap().message.contains("the spool is full"));
+    let full = |e: &ErrorInfo| e.message.contains("the spool is full");
+    let spool_seq = st
+        .recent_errors
+        .iter()
+        .find(|e| full(e))
+        .expect("the refusal is reported")
+        .seq;
+    // The uploader goes on failing: its errors come after the refusal, which stays heard of.
+    wait_until("an upload failed after the refusal", || {
+        w.status()
+            .recent_errors
+            .iter()
+            .any(|e| e.seq > spool_seq && !full(e))
+    });
+    let st = w.status();
+    assert!(st
+        .recent_errors
+        .iter()
+        .any(|e| e.seq == spool_seq && full(e)));
+    assert!(st.recent_errors.windows(2).all(|p| p[0].seq < p[1].seq));
+    assert_eq!(
+        st.last_error.map(|e| e.seq),
+        st.recent_errors.last().map(|e| e.seq)
+    );
     store.down.store(false, Ordering::SeqCst);
     wait_until("the spool drained", || !w.status().spool_full);
     // The capture catches up from the captured point.

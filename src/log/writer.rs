@@ -41,6 +41,9 @@ use super::head::Closed;
 use super::name::{Kind, SegmentName};
 use super::spool::Spool;
 
+/// How many of its most recent errors a writer keeps for [`Status::recent_errors`].
+pub const RECENT_ERRORS: usize = 32;
+
 /// How a writer behaves. [`Default`] holds the documented defaults.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
@@ -156,6 +159,9 @@ pub struct Status {
     pub refusals: u64,
     /// The last error, if any.
     pub last_error: Option<ErrorInfo>,
+    /// The most recent errors, oldest first (at most [`RECENT_ERRORS`]): a reader that looks
+    /// now and then hears of each one by its `seq`, not only of the last.
+    pub recent_errors: Vec<ErrorInfo>,
     /// Since when uploads fail (epoch ms), while they do.
     pub outage_since_ms: Option<i64>,
     /// Closed: no more appends.
@@ -212,7 +218,7 @@ struct St {
     bytes_written: u64,
     datoms_written: u64,
     error_seq: u64,
-    last_error: Option<ErrorInfo>,
+    recent_errors: VecDeque<ErrorInfo>,
     outage_since: Option<i64>,
     attempts: u32,
     retry_at: Option<Instant>,
@@ -239,7 +245,10 @@ impl Shared {
 
     fn record(&self, st: &mut St, e: &Error) {
         st.error_seq += 1;
-        st.last_error = Some(ErrorInfo {
+        if st.recent_errors.len() == RECENT_ERRORS {
+            st.recent_errors.pop_front();
+        }
+        st.recent_errors.push_back(ErrorInfo {
             seq: st.error_seq,
             kind: e.kind,
             op: e.op.clone(),
@@ -331,7 +340,7 @@ impl LogWriter {
             bytes_written: 0,
             datoms_written: 0,
             error_seq: 0,
-            last_error: None,
+            recent_errors: VecDeque::new(),
             outage_since: None,
             attempts: 0,
             retry_at: None,
@@ -694,7 +703,8 @@ impl LogWriter {
             datoms_written: st.datoms_written,
             spool_full: st.refusing,
             refusals: st.refusals,
-            last_error: st.last_error.clone(),
+            last_error: st.recent_errors.back().cloned(),
+            recent_errors: st.recent_errors.iter().cloned().collect(),
             outage_since_ms: st.outage_since,
             closed: st.closed,
         }

@@ -226,18 +226,23 @@
       (try (f t) (catch Throwable _ nil)))))
 
 (defn- notify-native-errors!
-  "Hand errors the native side recorded since the last look to `:on-error`."
+  "Hand each error the native side recorded since the last look to `:on-error`, oldest
+  first (the native side keeps its recent ones, so an error followed at once by another
+  is not missed)."
   [^Capture c status]
-  (when-let [e (:last-error status)]
-    (when (> (long (:seq e)) (long (:native-error-seq @(:st c) 0)))
-      (swap! (:st c) assoc :native-error-seq (:seq e))
+  (let [seen (long (:native-error-seq @(:st c) 0))
+        fresh (filter #(> (long (:seq %)) seen)
+                      (or (:recent-errors status) (some-> (:last-error status) vector)))]
+    (when (seq fresh)
+      (swap! (:st c) assoc :native-error-seq (:seq (last fresh)))
       (when-let [f (:on-error (:opts c))]
-        (try (f (ex-info (:message e) (cond-> {:datacamp/error (:datacamp/error e)
-                                                 :datacamp/op (:op e)
-                                                 :database-id (:db-id c)}
-                                          (:key e) (assoc :datacamp/key (:key e))
-                                          (:hint e) (assoc :datacamp/hint (:hint e)))))
-             (catch Throwable _ nil))))))
+        (doseq [e fresh]
+          (try (f (ex-info (:message e) (cond-> {:datacamp/error (:datacamp/error e)
+                                                   :datacamp/op (:op e)
+                                                   :database-id (:db-id c)}
+                                            (:key e) (assoc :datacamp/key (:key e))
+                                            (:hint e) (assoc :datacamp/hint (:hint e)))))
+               (catch Throwable _ nil)))))))
 
 (defn- enter-gap!
   "Stop capturing live: drop what is not pushed yet; the capture catches up later."
@@ -490,7 +495,7 @@
         newer (fn [a b] (if (and a b)
                           (if (pos? (compare (:at a) (:at b))) a b)
                           (or a b)))]
-    (merge (dissoc native :last-error)
+    (merge (dissoc native :last-error :recent-errors)
            {:running? (and (not (:final s)) (not (.get ^AtomicBoolean (:stopping c))))
             :database-id (:db-id c)
             :queued-txs (.size ^ArrayBlockingQueue (:queue c))

@@ -391,7 +391,8 @@
         deadline (+ (System/currentTimeMillis) 10000)
         paused (loop []
                  (let [s (dc/continuous-status h)]
-                   (if (or (and (= :gap (:mode s)) (seq @errors))
+                   (if (or (and (= :gap (:mode s))
+                                (some #(str/includes? (ex-message %) "the spool is full") @errors))
                            (> (System/currentTimeMillis) deadline))
                      s
                      (do (Thread/sleep 10) (recur)))))]
