@@ -249,10 +249,12 @@
         progress-fn (:progress-fn opts)]
     (native/with-native-errors {:database-id (:database-id native-opts)}
       (with-open [h (native/backup-open target native-opts)]
-        ;; ^:once: the closure lets go of the seq's head as it walks it (no database in memory).
-        (let [work (^:once fn* []
-                    (DatomWalker/pushAll datoms (.get ^NativeHandle h) batch-size)
-                    (with-ids (native/backup-finish h)))]
+        ;; The datoms go in a holder, not into a closure: a closed-over local is never
+        ;; cleared, so this frame would keep the seq's head (the whole database in memory).
+        (let [holder (doto (object-array 1) (aset 0 datoms))
+              work (fn []
+                     (DatomWalker/pushAll holder (.get ^NativeHandle h) batch-size)
+                     (with-ids (native/backup-finish h)))]
           (if-not progress-fn
             (work)
             (let [last-event (volatile! nil)

@@ -210,7 +210,9 @@
 (defn log-catch-up-walk
   "Push the history walk `datoms` into the catch-up running in `h`; return the count."
   [^NativeHandle h datoms batch-size]
-  (call h #(DatomWalker/pushAll datoms (long %) (int batch-size) true)))
+  ;; In a holder, not closed over: no frame keeps the head of the walk (see DatomWalker).
+  (let [holder (doto (object-array 1) (aset 0 datoms))]
+    (call h #(DatomWalker/pushAll holder (long %) (int batch-size) true))))
 
 (defn log-catch-up-finish
   "Append the caught-up transactions; return `{:txs :datoms :datoms-read :refused?}`."

@@ -11,7 +11,8 @@
             [datacamp.test-util :as u]
             [datahike.api :as d]
             [datahike.connector :as dc])
-  (:import [java.util.concurrent TimeoutException]))
+  (:import [java.lang.ref WeakReference]
+           [java.util.concurrent TimeoutException]))
 
 (set! *warn-on-reflection* true)
 
@@ -171,6 +172,28 @@
                                                                              (throw (ex-info "progress-fn failed" {})))}))]
         (is (= "progress-fn failed" message))
         (is (not-any? :completed? (backup/list-backups t "boom")) "the backup did not complete")))))
+
+(deftest a-backup-keeps-no-datom-it-pushed
+  ;; A backup walks the database's datoms lazily: nothing may keep the head of the seq, or
+  ;; the whole database ends up in the heap (it did: a closure over the datoms kept it). The
+  ;; seq's head is watched by a weak reference; after 1000 datoms a full GC runs, and the
+  ;; head must be gone — with and without :progress-fn (the walk then runs on another thread).
+  (let [fixture (fx/load-fixture "kitchen-sink")
+        history (:history fixture)
+        facts (dh/describe (fx/fixture-db "kitchen-sink"))]
+    (doseq [opts [{:batch-size 100} {:batch-size 100 :progress-fn (fn [_])}]]
+      (let [head (atom nil)
+            collected (promise)
+            watched (fn []
+                      (let [s (concat (take 1000 history)
+                                      (lazy-seq (System/gc)
+                                                (deliver collected (nil? (.get ^WeakReference @head)))
+                                                (drop 1000 history)))]
+                        (reset! head (WeakReference. s))
+                        s))
+            r (backup/backup-datoms (target) (backup/backup-options {} "heads" facts) (watched) opts)]
+        (is (= (count history) (:datom-count r)))
+        (is (true? (deref collected 0 :never-walked)) (str "the head was kept, " (keys opts)))))))
 
 (deftest await-write-bounds-every-kind-of-deref-able
   (is (= ::dh/timeout (dh/await-write (promise) 50)) "a plain promise: its timeout value")

@@ -9,30 +9,49 @@ import clojure.lang.RT;
  *
  * <p>A datom is anything {@code clojure.lang.RT#nth} reads as {@code [e a v tx added]}:
  * Datahike's {@code datahike.datom.Datom} (which implements {@code Indexed}) or a vector.
- * The seq is walked lazily, so heap use is bounded by one batch whatever the database size.
+ * The seq is walked lazily and its head is kept by no frame, so heap use is bounded by one
+ * batch whatever the database size.
  */
 public final class DatomWalker {
     private DatomWalker() {}
 
     /**
-     * Given a seqable of datoms, a native backup session handle and a batch size, push every
-     * datom and return how many were pushed. Throws {@link DatacampException} when a value
+     * Given a one-element array holding a seqable of datoms, a native backup session handle
+     * and a batch size, take the seqable out of the array (leaving null) and push every
+     * datom; return how many were pushed. Throws {@link DatacampException} when a value
      * cannot be encoded or the session fails; stops with an exception if the thread is
      * interrupted.
+     *
+     * <p>The seqable comes in an array so that no caller's frame keeps the head of the seq
+     * while it is walked (a parameter would): the heap then holds one batch of datoms,
+     * whatever the database's size. The caller must not keep the seqable either.
      */
-    public static long pushAll(Object datoms, long handle, int batchSize) {
-        return pushAll(datoms, handle, batchSize, false);
+    public static long pushAll(Object[] holder, long handle, int batchSize) {
+        return walk(take(holder), handle, batchSize, false);
     }
 
     /**
-     * As {@link #pushAll(Object, long, int)}, into a backup session, or with
+     * As {@link #pushAll(Object[], long, int)}, into a backup session, or with
      * {@code catchUp} into the catch-up running in native capture session {@code handle}
      * ({@link DatomBatch#pushToCatchUp}).
      */
-    public static long pushAll(Object datoms, long handle, int batchSize, boolean catchUp) {
+    public static long pushAll(Object[] holder, long handle, int batchSize, boolean catchUp) {
+        return walk(take(holder), handle, batchSize, catchUp);
+    }
+
+    /** Return {@code holder[0]}, leaving null in its place. */
+    private static Object take(Object[] holder) {
+        Object datoms = holder[0];
+        holder[0] = null;
+        return datoms;
+    }
+
+    private static long walk(Object datoms, long handle, int batchSize, boolean catchUp) {
         DatomBatch batch = new DatomBatch(batchSize);
         long n = 0;
-        for (ISeq s = RT.seq(datoms); s != null; s = s.next()) {
+        ISeq s = RT.seq(datoms);
+        datoms = null; // from here on only the walking local refers to the seq
+        for (; s != null; s = s.next()) {
             Object d = s.first();
             long e = ((Number) RT.nth(d, 0)).longValue();
             Object a = RT.nth(d, 1);

@@ -259,7 +259,7 @@
         once (fn []
                (let [t0 (System/nanoTime)
                      h (native/backup-open {:path dir} opts)
-                     [n push] (timed (DatomWalker/pushAll (datoms-fn) (.get ^NativeHandle h) 8192))
+                     [n push] (timed (DatomWalker/pushAll (doto (object-array 1) (aset 0 (datoms-fn))) (.get ^NativeHandle h) 8192))
                      t1 (System/nanoTime)
                      [r finish] (timed (native/backup-finish h))
                      t2 (System/nanoTime)]
