@@ -859,7 +859,7 @@ pub struct Reader<'a> {
     expansion_budget: usize,
     /// Keywords/symbols read through priority-cache references: `(namespace index or
     /// [`NO_NAMESPACE`], name index)` → the name, shared by every repeat.
-    names: HashMap<(usize, usize), Name>,
+    names: HashMap<(usize, usize), Name, foldhash::fast::FixedState>,
     structs: Vec<StructType>,
     depth: usize,
 }
@@ -889,7 +889,7 @@ impl<'a> Reader<'a> {
             weights: Vec::new(),
             expanded: 0,
             expansion_budget: buf.len().saturating_add(EXPANSION_ALLOWANCE),
-            names: HashMap::new(),
+            names: HashMap::default(),
             structs: Vec::new(),
             depth: 0,
         }

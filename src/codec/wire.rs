@@ -258,16 +258,67 @@ impl Batch {
     }
 }
 
+/// The sending side's attribute table (Rust → JVM): ids from 0 in order of first use, and
+/// the encodings of the attributes added since the last [`AttrTable::take_new`] — a
+/// batch's `new_attrs`, which the receiver appends to its table as [`decode_attrs`] does.
+#[derive(Debug, Default)]
+pub struct AttrTable {
+    ids: HashMap<Attr, i32, foldhash::fast::FixedState>,
+    table: Vec<Attr>,
+    new: Vec<u8>,
+}
+
+impl AttrTable {
+    /// Return `a`'s id, adding it to the table when it is new.
+    ///
+    /// Errors: [`ErrorKind::Unsupported`] if `a` cannot be encoded or the table would
+    /// exceed `i32::MAX` entries; the table is left as it was.
+    pub fn id(&mut self, a: &Attr) -> Result<i32> {
+        if let Some(id) = self.ids.get(a) {
+            return Ok(*id);
+        }
+        let id = i32::try_from(self.table.len()).map_err(|_| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "build batch",
+                "more than i32::MAX distinct attributes",
+            )
+        })?;
+        let start = self.new.len();
+        if let Err(e) = encode_attr(a, &mut self.new) {
+            self.new.truncate(start);
+            return Err(e.in_op("build batch"));
+        }
+        self.ids.insert(a.clone(), id);
+        self.table.push(a.clone());
+        Ok(id)
+    }
+
+    /// Return the encodings of the attributes added since the last call (a batch's
+    /// `new_attrs`).
+    pub fn take_new(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.new)
+    }
+
+    /// Return the attributes in id order.
+    pub fn attrs(&self) -> &[Attr] {
+        &self.table
+    }
+
+    /// Return the attributes in id order, consuming the table.
+    pub fn into_attrs(self) -> Vec<Attr> {
+        self.table
+    }
+}
+
 /// Accumulates datoms into owned columns (the restore direction: Rust → JVM).
 ///
-/// The builder keeps its own attribute table for the whole session: ids are assigned from
-/// 0 in order of first use, and each [`Batch`] carries in `new_attrs` the attributes first
-/// used since the previous [`BatchBuilder::flush`], so the receiver can append them to its
-/// table exactly as [`decode_attrs`] does.
+/// The builder keeps its own [`AttrTable`] for the whole session: each [`Batch`] carries in
+/// `new_attrs` the attributes first used since the previous [`BatchBuilder::flush`].
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     cur: Batch,
-    attr_ids: HashMap<Attr, i32, foldhash::fast::FixedState>,
+    attrs: AttrTable,
     /// The attribute of the previous push and its id: consecutive datoms mostly share the
     /// attribute, and decoded datoms share its strings (see [`same_attr`]).
     last: Option<(Attr, i32)>,
@@ -303,31 +354,8 @@ impl BatchBuilder {
     /// the builder is left as it was.
     pub fn push(&mut self, d: &Datom) -> Result<()> {
         let b = &mut self.cur;
-        // 1. The attribute id; a new attribute is written to `new_attrs` but entered into
-        //    the table only once the value has been encoded too.
-        let attrs_start = b.new_attrs.len();
-        let known = match &self.last {
-            Some((attr, id)) if same_attr(attr, &d.a) => Some(*id),
-            _ => self.attr_ids.get(&d.a).copied(),
-        };
-        let (a, is_new) = match known {
-            Some(id) => (id, false),
-            None => {
-                let id = i32::try_from(self.attr_ids.len()).map_err(|_| {
-                    Error::new(
-                        ErrorKind::Unsupported,
-                        "build batch",
-                        "more than i32::MAX distinct attributes",
-                    )
-                })?;
-                if let Err(e) = encode_attr(&d.a, &mut b.new_attrs) {
-                    b.new_attrs.truncate(attrs_start);
-                    return Err(e.in_op("build batch"));
-                }
-                (id, true)
-            }
-        };
-        // 2. The value: scalars into `vnum`, the rest into `vbytes`.
+        // 1. The value: scalars into `vnum`, the rest into `vbytes`.
+        let start = b.vbytes.len();
         let (tag, num) = match &d.v {
             Value::Nil => (TAG_NIL, 0),
             Value::Bool(true) => (TAG_TRUE, 0),
@@ -338,21 +366,27 @@ impl BatchBuilder {
             Value::Float(x) => (TAG_FLOAT, i64::from(x.to_bits() as i32)),
             Value::Char(c) => (TAG_CHAR, i64::from(*c)),
             other => {
-                let start = b.vbytes.len();
                 if let Err(e) = encode_payload(other, &mut b.vbytes) {
                     b.vbytes.truncate(start);
-                    b.new_attrs.truncate(attrs_start);
                     return Err(e.in_op("build batch"));
                 }
                 (tag_of(other), 0)
             }
         };
-        if is_new {
-            self.attr_ids.insert(d.a.clone(), a);
-        }
-        if !matches!(&self.last, Some((_, id)) if *id == a) {
-            self.last = Some((d.a.clone(), a));
-        }
+        // 2. The attribute id.
+        let a = match &self.last {
+            Some((attr, id)) if same_attr(attr, &d.a) => *id,
+            _ => match self.attrs.id(&d.a) {
+                Ok(id) => {
+                    self.last = Some((d.a.clone(), id));
+                    id
+                }
+                Err(e) => {
+                    b.vbytes.truncate(start);
+                    return Err(e);
+                }
+            },
+        };
         b.e.push(d.e);
         b.a.push(a);
         b.tx.push(d.tx);
@@ -376,7 +410,7 @@ impl BatchBuilder {
     /// when to flush).
     pub fn approx_bytes(&self) -> usize {
         let b = &self.cur;
-        b.e.len() * (8 + 4 + 8 + 1 + 1 + 8) + b.vbytes.len() + b.new_attrs.len()
+        b.e.len() * (8 + 4 + 8 + 1 + 1 + 8) + b.vbytes.len() + self.attrs.new.len()
     }
 
     /// Return the current batch and start an empty one; the attribute table is kept, so
@@ -393,7 +427,15 @@ impl BatchBuilder {
             vbytes: Vec::with_capacity(self.cur.vbytes.len()),
             new_attrs: Vec::new(),
         };
-        std::mem::replace(&mut self.cur, next)
+        let mut batch = std::mem::replace(&mut self.cur, next);
+        batch.new_attrs = self.attrs.take_new();
+        batch
+    }
+
+    /// Return the attribute table (every attribute pushed so far, in id order), consuming
+    /// the builder: for batches numbered by a table of their own (one chunk's).
+    pub fn into_attrs(self) -> Vec<Attr> {
+        self.attrs.into_attrs()
     }
 }
 

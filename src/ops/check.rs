@@ -17,7 +17,7 @@
 //! the manifest's checksum too. Against attackers, only authenticated encryption (a key
 //! the attacker does not have) helps.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::crypto::envelope::BackupCipher;
 use crate::error::{clip, Error, ErrorKind, Result};
@@ -185,6 +185,23 @@ pub fn decode_checked(
     cipher: Option<&BackupCipher>,
     location: impl Fn() -> String,
 ) -> Result<DecodedChunk> {
+    let mut datoms = Vec::new();
+    decode_checked_into(meta, bytes, cipher, location, &mut |d| datoms.push(d))?;
+    Ok(DecodedChunk {
+        id: meta.id as i64,
+        datoms,
+    })
+}
+
+/// As [`decode_checked`], handing each datom to `sink` as it is decoded (see
+/// [`chunk::decode_chunk_into`]); on error, the sink may have had some of them.
+pub fn decode_checked_into(
+    meta: &ChunkMeta,
+    bytes: &[u8],
+    cipher: Option<&BackupCipher>,
+    location: impl Fn() -> String,
+    sink: &mut (dyn FnMut(Datom) + Send),
+) -> Result<()> {
     let opened;
     let bytes = match cipher {
         Some(c) => {
@@ -211,7 +228,7 @@ pub fn decode_checked(
         }
         None => bytes,
     };
-    let decoded = chunk::decode_chunk(bytes, &limits(meta)).map_err(|e| {
+    let decoded = chunk::decode_chunk_into(bytes, &limits(meta), sink).map_err(|e| {
         Error::new(
             if e.kind == ErrorKind::Unsupported {
                 ErrorKind::Unsupported
@@ -230,19 +247,17 @@ pub fn decode_checked(
         )
         .with_key(location()));
     }
-    if meta.datom_count != 0 && decoded.datoms.len() as u64 != meta.datom_count {
+    if meta.datom_count != 0 && decoded.datoms != meta.datom_count {
         return Err(Error::corrupt(
             OP,
             format!(
                 "chunk {} holds {} datoms, the manifest says {}",
-                meta.id,
-                decoded.datoms.len(),
-                meta.datom_count
+                meta.id, decoded.datoms, meta.datom_count
             ),
         )
         .with_key(location()));
     }
-    Ok(decoded)
+    Ok(())
 }
 
 /// Read chunk `meta` of the backup under `prefix`, check its bytes and decode it:
@@ -281,102 +296,77 @@ fn is_system(a: &Name) -> bool {
 
 /// The checks of decoded chunks against what the manifest states about their content,
 /// chunk by chunk in manifest order; see the module documentation.
+///
+/// Split in two so that most of the work runs where a chunk is decoded: [`ChunkRules::facts`]
+/// checks one chunk's datoms alone (any thread, any order), [`ContentCheck::apply`] takes
+/// the chunks' [`ChunkFacts`] in manifest order for what spans chunks (transactions
+/// ascending, attributes declared, the datom total). [`ContentCheck::chunk`] does both.
 #[derive(Debug)]
 pub struct ContentCheck {
-    order: ChunkOrder,
-    max_eid: i64,
-    max_tx: i64,
+    rules: ChunkRules,
     expected_datoms: u64,
-    /// Attributes must be declared (the source was schema-on-write, per `config.edn`).
-    declared_only: bool,
-    declared: HashSet<Name>,
-    /// EAVT backups: undeclared attributes seen so far, with the first chunk using each
-    /// (a later chunk may declare them: judged at [`ContentCheck::finish`]).
-    undeclared: BTreeMap<Name, u64>,
+    /// Attributes declared so far, each with the transaction of its first declaration.
+    declared: HashMap<Name, i64>,
+    /// Attributes used while undeclared, with the first chunk and transaction using each
+    /// (a later datom of that transaction, or for EAVT backups any later chunk, may
+    /// declare them).
+    undeclared: BTreeMap<Name, (u64, i64)>,
     last_tx: i64,
     datoms: u64,
 }
 
-impl ContentCheck {
-    /// Given a validated manifest and the backup's `config.edn` (if any), return the check.
-    pub fn new(manifest: &Manifest, config: Option<&Value>) -> Self {
-        let flexibility = config
-            .and_then(|c| c.get("datahike/config"))
-            .and_then(|c| c.get("schema-flexibility"));
-        ContentCheck {
-            order: manifest.order,
-            max_eid: manifest.max_eid,
-            max_tx: manifest.max_tx,
-            expected_datoms: manifest.datom_count,
-            declared_only: matches!(flexibility, Some(Value::Keyword(n)) if n.ns.is_none() && &*n.name == "write"),
-            declared: HashSet::new(),
-            undeclared: BTreeMap::new(),
-            last_tx: i64::MIN,
-            datoms: 0,
+/// What one chunk's datoms must satisfy on their own: the facts of its link's manifest.
+#[derive(Clone, Debug)]
+pub struct ChunkRules {
+    order: ChunkOrder,
+    max_eid: i64,
+    max_tx: i64,
+    /// Attributes must be declared (the source was schema-on-write, per `config.edn`).
+    declared_only: bool,
+}
+
+/// What the in-order checks need of one chunk, worked out by [`ChunkRules::facts`].
+#[derive(Clone, Debug, Default)]
+pub struct ChunkFacts {
+    datoms: u64,
+    /// The chunk's first datom (its transaction must not go back) and last transaction.
+    first: Option<Datom>,
+    last_tx: i64,
+    /// `:db/ident` values, with their transactions, in chunk order.
+    declared: Vec<(Name, i64)>,
+    /// Attributes that need a declaration, at their first use in the chunk (transaction).
+    used: Vec<(Name, i64)>,
+}
+
+impl ChunkRules {
+    /// Check chunk `meta`'s datoms alone and return what the in-order checks need of them.
+    /// `Corrupt`, naming the chunk, the datom and what is wrong, on the first datom that
+    /// contradicts the manifest.
+    pub fn facts(&self, meta: &ChunkMeta, chunk: &DecodedChunk) -> Result<ChunkFacts> {
+        let mut f = self.start(meta);
+        for d in &chunk.datoms {
+            f.push(d)?;
+        }
+        Ok(f.finish())
+    }
+
+    /// Start checking chunk `meta`'s datoms one by one, as they are decoded
+    /// ([`FactsBuilder::push`]).
+    pub fn start<'a>(&'a self, meta: &'a ChunkMeta) -> FactsBuilder<'a> {
+        FactsBuilder {
+            rules: self,
+            meta,
+            f: ChunkFacts::default(),
+            ident: Name::new(Some("db"), "ident"),
+            seen: HashSet::default(),
+            kept: Vec::new(),
+            prev: (0, 0),
         }
     }
 
-    /// Go on with the next link of a chain (its manifest's facts; `expected` datoms in the
-    /// chunks that will be read of it): attributes declared so far stay declared, and
-    /// transactions must keep ascending. Call [`ContentCheck::finish`] at each link's end.
-    pub fn next_link(&mut self, manifest: &Manifest, expected: u64) {
-        self.order = manifest.order;
-        self.max_eid = manifest.max_eid;
-        self.max_tx = manifest.max_tx;
-        self.expected_datoms = expected;
-        self.datoms = 0;
-    }
-
-    /// Check chunk `meta`'s decoded datoms (chunks in manifest order). `Corrupt`, naming the
-    /// chunk, the datom and what is wrong, on the first datom that contradicts the manifest.
-    pub fn chunk(&mut self, meta: &ChunkMeta, chunk: &DecodedChunk) -> Result<()> {
-        let ident = Name::new(Some("db"), "ident");
-        for (i, d) in chunk.datoms.iter().enumerate() {
-            // Restore order: an attribute is declared in its own or an earlier transaction,
-            // so every attribute of the transactions before this one must be known now.
-            if self.order == ChunkOrder::Restore && d.tx > self.last_tx {
-                self.resolve()?;
-            }
-            if let Some(what) = self.datom(meta, d) {
-                return Err(self.error(meta, i, d, &what));
-            }
-            match (&d.a, &d.v) {
-                (Attr::Keyword(a), Value::Keyword(n)) if *a == ident => {
-                    self.declared.insert(n.clone());
-                }
-                (Attr::Keyword(a), _)
-                    if self.declared_only && !is_system(a) && !self.declared.contains(a) =>
-                {
-                    self.undeclared.entry(a.clone()).or_insert(meta.id);
-                }
-                _ => {}
-            }
-        }
-        self.datoms += chunk.datoms.len() as u64;
-        let declared = &self.declared;
-        self.undeclared.retain(|a, _| !declared.contains(a));
-        Ok(())
-    }
-
-    /// Fail on an attribute used but not declared (so far).
-    fn resolve(&mut self) -> Result<()> {
-        let declared = &self.declared;
-        self.undeclared.retain(|a, _| !declared.contains(a));
-        match self.undeclared.iter().next() {
-            None => Ok(()),
-            Some((a, chunk)) => Err(Error::corrupt(
-                OP,
-                format!(
-                    "chunk {chunk} uses attribute :{}, which the backup does not declare (no :db/ident datom for it)",
-                    clip(&a.to_string())
-                ),
-            )
-            .with_hint("the chunk's checksum matches but its content contradicts the schema: the backup was altered")),
-        }
-    }
-
-    /// What is wrong with datom `d` of chunk `meta`, if anything.
-    fn datom(&mut self, meta: &ChunkMeta, d: &Datom) -> Option<String> {
+    /// What is wrong with datom `d` of chunk `meta` (after a datom of transaction `prev`),
+    /// if anything.
+    fn datom(&self, meta: &ChunkMeta, d: &Datom, prev: Option<i64>) -> Option<String> {
         let tx = d.tx;
         if tx < TX0 || (self.max_tx > 0 && tx > self.max_tx) {
             return Some(format!(
@@ -391,14 +381,8 @@ impl ContentCheck {
                 ));
             }
         }
-        if self.order == ChunkOrder::Restore {
-            if tx < self.last_tx {
-                return Some(format!(
-                    "tx {tx} comes after tx {} (transactions must ascend)",
-                    self.last_tx
-                ));
-            }
-            self.last_tx = tx;
+        if let Some(prev) = prev.filter(|p| self.order == ChunkOrder::Restore && tx < *p) {
+            return Some(descending(tx, prev));
         }
         // Entity ids: 1..=max-eid, or a transaction's own id (its txInstant, its meta).
         let is_tx_entity = d.e >= TX0 && (self.max_tx == 0 || d.e <= self.max_tx);
@@ -416,25 +400,194 @@ impl ContentCheck {
         }
         None
     }
+}
 
-    fn error(&self, meta: &ChunkMeta, i: usize, d: &Datom, what: &str) -> Error {
-        Error::corrupt(
-            OP,
-            format!(
-                "chunk {}, datom {i} (e {}, a {}, tx {}): {what}",
-                meta.id,
-                d.e,
-                clip(&d.a.to_string()),
-                d.tx
-            ),
-        )
-        .with_hint("the chunk's checksum matches but its content contradicts the manifest: the backup was altered")
+/// [`ChunkFacts`] being worked out datom by datom ([`ChunkRules::start`]).
+pub struct FactsBuilder<'a> {
+    rules: &'a ChunkRules,
+    meta: &'a ChunkMeta,
+    f: ChunkFacts,
+    ident: Name,
+    /// Attributes seen, by the address of their strings (names decoded through one cache
+    /// share them; a name seen under two addresses is merely noted twice). `kept` holds
+    /// each one, so that no address is reused by another name while the chunk is read.
+    seen: HashSet<(usize, usize), foldhash::fast::FixedState>,
+    kept: Vec<Name>,
+    prev: (usize, usize),
+}
+
+impl FactsBuilder<'_> {
+    /// Check the chunk's next datom. `Corrupt`, naming the chunk, the datom and what is
+    /// wrong, when it contradicts the manifest.
+    pub fn push(&mut self, d: &Datom) -> Result<()> {
+        let f = &mut self.f;
+        let i = f.datoms as usize;
+        if let Some(what) = self.rules.datom(self.meta, d, (i > 0).then_some(f.last_tx)) {
+            return Err(error(self.meta, i, d, &what));
+        }
+        if i == 0 {
+            f.first = Some(d.clone());
+        }
+        f.datoms += 1;
+        f.last_tx = d.tx;
+        match (&d.a, &d.v) {
+            (Attr::Keyword(a), Value::Keyword(n)) if *a == self.ident => {
+                f.declared.push((n.clone(), d.tx));
+            }
+            (Attr::Keyword(a), _) if self.rules.declared_only => {
+                // Consecutive datoms mostly share the attribute.
+                let ns = a.ns.as_ref().map_or(0, |s| s.as_ptr() as usize);
+                let k = (ns, a.name.as_ptr() as usize);
+                if k != self.prev && self.seen.insert(k) {
+                    self.kept.push(a.clone());
+                    if !is_system(a) {
+                        f.used.push((a.clone(), d.tx));
+                    }
+                }
+                self.prev = k;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The facts of the datoms pushed.
+    pub fn finish(self) -> ChunkFacts {
+        self.f
+    }
+}
+
+fn descending(tx: i64, prev: i64) -> String {
+    format!("tx {tx} comes after tx {prev} (transactions must ascend)")
+}
+
+fn error(meta: &ChunkMeta, i: usize, d: &Datom, what: &str) -> Error {
+    Error::corrupt(
+        OP,
+        format!(
+            "chunk {}, datom {i} (e {}, a {}, tx {}): {what}",
+            meta.id,
+            d.e,
+            clip(&d.a.to_string()),
+            d.tx
+        ),
+    )
+    .with_hint("the chunk's checksum matches but its content contradicts the manifest: the backup was altered")
+}
+
+impl ContentCheck {
+    /// Given a validated manifest and the backup's `config.edn` (if any), return the check.
+    pub fn new(manifest: &Manifest, config: Option<&Value>) -> Self {
+        let flexibility = config
+            .and_then(|c| c.get("datahike/config"))
+            .and_then(|c| c.get("schema-flexibility"));
+        ContentCheck {
+            rules: ChunkRules {
+                order: manifest.order,
+                max_eid: manifest.max_eid,
+                max_tx: manifest.max_tx,
+                declared_only: matches!(flexibility, Some(Value::Keyword(n)) if n.ns.is_none() && &*n.name == "write"),
+            },
+            expected_datoms: manifest.datom_count,
+            declared: HashMap::new(),
+            undeclared: BTreeMap::new(),
+            last_tx: i64::MIN,
+            datoms: 0,
+        }
+    }
+
+    /// Go on with the next link of a chain (its manifest's facts; `expected` datoms in the
+    /// chunks that will be read of it): attributes declared so far stay declared, and
+    /// transactions must keep ascending. Call [`ContentCheck::finish`] at each link's end.
+    pub fn next_link(&mut self, manifest: &Manifest, expected: u64) {
+        self.rules.order = manifest.order;
+        self.rules.max_eid = manifest.max_eid;
+        self.rules.max_tx = manifest.max_tx;
+        self.expected_datoms = expected;
+        self.datoms = 0;
+    }
+
+    /// The rules each chunk of the current link must satisfy alone (for
+    /// [`ChunkRules::facts`] on the thread that decodes it).
+    pub fn rules(&self) -> ChunkRules {
+        self.rules.clone()
+    }
+
+    /// Check chunk `meta`'s decoded datoms (chunks in manifest order). `Corrupt`, naming the
+    /// chunk, the datom and what is wrong, on the first datom that contradicts the manifest.
+    pub fn chunk(&mut self, meta: &ChunkMeta, chunk: &DecodedChunk) -> Result<()> {
+        let facts = self.rules.facts(meta, chunk)?;
+        self.apply(meta, &facts)
+    }
+
+    /// Take the facts of chunk `meta` (chunks in manifest order; see [`ChunkRules::facts`]):
+    /// its transactions do not go back, and an attribute is declared in its own or an
+    /// earlier transaction (restore order; EAVT backups: anywhere, judged at the end).
+    pub fn apply(&mut self, meta: &ChunkMeta, f: &ChunkFacts) -> Result<()> {
+        let restore = self.rules.order == ChunkOrder::Restore;
+        if let (Some(first), true) = (&f.first, restore) {
+            if first.tx > self.last_tx {
+                self.resolve(Some(first.tx))?;
+            }
+            if first.tx < self.last_tx {
+                return Err(error(meta, 0, first, &descending(first.tx, self.last_tx)));
+            }
+        }
+        for (name, tx) in &f.declared {
+            let at = self.declared.entry(name.clone()).or_insert(*tx);
+            *at = (*at).min(*tx);
+        }
+        for (name, tx) in &f.used {
+            if !self.is_declared(name, *tx) {
+                self.undeclared
+                    .entry(name.clone())
+                    .or_insert((meta.id, *tx));
+            }
+        }
+        if f.first.is_some() && restore {
+            self.last_tx = f.last_tx;
+            self.resolve(Some(f.last_tx))?;
+        }
+        self.datoms += f.datoms;
+        Ok(())
+    }
+
+    /// Whether `name` is declared for a use in transaction `tx`.
+    fn is_declared(&self, name: &Name, tx: i64) -> bool {
+        self.declared
+            .get(name)
+            .is_some_and(|at| self.rules.order != ChunkOrder::Restore || *at <= tx)
+    }
+
+    /// Fail on an attribute used but not declared in time: used before transaction
+    /// `before` (all of them for `None`).
+    fn resolve(&mut self, before: Option<i64>) -> Result<()> {
+        let undeclared = std::mem::take(&mut self.undeclared);
+        self.undeclared = undeclared
+            .into_iter()
+            .filter(|(a, (_, tx))| !self.is_declared(a, *tx))
+            .collect();
+        let due = self
+            .undeclared
+            .iter()
+            .find(|(_, (_, tx))| before.is_none_or(|b| *tx < b));
+        match due {
+            None => Ok(()),
+            Some((a, (chunk, _))) => Err(Error::corrupt(
+                OP,
+                format!(
+                    "chunk {chunk} uses attribute :{}, which the backup does not declare (no :db/ident datom for it)",
+                    clip(&a.to_string())
+                ),
+            )
+            .with_hint("the chunk's checksum matches but its content contradicts the schema: the backup was altered")),
+        }
     }
 
     /// After the last chunk: every attribute used was declared somewhere, and the chunks
     /// held the manifest's datom total.
     pub fn finish(&mut self) -> Result<()> {
-        self.resolve()?;
+        self.resolve(None)?;
         if self.datoms != self.expected_datoms {
             return Err(Error::corrupt(
                 OP,
@@ -571,6 +724,74 @@ mod tests {
             }
         }
         c.finish().err().map(|e| e.message)
+    }
+
+    #[test]
+    fn an_attribute_is_declared_in_its_own_or_an_earlier_transaction_across_chunks() {
+        let (m0, _) = decoded_backup();
+        let write =
+            crate::codec::edn::parse("{:datahike/config {:schema-flexibility :write}}").unwrap();
+        let (t1, t2) = (TX0 + 1, TX0 + 2);
+        let d = |e: i64, a: &str, v: Value, tx: i64| Datom {
+            e,
+            a: Attr::Keyword(Name::parse(a)),
+            v,
+            tx,
+            added: true,
+        };
+        let use_at = |e, tx| d(e, "x/a", Value::Long(e), tx);
+        let ident_at = |e, tx| d(e, "db/ident", Value::kw("x/a"), tx);
+        let run = |chunks: Vec<Vec<Datom>>| {
+            let mut m = m0.clone();
+            let proto = m.chunks[0].clone();
+            m.chunks = chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ChunkMeta {
+                    id: i as u64,
+                    datom_count: c.len() as u64,
+                    tx_range: None,
+                    ..proto.clone()
+                })
+                .collect();
+            m.datom_count = chunks.iter().map(|c| c.len() as u64).sum();
+            let decoded: Vec<DecodedChunk> = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, datoms)| DecodedChunk {
+                    id: i as i64,
+                    datoms,
+                })
+                .collect();
+            content_error(&m, Some(&write), &decoded)
+        };
+        // Used at the end of chunk 0, declared by the same transaction in chunk 1.
+        assert_eq!(
+            run(vec![
+                vec![use_at(1, t1)],
+                vec![ident_at(2, t1), use_at(3, t2)]
+            ]),
+            None
+        );
+        // Declared earlier in the chunk, or later in the same transaction.
+        assert_eq!(run(vec![vec![ident_at(2, t1), use_at(1, t1)]]), None);
+        assert_eq!(run(vec![vec![use_at(1, t1), ident_at(2, t1)]]), None);
+        // Declared only by a later transaction: in the next chunk, in the same chunk, never.
+        for chunks in [
+            vec![vec![use_at(1, t1)], vec![ident_at(2, t2)]],
+            vec![vec![use_at(1, t1), ident_at(2, t2)]],
+            vec![vec![use_at(1, t1)], vec![use_at(3, t2)]],
+            vec![vec![use_at(1, t1)]],
+        ] {
+            let e = run(chunks).unwrap_or_default();
+            assert!(e.contains("chunk 0 uses attribute :x/a"), "{e}");
+        }
+        // A transaction going back across chunks is named at the chunk's first datom.
+        let e = run(vec![vec![ident_at(2, t2)], vec![use_at(1, t1)]]).unwrap_or_default();
+        assert!(
+            e.contains("chunk 1, datom 0") && e.contains(&format!("tx {t1} comes after tx {t2}")),
+            "{e}"
+        );
     }
 
     #[test]

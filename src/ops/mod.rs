@@ -17,6 +17,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod restore_chain;
+mod restore_feed;
 pub mod resume;
 pub mod rewrap;
 pub mod verify;

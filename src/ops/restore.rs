@@ -7,33 +7,31 @@
 //! for them the chunks are read twice — once to learn the schema's ref attributes, once
 //! through the bounded external sort of [`crate::pipeline::order`] — before datoms flow.
 //! Memory: about `2 × parallel` decoded chunks, plus up to `fetch_ahead` stored (compressed)
-//! chunks of at most [`FETCH_AHEAD_BYTES`] together; or the sort buffer for original backups.
+//! chunks of at most [`super::restore_feed::FETCH_AHEAD_BYTES`] together; or the sort buffer for original backups.
 //!
 //! An incremental backup restores with its whole chain, and any backup to a point in time:
 //! see [`super::restore_chain`], which builds the same session over the chain's links.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
-
-use crossbeam_channel::{bounded, Receiver};
+use std::sync::Arc;
 
 use crate::chain::plan::Point;
-use crate::codec::wire::{Batch, BatchBuilder};
-use crate::crypto::envelope::{self, BackupCipher, KeySpec};
+use crate::codec::tagged::TAG_INST;
+use crate::codec::wire::{AttrTable, Batch};
+use crate::crypto::envelope::{self, KeySpec};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Attr, Datom, Name, Value, TX0};
+use crate::model::{Attr, Datom, Name, Value};
 use crate::options::Opts;
 use crate::pipeline::chunk::DecodedChunk;
 use crate::pipeline::order::{OrderSpec, RestoreOrder};
 use crate::repo::layout;
-use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
+use crate::repo::manifest::{ChunkOrder, Manifest};
 use crate::repo::meta::{read_edn, read_edn_opt};
 use crate::store::Store;
 
 use super::check::{self, ContentCheck};
+use super::restore_feed::{to_columns, Checked, ColumnChunk, Columns, Decoded, Discarded, Source};
 
 /// The option keys a caller of a restore may pass (checked by
 /// [`crate::options::check_keys`]; the Clojure API removes its own — `:batch-size`,
@@ -60,7 +58,7 @@ pub struct RestoreOptions {
     pub backup_id: String,
     /// Chunks decoded ahead, concurrently.
     pub parallel: usize,
-    /// Chunks fetched ahead, concurrently (reads in flight; at most [`FETCH_AHEAD_BYTES`]
+    /// Chunks fetched ahead, concurrently (reads in flight; at most [`super::restore_feed::FETCH_AHEAD_BYTES`]
     /// of stored bytes waiting).
     pub fetch_ahead: usize,
     /// Check every chunk's size and SHA-256 before the first datom is handed out.
@@ -168,266 +166,29 @@ impl RestoreOptions {
     }
 }
 
-/// Stored bytes fetched ahead and not yet taken by a decoder, at most (at least one chunk
-/// is always allowed, whatever its size).
-pub const FETCH_AHEAD_BYTES: u64 = 64 << 20;
+/// The chunks of a restore as column batches, in restore order.
+pub(super) type ChunkSource = Box<dyn Iterator<Item = Result<ColumnChunk>> + Send>;
 
-/// Fetches and checks (size, SHA-256) stored chunks ahead on `depth` reader threads,
-/// claiming them in chunk order; [`FetchAhead::take`] hands each one out once.
-///
-/// Bounded: a reader claims the next chunk only while fewer than `depth` claimed chunks
-/// are untaken and their stored sizes stay within [`FETCH_AHEAD_BYTES`]. Whoever takes the
-/// lowest untaken chunk always makes progress: when everything claimed has been taken, a
-/// claim is always allowed.
-struct FetchAhead {
-    state: Mutex<FetchState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct FetchState {
-    /// The next chunk to claim.
-    next: usize,
-    /// Claimed and not yet taken: how many, and their stored bytes.
-    pending: usize,
-    pending_bytes: u64,
-    /// Fetched and not yet taken.
-    ready: HashMap<usize, Result<Vec<u8>>>,
-    stopped: bool,
-}
-
-impl FetchAhead {
-    fn start(
-        store: Arc<dyn Store>,
-        prefix: String,
-        chunks: Arc<Vec<ChunkMeta>>,
-        depth: usize,
-    ) -> Arc<Self> {
-        let fetch = Arc::new(FetchAhead {
-            state: Mutex::new(FetchState::default()),
-            changed: Condvar::new(),
-        });
-        let depth = depth.max(1);
-        for _ in 0..depth.min(chunks.len()) {
-            let (fetch, store, prefix, chunks) =
-                (fetch.clone(), store.clone(), prefix.clone(), chunks.clone());
-            thread::spawn(move || {
-                while let Some(i) = fetch.claim(&chunks, depth) {
-                    let r = check::fetch_stored(store.as_ref(), &prefix, &chunks[i]);
-                    let mut st = fetch.lock();
-                    st.ready.insert(i, r);
-                    fetch.changed.notify_all();
-                }
-            });
-        }
-        fetch
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, FetchState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wait until the next chunk may be fetched and claim it; `None` at the end or stop.
-    fn claim(&self, chunks: &[ChunkMeta], depth: usize) -> Option<usize> {
-        let mut st = self.lock();
-        loop {
-            if st.stopped || st.next >= chunks.len() {
-                return None;
+/// Given datoms in restore order (the external sort's output for EAVT backups), return them
+/// as column chunks of `batch_datoms` datoms, each named chunk `id`.
+fn columns_of(
+    mut datoms: impl Iterator<Item = Result<Datom>> + Send + 'static,
+    id: u64,
+    batch_datoms: usize,
+) -> ChunkSource {
+    Box::new(std::iter::from_fn(move || {
+        let mut piece = Vec::with_capacity(batch_datoms.min(1 << 16));
+        for d in datoms.by_ref() {
+            match d {
+                Ok(d) => piece.push(d),
+                Err(e) => return Some(Err(e)),
             }
-            let size = chunks[st.next].size_bytes;
-            if st.pending == 0
-                || (st.pending < depth && st.pending_bytes + size <= FETCH_AHEAD_BYTES)
-            {
-                let i = st.next;
-                st.next += 1;
-                st.pending += 1;
-                st.pending_bytes += size;
-                return Some(i);
+            if piece.len() >= batch_datoms {
+                break;
             }
-            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-    }
-
-    /// Wait for chunk `i`'s checked bytes and take them; `None` once stopped.
-    fn take(&self, i: usize, size: u64) -> Option<Result<Vec<u8>>> {
-        let mut st = self.lock();
-        loop {
-            if st.stopped {
-                return None;
-            }
-            if let Some(r) = st.ready.remove(&i) {
-                st.pending -= 1;
-                st.pending_bytes -= size;
-                self.changed.notify_all();
-                return Some(r);
-            }
-            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Stop: readers claim nothing more, waiting takers return `None`.
-    fn stop(&self) {
-        self.lock().stopped = true;
-        self.changed.notify_all();
-    }
-}
-
-/// Decodes the fetched chunks on worker threads and yields them in chunk order.
-///
-/// Worker `k` handles chunks `k, k + parallel, …` and hands each over through its own
-/// one-slot channel, so at most `2 × parallel` decoded chunks exist at once.
-pub(super) struct Prefetch {
-    receivers: Vec<Receiver<Result<DecodedChunk>>>,
-    next: usize,
-    count: usize,
-    stop: Arc<AtomicBool>,
-    fetch: Arc<FetchAhead>,
-}
-
-impl Prefetch {
-    pub(super) fn start(
-        store: Arc<dyn Store>,
-        prefix: String,
-        chunks: Arc<Vec<ChunkMeta>>,
-        parallel: usize,
-        fetch_ahead: usize,
-        cipher: Option<Arc<BackupCipher>>,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let fetch = FetchAhead::start(store.clone(), prefix.clone(), chunks.clone(), fetch_ahead);
-        let mut receivers = Vec::with_capacity(parallel);
-        for k in 0..parallel.max(1) {
-            let (tx, rx) = bounded(1);
-            receivers.push(rx);
-            let (store, prefix, chunks, stop, fetch, cipher) = (
-                store.clone(),
-                prefix.clone(),
-                chunks.clone(),
-                stop.clone(),
-                fetch.clone(),
-                cipher.clone(),
-            );
-            thread::spawn(move || {
-                for i in (k..chunks.len()).step_by(parallel.max(1)) {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let meta = &chunks[i];
-                    let Some(bytes) = fetch.take(i, meta.size_bytes) else {
-                        break;
-                    };
-                    let key = layout::chunk_in(&prefix, meta);
-                    let r = bytes.and_then(|b| {
-                        check::decode_checked(meta, &b, cipher.as_deref(), || store.location(&key))
-                    });
-                    let failed = r.is_err();
-                    if tx.send(r).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-        }
-        Prefetch {
-            count: chunks.len(),
-            receivers,
-            next: 0,
-            stop,
-            fetch,
-        }
-    }
-}
-
-impl Iterator for Prefetch {
-    type Item = Result<DecodedChunk>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.count {
-            return None;
-        }
-        let slot = self.next % self.receivers.len();
-        self.next += 1;
-        Some(self.receivers[slot].recv().unwrap_or_else(|_| {
-            Err(Error::internal(
-                "restore",
-                "a chunk reader stopped unexpectedly",
-            ))
-        }))
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.fetch.stop();
-    }
-}
-
-/// The datoms of a backup in restore order, with the chunk each came from.
-pub(super) type DatomSource = Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send>;
-
-pub(super) fn streamed(
-    chunks: impl Iterator<Item = Result<DecodedChunk>> + Send + 'static,
-) -> DatomSource {
-    Box::new(chunks.flat_map(
-        |r| -> Box<dyn Iterator<Item = Result<(u64, Datom)>> + Send> {
-            match r {
-                Ok(c) => {
-                    let id = c.id as u64;
-                    Box::new(c.datoms.into_iter().map(move |d| Ok((id, d))))
-                }
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            }
-        },
-    ))
-}
-
-/// Decoded chunks, each checked against the manifest's facts ([`ContentCheck`]) in chunk
-/// order; after the last one, the backup-wide checks (attributes declared, datom total).
-struct Checked<I> {
-    chunks: I,
-    metas: Arc<Vec<ChunkMeta>>,
-    next: usize,
-    check: ContentCheck,
-    finished: bool,
-}
-
-impl<I: Iterator<Item = Result<DecodedChunk>>> Checked<I> {
-    fn new(chunks: I, metas: Arc<Vec<ChunkMeta>>, check: ContentCheck) -> Self {
-        Checked {
-            chunks,
-            metas,
-            next: 0,
-            check,
-            finished: false,
-        }
-    }
-}
-
-impl<I: Iterator<Item = Result<DecodedChunk>>> Iterator for Checked<I> {
-    type Item = Result<DecodedChunk>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        let item = match self.chunks.next() {
-            Some(Ok(c)) => match self.metas.get(self.next) {
-                Some(meta) => self.check.chunk(meta, &c).map(|()| c),
-                None => Err(Error::internal(
-                    "restore",
-                    "more chunks than the manifest lists",
-                )),
-            },
-            Some(Err(e)) => Err(e),
-            None => {
-                self.finished = true;
-                return self.check.finish().err().map(Err);
-            }
-        };
-        self.next += 1;
-        self.finished = item.is_err();
-        Some(item)
-    }
+        (!piece.is_empty()).then(|| to_columns(id, piece, batch_datoms, None))
+    }))
 }
 
 /// Learn the ref attributes of an EAVT backup from its schema datoms (first pass).
@@ -472,11 +233,16 @@ pub struct RestoreInfo {
 }
 
 /// An open restore: hands out the backup's datoms in restore order, batch by batch.
+///
+/// The batches come ready from the workers ([`ColumnChunk`]); the session renumbers their
+/// attributes into its own table (whose new entries each batch carries) and notes where
+/// the stream got to.
 pub struct RestoreSession {
     info: RestoreInfo,
-    source: DatomSource,
-    builder: BatchBuilder,
-    batch_datoms: usize,
+    source: ChunkSource,
+    /// The chunk being handed out.
+    current: Option<Current>,
+    attrs: AttrTable,
     done: u64,
     last_chunk: Option<u64>,
     finished: bool,
@@ -486,19 +252,29 @@ pub struct RestoreSession {
     reached: (Option<i64>, Option<i64>),
 }
 
+/// The chunk a session is handing out.
+struct Current {
+    id: u64,
+    batches: std::vec::IntoIter<Batch>,
+    /// Session attribute id by chunk attribute id.
+    ids: Vec<i32>,
+    /// The session id of `:db/txInstant`, if the chunk uses it.
+    tx_instant: Option<i32>,
+    cut: bool,
+}
+
 impl RestoreSession {
-    /// Assemble a session over a datom source (the chain restore builds its own).
+    /// Assemble a session over a chunk source (the chain restore builds its own).
     pub(super) fn from_source(
         info: RestoreInfo,
-        source: DatomSource,
-        batch_datoms: usize,
+        source: ChunkSource,
         tx_instant: Option<Attr>,
     ) -> Self {
         RestoreSession {
             info,
             source,
-            builder: BatchBuilder::new(),
-            batch_datoms,
+            current: None,
+            attrs: AttrTable::default(),
             done: 0,
             last_chunk: None,
             finished: false,
@@ -598,45 +374,42 @@ impl RestoreSession {
         if !extra.is_empty() {
             return Err(check::unlisted_error(&extra, store.location(&prefix)));
         }
-        let prefetch = || {
-            Prefetch::start(
-                store.clone(),
-                prefix.clone(),
-                chunks.clone(),
-                opts.parallel,
-                opts.fetch_ahead,
-                cipher.clone(),
-            )
+        // One reading of the chunks, gathered by the workers as the caller needs them.
+        let check = || ContentCheck::new(&manifest, config.as_ref());
+        let src = || Source {
+            store: store.clone(),
+            prefix: prefix.clone(),
+            chunks: chunks.clone(),
+            cipher: cipher.clone(),
+            rules: check().rules(),
         };
-        let checked = || {
-            Checked::new(
-                prefetch(),
-                chunks.clone(),
-                ContentCheck::new(&manifest, config.as_ref()),
-            )
-        };
-        let source = match manifest.order {
+        let (parallel, ahead) = (opts.parallel, opts.fetch_ahead);
+        let source: ChunkSource = match manifest.order {
             ChunkOrder::Restore => {
                 if opts.verify_first {
                     // Every chunk read, checked and decoded before the first datom.
-                    for c in checked() {
+                    for c in Checked::start(src(), check(), parallel, ahead, Discarded) {
                         c?;
                     }
                 }
-                streamed(checked())
+                let gather = Columns {
+                    batch_datoms: opts.batch_datoms,
+                    through: None,
+                };
+                Box::new(Checked::start(src(), check(), parallel, ahead, gather))
             }
             ChunkOrder::Eavt => {
                 // Both passes read every chunk before the first datom is handed out.
-                let spec = schema_spec(checked())?;
+                let spec = schema_spec(Checked::start(src(), check(), parallel, ahead, Decoded))?;
                 let tmp = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
                 let mut order = RestoreOrder::new(spec, &tmp, opts.sort_buffer_bytes)?;
-                for c in checked() {
+                for c in Checked::start(src(), check(), parallel, ahead, Decoded) {
                     for d in c?.datoms {
                         order.push(d)?;
                     }
                 }
                 let last = manifest.chunks.len().saturating_sub(1) as u64;
-                Box::new(order.finish()?.map(move |r| r.map(|d| (last, d))))
+                columns_of(order.finish()?, last, opts.batch_datoms)
             }
         };
         let tx_instant =
@@ -652,7 +425,6 @@ impl RestoreSession {
                 chain: None,
             },
             source,
-            opts.batch_datoms,
             Some(tx_instant),
         ))
     }
@@ -672,41 +444,82 @@ impl RestoreSession {
         self.last_chunk
     }
 
-    /// Return the next batch of datoms (up to `batch_datoms`), or `None` at the end.
-    /// tx0 system datoms are never handed out.
+    /// Return the next batch of datoms (up to the session's batch size, never across
+    /// chunks), or `None` at the end. tx0 system datoms are never handed out.
     pub fn next_batch(&mut self) -> Result<Option<Batch>> {
-        if self.finished {
-            return Ok(None);
-        }
-        while self.builder.len() < self.batch_datoms {
-            match self.source.next() {
-                None => {
-                    self.finished = true;
-                    break;
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            if let Some(cur) = &mut self.current {
+                if let Some(mut b) = cur.batches.next() {
+                    let id = cur.id;
+                    let inst = cur.tx_instant;
+                    for a in &mut b.a {
+                        *a = cur.ids[*a as usize];
+                    }
+                    b.new_attrs = self.attrs.take_new();
+                    self.note(id, &b, inst);
+                    return Ok(Some(b));
                 }
+                self.finished = cur.cut;
+                self.current = None;
+                continue;
+            }
+            match self.source.next() {
+                None => self.finished = true,
                 Some(Err(e)) => {
                     self.finished = true;
                     return Err(e);
                 }
-                Some(Ok((chunk_id, d))) => {
-                    self.last_chunk = Some(chunk_id);
-                    if d.tx == TX0 {
-                        continue;
-                    }
-                    if self.reached.0 != Some(d.tx) {
-                        self.reached = (Some(d.tx), None);
-                    }
-                    if let (Some(a), Value::Inst(ms)) = (&self.tx_instant, &d.v) {
-                        if d.added && d.e == d.tx && d.a == *a {
-                            self.reached.1 = Some(*ms);
-                        }
-                    }
-                    self.builder.push(&d)?;
-                    self.done += 1;
+                Some(Ok(c)) => {
+                    let ids = c
+                        .attrs
+                        .iter()
+                        .map(|a| self.attrs.id(a))
+                        .collect::<Result<Vec<_>>>()?;
+                    let tx_instant = self
+                        .tx_instant
+                        .as_ref()
+                        .and_then(|t| c.attrs.iter().position(|a| a == t))
+                        .map(|i| ids[i]);
+                    self.current = Some(Current {
+                        id: c.id,
+                        batches: c.batches.into_iter(),
+                        ids,
+                        tx_instant,
+                        cut: c.cut,
+                    });
                 }
             }
         }
-        Ok((!self.builder.is_empty()).then(|| self.builder.flush()))
+    }
+
+    /// Note batch `b` of chunk `id` as handed out: the datoms done, and the last
+    /// transaction with its `:db/txInstant` (`inst_id`: that attribute's session id).
+    fn note(&mut self, id: u64, b: &Batch, inst_id: Option<i32>) {
+        self.done += b.len() as u64;
+        self.last_chunk = Some(id);
+        let Some(&last) = b.tx.last() else { return };
+        let mut instant = if self.reached.0 == Some(last) {
+            self.reached.1
+        } else {
+            None
+        };
+        for i in (0..b.len()).rev() {
+            if b.tx[i] != last {
+                break;
+            }
+            if Some(b.a[i]) == inst_id
+                && b.e[i] == last
+                && b.added[i] == 1
+                && b.vtag[i] == TAG_INST as i8
+            {
+                instant = Some(b.vnum[i]);
+                break;
+            }
+        }
+        self.reached = (Some(last), instant);
     }
 }
 
@@ -865,6 +678,7 @@ mod fetch_tests {
     use crate::ops::testing::{self, history};
     use crate::store::memory::MemoryStore;
     use crate::store::ObjectMeta;
+    use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
 
     /// A memory store that counts size requests for chunks and holds the chunk reads until

@@ -23,11 +23,9 @@ use crate::model::{Attr, Name, Value};
 use crate::store::Store;
 
 use super::check::{self, ContentCheck};
-use super::restore::{
-    streamed, DatomSource, Prefetch, RestoreInfo, RestoreOptions, RestoreSession,
-};
+use super::restore::{ChunkSource, RestoreInfo, RestoreOptions, RestoreSession};
+use super::restore_feed::{next_checked, Columns, Discarded, Gather, Prefetch, Source};
 use crate::error::Error;
-use crate::pipeline::chunk::DecodedChunk;
 use crate::repo::manifest::{ChunkMeta, Manifest};
 
 const OP: &str = "restore";
@@ -133,19 +131,18 @@ pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Restor
             })
         })
         .collect::<Result<_>>()?;
-    let checked = {
-        let (store, links, parallel, fetch_ahead) = (
-            store.clone(),
-            links.clone(),
-            opts.parallel,
-            opts.fetch_ahead,
-        );
-        let config = tip.config.clone();
-        move || ChainChecked::new(store.clone(), links.clone(), &config, parallel, fetch_ahead)
-    };
+    let (parallel, ahead) = (opts.parallel, opts.fetch_ahead);
     if opts.verify_first {
         // Every chunk read, checked and decoded before the first datom.
-        for c in checked() {
+        let gather = Discarded;
+        for c in ChainChecked::new(
+            store.clone(),
+            links.clone(),
+            &tip.config,
+            parallel,
+            ahead,
+            gather,
+        ) {
             c?;
         }
     }
@@ -159,11 +156,21 @@ pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Restor
         datoms: plan.datom_count(),
         bytes: plan.bytes(),
     };
-    let mut source: DatomSource = streamed(checked());
-    if let Some(through) = plan.through_tx {
-        source =
-            Box::new(source.take_while(move |r| r.as_ref().map_or(true, |(_, d)| d.tx <= through)));
-    }
+    // Datoms past the point are left out by the workers; the stream ends at the first
+    // chunk that had any (the checks of later chunks and the link's datom total are not
+    // reached: those chunks are not read).
+    let gather = Columns {
+        batch_datoms: opts.batch_datoms,
+        through: plan.through_tx,
+    };
+    let source: ChunkSource = Box::new(ChainChecked::new(
+        store.clone(),
+        links,
+        &tip.config,
+        parallel,
+        ahead,
+        gather,
+    ));
     let datahike_config = tip
         .config
         .get("datahike/config")
@@ -176,7 +183,6 @@ pub(super) fn open(store: Arc<dyn Store>, opts: RestoreOptions) -> Result<Restor
             chain: Some(info),
         },
         source,
-        opts.batch_datoms,
         Some(tx_instant),
     ))
 }
@@ -191,26 +197,28 @@ struct LinkSpec {
     cipher: Option<Arc<BackupCipher>>,
 }
 
-/// The decoded chunks of a chain's links, link after link, each checked against its link's
+/// The chunks of a chain's links, link after link, each checked against its link's
 /// manifest by one [`ContentCheck`] carried across the links.
-struct ChainChecked {
+struct ChainChecked<G: Gather> {
     store: Arc<dyn Store>,
     links: std::vec::IntoIter<LinkSpec>,
-    current: Option<(Prefetch, Arc<Vec<ChunkMeta>>, usize)>,
+    current: Option<(Prefetch<G>, Arc<Vec<ChunkMeta>>, usize)>,
     check: Option<ContentCheck>,
     config: Value,
     parallel: usize,
     fetch_ahead: usize,
+    gather: Arc<G>,
     finished: bool,
 }
 
-impl ChainChecked {
+impl<G: Gather> ChainChecked<G> {
     fn new(
         store: Arc<dyn Store>,
         links: Vec<LinkSpec>,
         config: &Value,
         parallel: usize,
         fetch_ahead: usize,
+        gather: G,
     ) -> Self {
         ChainChecked {
             store,
@@ -220,42 +228,37 @@ impl ChainChecked {
             config: config.clone(),
             parallel,
             fetch_ahead,
+            gather: Arc::new(gather),
             finished: false,
         }
     }
 
-    fn step(&mut self) -> Option<Result<DecodedChunk>> {
+    fn step(&mut self) -> Option<Result<G::Out>> {
         loop {
             let Some((prefetch, metas, next)) = &mut self.current else {
                 let link = self.links.next()?;
                 let expected = link.chunks.iter().map(|c| c.datom_count).sum();
-                match &mut self.check {
-                    Some(c) => c.next_link(&link.manifest, expected),
-                    None => {
-                        let mut c = ContentCheck::new(&link.manifest, Some(&self.config));
-                        c.next_link(&link.manifest, expected);
-                        self.check = Some(c);
-                    }
-                }
-                let prefetch = Prefetch::start(
-                    self.store.clone(),
-                    link.prefix,
-                    link.chunks.clone(),
-                    self.parallel,
-                    self.fetch_ahead,
-                    link.cipher,
-                );
+                let check = self
+                    .check
+                    .get_or_insert_with(|| ContentCheck::new(&link.manifest, Some(&self.config)));
+                check.next_link(&link.manifest, expected);
+                let src = Source {
+                    store: self.store.clone(),
+                    prefix: link.prefix,
+                    chunks: link.chunks.clone(),
+                    cipher: link.cipher,
+                    rules: check.rules(),
+                };
+                let prefetch =
+                    Prefetch::start(src, self.parallel, self.fetch_ahead, self.gather.clone());
                 self.current = Some((prefetch, link.chunks, 0));
                 continue;
             };
             let check = self.check.as_mut()?;
             match prefetch.next() {
-                Some(Ok(c)) => {
-                    let Some(meta) = metas.get(*next) else {
-                        return Some(Err(Error::internal(OP, "more chunks than planned")));
-                    };
+                Some(Ok(f)) => {
                     *next += 1;
-                    return Some(check.chunk(meta, &c).map(|()| c));
+                    return Some(next_checked(check, metas.get(*next - 1), f));
                 }
                 Some(Err(e)) => return Some(Err(e)),
                 None => {
@@ -269,8 +272,8 @@ impl ChainChecked {
     }
 }
 
-impl Iterator for ChainChecked {
-    type Item = Result<DecodedChunk>;
+impl<G: Gather> Iterator for ChainChecked<G> {
+    type Item = Result<G::Out>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.finished {

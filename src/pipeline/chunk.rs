@@ -434,8 +434,29 @@ pub struct DecodedChunk {
 /// `Corrupt` errors name what is wrong: neither gzip nor zstd, more (or other) uncompressed bytes than
 /// the manifest says, not Fressian, not a datom chunk, more datoms than the manifest says,
 /// or a datom that is not `[e a v tx added]`. Runs on a thread of its own with a known
-/// stack ([`DECODE_STACK_BYTES`]).
+/// stack ([`DECODE_STACK_BYTES`]) unless this is a thread from [`spawn_decoder`].
 pub fn decode_chunk(stored: &[u8], limits: &ChunkLimits) -> Result<DecodedChunk> {
+    let mut datoms = Vec::new();
+    let id = decode_chunk_into(stored, limits, &mut |d| datoms.push(d))?.id;
+    Ok(DecodedChunk { id, datoms })
+}
+
+/// What [`decode_chunk_into`] found besides the datoms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// The `:chunk/id` inside the chunk.
+    pub id: i64,
+    /// How many datoms went to the sink.
+    pub datoms: u64,
+}
+
+/// As [`decode_chunk`], handing each datom to `sink` as it is read instead of collecting
+/// them (no chunk-sized vector). On error, the sink may have had some of the datoms.
+pub fn decode_chunk_into(
+    stored: &[u8],
+    limits: &ChunkLimits,
+    sink: &mut (dyn FnMut(Datom) + Send),
+) -> Result<ChunkHeader> {
     on_decode_stack(|| {
         let raw = decompress(stored, limits.max_uncompressed())?;
         if let Some(n) = limits.uncompressed_bytes {
@@ -449,18 +470,46 @@ pub fn decode_chunk(stored: &[u8], limits: &ChunkLimits) -> Result<DecodedChunk>
                 ));
             }
         }
-        decode_fressian(&raw, limits.max_datoms)
+        decode_fressian(&raw, limits.max_datoms, sink)
     })
 }
 
 /// Decode the Fressian bytes of a chunk (already decompressed), on a thread with a known
 /// stack; at most `max_datoms` datoms.
 pub fn decode_chunk_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
-    on_decode_stack(|| decode_fressian(raw, max_datoms))
+    let mut datoms = Vec::new();
+    let sink = &mut |d| datoms.push(d);
+    let id = on_decode_stack(|| decode_fressian(raw, max_datoms, sink))?.id;
+    Ok(DecodedChunk { id, datoms })
 }
 
-/// Run `f` on a new thread with a [`DECODE_STACK_BYTES`] stack and return its result.
+thread_local! {
+    /// This thread was started by [`spawn_decoder`]: its stack is [`DECODE_STACK_BYTES`].
+    static ON_DECODE_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Start a thread named `name` with a [`DECODE_STACK_BYTES`] stack running `f`: chunks it
+/// decodes are decoded on it, with no thread of their own (so what a chunk's decoding
+/// allocates is also freed by the thread that allocated it).
+pub fn spawn_decoder<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(DECODE_STACK_BYTES)
+        .spawn(move || {
+            ON_DECODE_STACK.with(|on| on.set(true));
+            f()
+        })
+}
+
+/// Run `f` with a [`DECODE_STACK_BYTES`] stack: here on a thread from [`spawn_decoder`],
+/// else on a new thread; return its result.
 fn on_decode_stack<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if ON_DECODE_STACK.with(|on| on.get()) {
+        return f();
+    }
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("datacamp-decode".into())
@@ -479,7 +528,11 @@ fn on_decode_stack<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     })
 }
 
-fn decode_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
+fn decode_fressian(
+    raw: &[u8],
+    max_datoms: Option<u64>,
+    sink: &mut (dyn FnMut(Datom) + Send),
+) -> Result<ChunkHeader> {
     let op = "decode chunk";
     let mut r = Reader::new(raw);
     let mut entries = r.begin_map().map_err(|e| e.in_op(op))?;
@@ -497,7 +550,7 @@ fn decode_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> 
             if datoms.is_some() {
                 return Err(Error::corrupt(op, "the chunk has two :datoms lists"));
             }
-            datoms = Some(read_datoms(&mut r, max_datoms)?);
+            datoms = Some(read_datoms(&mut r, max_datoms, sink)?);
         } else if is("chunk/id") {
             id = Some(r.read_value()?);
         } else if is("format/type") {
@@ -518,15 +571,17 @@ fn decode_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> 
     let datoms = datoms
         .ok_or_else(|| Error::corrupt(op, format!("chunk {id} has no :datoms list")))?
         .map_err(|(i, e)| Error::corrupt(op, format!("chunk {id}, datom {i}: {}", e.message)))?;
-    Ok(DecodedChunk { id, datoms })
+    Ok(ChunkHeader { id, datoms })
 }
 
-/// The `:datoms` list, refused as soon as it holds more than `max` datoms. A datom that does
-/// not decode is reported with its index (the outer error names the chunk).
+/// The `:datoms` list, each datom handed to `sink`, refused as soon as it holds more than
+/// `max` datoms. A datom that does not decode is reported with its index (the outer error
+/// names the chunk); the datoms after it are not read.
 fn read_datoms(
     r: &mut Reader<'_>,
     max: Option<u64>,
-) -> Result<std::result::Result<Vec<Datom>, (usize, Error)>> {
+    sink: &mut (dyn FnMut(Datom) + Send),
+) -> Result<std::result::Result<u64, (u64, Error)>> {
     let op = "decode chunk";
     let mut items = r
         .begin_list()
@@ -542,24 +597,20 @@ fn read_datoms(
             return Err(too_many(n as u64, max));
         }
     }
-    // every datom takes at least one byte: never reserve more than the input can hold
-    let mut datoms = Vec::with_capacity(items.count().unwrap_or(0).min(raw_left(r)));
+    let mut n = 0u64;
     while r.next_item(&mut items)? {
         if let Some(max) = max {
-            if datoms.len() as u64 >= max {
-                return Err(too_many(datoms.len() as u64 + 1, max));
+            if n >= max {
+                return Err(too_many(n + 1, max));
             }
         }
         match r.read_datom() {
-            Ok(d) => datoms.push(d),
-            Err(e) => return Ok(Err((datoms.len(), e))),
+            Ok(d) => sink(d),
+            Err(e) => return Ok(Err((n, e))),
         }
+        n += 1;
     }
-    Ok(Ok(datoms))
-}
-
-fn raw_left(r: &Reader<'_>) -> usize {
-    r.remaining()
+    Ok(Ok(n))
 }
 
 #[cfg(test)]

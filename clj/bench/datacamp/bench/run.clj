@@ -92,19 +92,22 @@
 
 (defmacro ^:private timed
   "Evaluate body; return [value stats] with :seconds, :cpu-seconds (this process) and
-  :foreign-cores (average cores busy with other processes meanwhile)."
+  :foreign-cores (average cores busy with other processes meanwhile) and :window (the
+  System/nanoTime seconds it ran between, for a `perf record -k mono` profile)."
   [& body]
   `(let [busy0# (cpu-busy-seconds)
          own0# (own-cpu-seconds)
          load0# (load-avg)
          t0# (System/nanoTime)
          v# (do ~@body)
-         secs# (/ (- (System/nanoTime) t0#) 1e9)
+         t1# (System/nanoTime)
+         secs# (/ (- t1# t0#) 1e9)
          own# (- (own-cpu-seconds) own0#)
          busy# (- (cpu-busy-seconds) busy0#)]
      [v# {:seconds secs#
           :cpu-seconds own#
           :foreign-cores (max 0.0 (/ (- busy# own#) secs#))
+          :window [(/ t0# 1e9) (/ t1# 1e9)]
           :load-avg-start load0#
           :load-avg-end (load-avg)}]))
 
