@@ -862,6 +862,70 @@ pub struct Reader<'a> {
     names: HashMap<(usize, usize), Name, foldhash::fast::FixedState>,
     structs: Vec<StructType>,
     depth: usize,
+    /// How many times the caches were reset (what [`AttrIds`] learnt before is void).
+    resets: u64,
+}
+
+/// A chunk's attributes as [`Reader::read_datom_parts`] numbers them: ids from 0 in order
+/// of first appearance, each attribute once.
+#[derive(Debug, Default)]
+pub struct AttrIds {
+    /// By the cache references a repeated keyword is written with (struct, namespace or
+    /// [`NO_NAMESPACE`], name), valid while the caches are those of reset `epoch`.
+    by_refs: HashMap<(usize, usize, usize), u32, foldhash::fast::FixedState>,
+    epoch: u64,
+    by_attr: HashMap<Attr, u32, foldhash::fast::FixedState>,
+    attrs: Vec<Attr>,
+}
+
+impl AttrIds {
+    /// Return the attributes in id order.
+    pub fn attrs(&self) -> &[Attr] {
+        &self.attrs
+    }
+
+    /// Return the attributes in id order, consuming the table.
+    pub fn into_attrs(self) -> Vec<Attr> {
+        self.attrs
+    }
+
+    fn intern(&mut self, a: Attr) -> u32 {
+        if let Some(&id) = self.by_attr.get(&a) {
+            return id;
+        }
+        let id = self.attrs.len() as u32;
+        self.by_attr.insert(a.clone(), id);
+        self.attrs.push(a);
+        id
+    }
+}
+
+/// A datom as [`Reader::read_datom_parts`] reads it: its attribute by id in an [`AttrIds`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatomParts {
+    /// The entity id.
+    pub e: i64,
+    /// The attribute's id in the reader's [`AttrIds`].
+    pub a: u32,
+    /// The value.
+    pub v: Value,
+    /// The transaction id.
+    pub tx: i64,
+    /// Assertion (`true`) or retraction.
+    pub added: bool,
+}
+
+impl DatomParts {
+    /// The datom, its attribute taken from `attrs` (the table its `a` indexes).
+    pub fn into_datom(self, attrs: &[Attr]) -> Datom {
+        Datom {
+            e: self.e,
+            a: attrs[self.a as usize].clone(),
+            v: self.v,
+            tx: self.tx,
+            added: self.added,
+        }
+    }
 }
 
 /// The namespace index of a name without namespace in [`Reader`]'s name cache.
@@ -892,6 +956,7 @@ impl<'a> Reader<'a> {
             names: HashMap::default(),
             structs: Vec::new(),
             depth: 0,
+            resets: 0,
         }
     }
 
@@ -1038,6 +1103,100 @@ impl<'a> Reader<'a> {
             }
             _ => Err(corrupt(start, "expected a datom (a list of 5 items)")),
         }
+    }
+
+    /// As [`Reader::read_datom`], with the attribute as an id in `ids` (which must be used
+    /// with this reader only): a keyword repeated through the caches is looked up by its
+    /// cache references, not decoded and cloned again.
+    pub fn read_datom_parts(&mut self, ids: &mut AttrIds) -> Result<DatomParts> {
+        let start = self.pos;
+        let code = self.next_code()?;
+        if code == code::LIST_PACKED_LENGTH_START + 5 {
+            self.enter(start)?;
+            let e = self.read_long()?;
+            let a = self.read_attr_id(start, ids)?;
+            let v = self.read_value()?;
+            let tx = self.read_long()?;
+            let added = match self.read_value()? {
+                Value::Bool(b) => b,
+                _ => return Err(corrupt(start, "datom added flag is not a boolean")),
+            };
+            self.depth -= 1;
+            return Ok(DatomParts { e, a, v, tx, added });
+        }
+        self.pos = start;
+        let d = self.read_datom()?;
+        Ok(DatomParts {
+            e: d.e,
+            a: ids.intern(d.a),
+            v: d.v,
+            tx: d.tx,
+            added: d.added,
+        })
+    }
+
+    /// A datom's attribute, as an id in `ids`.
+    fn read_attr_id(&mut self, at: usize, ids: &mut AttrIds) -> Result<u32> {
+        if ids.epoch != self.resets {
+            ids.by_refs.clear();
+            ids.epoch = self.resets;
+        }
+        let refs = self.keyword_refs();
+        if let Some((key, end)) = refs {
+            if let Some(&id) = ids.by_refs.get(&key) {
+                self.pos = end;
+                return Ok(id);
+            }
+        }
+        let a = match self.read_value()? {
+            Value::Keyword(n) => Attr::Keyword(n),
+            Value::Long(id) => Attr::Id(id),
+            _ => return Err(corrupt(at, "datom attribute is not a keyword or integer")),
+        };
+        let id = ids.intern(a);
+        // The same references read later mean the same keyword (the caches only grow).
+        if let Some((key, end)) = refs {
+            if self.pos == end && ids.epoch == self.resets {
+                ids.by_refs.insert(key, id);
+            }
+        }
+        Ok(id)
+    }
+
+    /// If the next value is a keyword written as references only (the `KEY` code, or a
+    /// packed struct reference to a keyword struct, then packed priority-cache references
+    /// to its namespace — or nil — and name), those references and where they end.
+    fn keyword_refs(&self) -> Option<((usize, usize, usize), usize)> {
+        let packed = |c: u8, start: u8, n: usize| {
+            (c >= start && usize::from(c - start) < n).then(|| usize::from(c - start))
+        };
+        let mut p = self.pos;
+        let st = match *self.buf.get(p)? {
+            code::KEY => usize::MAX,
+            c => {
+                let st = packed(c, code::STRUCT_CACHE_PACKED_START, STRUCT_CACHE_PACKED_END)?;
+                if self.structs.get(st)?.tag != Tag::Key {
+                    return None;
+                }
+                st
+            }
+        };
+        p += 1;
+        let ns = match *self.buf.get(p)? {
+            code::NULL => NO_NAMESPACE,
+            c => packed(
+                c,
+                code::PRIORITY_CACHE_PACKED_START,
+                PRIORITY_CACHE_PACKED_END,
+            )?,
+        };
+        p += 1;
+        let name = packed(
+            *self.buf.get(p)?,
+            code::PRIORITY_CACHE_PACKED_START,
+            PRIORITY_CACHE_PACKED_END,
+        )?;
+        Some(((st, ns, name), p + 1))
     }
 
     fn enter(&mut self, at: usize) -> Result<()> {
@@ -1281,6 +1440,7 @@ impl<'a> Reader<'a> {
 
     fn read_after_reset(&mut self, at: usize) -> Result<Value> {
         self.enter(at)?;
+        self.resets += 1;
         self.priority.clear();
         self.weights.clear();
         self.names.clear();

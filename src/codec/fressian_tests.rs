@@ -1505,3 +1505,62 @@ fn a_ratio_with_a_zero_denominator_is_corrupt() {
     assert_eq!(e.kind, ErrorKind::Corrupt);
     assert!(e.message.contains("zero denominator"), "{e}");
 }
+
+#[test]
+fn datoms_read_in_parts_are_the_datoms_read_whole() {
+    // Attributes repeated through the caches (looked up by their references), more of them
+    // than packed references reach, attribute ids, and a cache reset in the middle after
+    // which the same references name other keywords.
+    let attr = |i: usize| match i % 5 {
+        4 => Attr::Id(10 + i as i64),
+        _ => Attr::Keyword(Name::parse(&format!("n{}/a{}", i % 3, i))),
+    };
+    let datom = |i: usize, a: Attr| Datom {
+        e: 1 + i as i64,
+        a,
+        v: if i.is_multiple_of(2) {
+            Value::kw("x/y")
+        } else {
+            Value::Long(i as i64)
+        },
+        tx: 536_870_913 + i as i64,
+        added: !i.is_multiple_of(7),
+    };
+    let first: Vec<Datom> = (0..400).map(|i| datom(i, attr(i % 40))).collect();
+    // After the reset a fresh writer numbers its caches from 0 again, in another order.
+    let second: Vec<Datom> = (0..100).map(|i| datom(i, attr(39 - i % 40))).collect();
+    let mut w = Writer::new();
+    w.write_list_header(first.len() + second.len()).unwrap();
+    for d in &first {
+        w.write_datom(d.e, &d.a, &d.v, d.tx, d.added).unwrap();
+    }
+    let mut bytes = w.take_output();
+    let mut w2 = Writer::new();
+    for (i, d) in second.iter().enumerate() {
+        if i == 0 {
+            bytes.push(code::RESET_CACHES);
+        }
+        w2.write_datom(d.e, &d.a, &d.v, d.tx, d.added).unwrap();
+    }
+    bytes.extend(w2.take_output());
+    let want: Vec<Datom> = first.iter().chain(&second).cloned().collect();
+    let mut whole = Vec::new();
+    let mut r = Reader::new(&bytes);
+    let mut items = r.begin_list().unwrap();
+    while r.next_item(&mut items).unwrap() {
+        whole.push(r.read_datom().unwrap());
+    }
+    assert_eq!(whole, want);
+    let mut parts = Vec::new();
+    let mut ids = AttrIds::default();
+    let mut r = Reader::new(&bytes);
+    let mut items = r.begin_list().unwrap();
+    while r.next_item(&mut items).unwrap() {
+        let p = r.read_datom_parts(&mut ids).unwrap();
+        parts.push(p.into_datom(ids.attrs()));
+    }
+    assert_eq!(parts, want);
+    // Each attribute once in the table.
+    let distinct: std::collections::HashSet<&Attr> = want.iter().map(|d| &d.a).collect();
+    assert_eq!(ids.attrs().len(), distinct.len());
+}

@@ -353,10 +353,26 @@ impl BatchBuilder {
     /// [`encode_value`]) or the attribute table would exceed `i32::MAX` entries. On error
     /// the builder is left as it was.
     pub fn push(&mut self, d: &Datom) -> Result<()> {
+        let a = match &self.last {
+            Some((attr, id)) if same_attr(attr, &d.a) => *id,
+            _ => {
+                let id = self.attrs.id(&d.a)?;
+                self.last = Some((d.a.clone(), id));
+                id
+            }
+        };
+        self.push_parts(d.e, a, &d.v, d.tx, d.added)
+    }
+
+    /// Append a datom whose attribute is already numbered (`a`: an id in a table the
+    /// receiver knows — this builder's own, or one the batches are sent with).
+    ///
+    /// Errors: [`ErrorKind::Unsupported`] if the value cannot be encoded; the builder is
+    /// left as it was.
+    pub fn push_parts(&mut self, e: i64, a: i32, v: &Value, tx: i64, added: bool) -> Result<()> {
         let b = &mut self.cur;
-        // 1. The value: scalars into `vnum`, the rest into `vbytes`.
-        let start = b.vbytes.len();
-        let (tag, num) = match &d.v {
+        // Scalars go into `vnum`, the rest into `vbytes`.
+        let (tag, num) = match v {
             Value::Nil => (TAG_NIL, 0),
             Value::Bool(true) => (TAG_TRUE, 0),
             Value::Bool(false) => (TAG_FALSE, 0),
@@ -366,6 +382,7 @@ impl BatchBuilder {
             Value::Float(x) => (TAG_FLOAT, i64::from(x.to_bits() as i32)),
             Value::Char(c) => (TAG_CHAR, i64::from(*c)),
             other => {
+                let start = b.vbytes.len();
                 if let Err(e) = encode_payload(other, &mut b.vbytes) {
                     b.vbytes.truncate(start);
                     return Err(e.in_op("build batch"));
@@ -373,24 +390,10 @@ impl BatchBuilder {
                 (tag_of(other), 0)
             }
         };
-        // 2. The attribute id.
-        let a = match &self.last {
-            Some((attr, id)) if same_attr(attr, &d.a) => *id,
-            _ => match self.attrs.id(&d.a) {
-                Ok(id) => {
-                    self.last = Some((d.a.clone(), id));
-                    id
-                }
-                Err(e) => {
-                    b.vbytes.truncate(start);
-                    return Err(e);
-                }
-            },
-        };
-        b.e.push(d.e);
+        b.e.push(e);
         b.a.push(a);
-        b.tx.push(d.tx);
-        b.added.push(u8::from(d.added));
+        b.tx.push(tx);
+        b.added.push(u8::from(added));
         b.vtag.push(tag as i8);
         b.vnum.push(num);
         Ok(())

@@ -19,10 +19,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::codec::fressian::DatomParts;
 use crate::crypto::envelope::BackupCipher;
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
-use crate::pipeline::chunk::{self, ChunkLimits, DecodedChunk, MAX_STORED_BYTES};
+use crate::pipeline::chunk::{self, ChunkLimits, DatomSink, DecodedChunk, MAX_STORED_BYTES};
 use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
 use crate::store::Store;
 
@@ -186,7 +187,8 @@ pub fn decode_checked(
     location: impl Fn() -> String,
 ) -> Result<DecodedChunk> {
     let mut datoms = Vec::new();
-    decode_checked_into(meta, bytes, cipher, location, &mut |d| datoms.push(d))?;
+    let sink = &mut |p: DatomParts, attrs: &[Attr]| datoms.push(p.into_datom(attrs));
+    decode_checked_into(meta, bytes, cipher, location, sink)?;
     Ok(DecodedChunk {
         id: meta.id as i64,
         datoms,
@@ -194,14 +196,15 @@ pub fn decode_checked(
 }
 
 /// As [`decode_checked`], handing each datom to `sink` as it is decoded (see
-/// [`chunk::decode_chunk_into`]); on error, the sink may have had some of them.
+/// [`chunk::decode_chunk_into`]); return the chunk's attributes (which the datoms' `a`
+/// index). On error, the sink may have had some of the datoms.
 pub fn decode_checked_into(
     meta: &ChunkMeta,
     bytes: &[u8],
     cipher: Option<&BackupCipher>,
     location: impl Fn() -> String,
-    sink: &mut (dyn FnMut(Datom) + Send),
-) -> Result<()> {
+    sink: &mut DatomSink<'_>,
+) -> Result<Vec<Attr>> {
     let opened;
     let bytes = match cipher {
         Some(c) => {
@@ -257,7 +260,7 @@ pub fn decode_checked_into(
         )
         .with_key(location()));
     }
-    Ok(())
+    Ok(decoded.attrs)
 }
 
 /// Read chunk `meta` of the backup under `prefix`, check its bytes and decode it:
@@ -366,7 +369,7 @@ impl ChunkRules {
 
     /// What is wrong with datom `d` of chunk `meta` (after a datom of transaction `prev`),
     /// if anything.
-    fn datom(&self, meta: &ChunkMeta, d: &Datom, prev: Option<i64>) -> Option<String> {
+    fn datom(&self, meta: &ChunkMeta, d: &DatomRef<'_>, prev: Option<i64>) -> Option<String> {
         let tx = d.tx;
         if tx < TX0 || (self.max_tx > 0 && tx > self.max_tx) {
             return Some(format!(
@@ -393,7 +396,7 @@ impl ChunkRules {
                 d.e, self.max_eid
             ));
         }
-        if let Attr::Id(a) = d.a {
+        if let Attr::Id(a) = *d.a {
             if a <= 0 || beyond(a, self.max_eid) {
                 return Some(format!("attribute id {a} is no entity of the backup"));
             }
@@ -420,17 +423,31 @@ impl FactsBuilder<'_> {
     /// Check the chunk's next datom. `Corrupt`, naming the chunk, the datom and what is
     /// wrong, when it contradicts the manifest.
     pub fn push(&mut self, d: &Datom) -> Result<()> {
+        self.push_ref(DatomRef {
+            e: d.e,
+            a: &d.a,
+            v: &d.v,
+            tx: d.tx,
+            added: d.added,
+        })
+    }
+
+    /// As [`FactsBuilder::push`], for a datom in parts.
+    pub fn push_ref(&mut self, d: DatomRef<'_>) -> Result<()> {
         let f = &mut self.f;
         let i = f.datoms as usize;
-        if let Some(what) = self.rules.datom(self.meta, d, (i > 0).then_some(f.last_tx)) {
-            return Err(error(self.meta, i, d, &what));
+        if let Some(what) = self
+            .rules
+            .datom(self.meta, &d, (i > 0).then_some(f.last_tx))
+        {
+            return Err(error(self.meta, i, &d, &what));
         }
         if i == 0 {
-            f.first = Some(d.clone());
+            f.first = Some(d.to_datom());
         }
         f.datoms += 1;
         f.last_tx = d.tx;
-        match (&d.a, &d.v) {
+        match (d.a, d.v) {
             (Attr::Keyword(a), Value::Keyword(n)) if *a == self.ident => {
                 f.declared.push((n.clone(), d.tx));
             }
@@ -461,7 +478,35 @@ fn descending(tx: i64, prev: i64) -> String {
     format!("tx {tx} comes after tx {prev} (transactions must ascend)")
 }
 
-fn error(meta: &ChunkMeta, i: usize, d: &Datom, what: &str) -> Error {
+/// A datom whose attribute and value are borrowed (from a chunk's attribute table and
+/// the datom being decoded).
+#[derive(Clone, Copy, Debug)]
+pub struct DatomRef<'a> {
+    /// The entity id.
+    pub e: i64,
+    /// The attribute.
+    pub a: &'a Attr,
+    /// The value.
+    pub v: &'a Value,
+    /// The transaction id.
+    pub tx: i64,
+    /// Assertion (`true`) or retraction.
+    pub added: bool,
+}
+
+impl DatomRef<'_> {
+    fn to_datom(self) -> Datom {
+        Datom {
+            e: self.e,
+            a: self.a.clone(),
+            v: self.v.clone(),
+            tx: self.tx,
+            added: self.added,
+        }
+    }
+}
+
+fn error(meta: &ChunkMeta, i: usize, d: &DatomRef<'_>, what: &str) -> Error {
     Error::corrupt(
         OP,
         format!(
@@ -530,7 +575,14 @@ impl ContentCheck {
                 self.resolve(Some(first.tx))?;
             }
             if first.tx < self.last_tx {
-                return Err(error(meta, 0, first, &descending(first.tx, self.last_tx)));
+                let first = DatomRef {
+                    e: first.e,
+                    a: &first.a,
+                    v: &first.v,
+                    tx: first.tx,
+                    added: first.added,
+                };
+                return Err(error(meta, 0, &first, &descending(first.tx, self.last_tx)));
             }
         }
         for (name, tx) in &f.declared {

@@ -13,7 +13,8 @@ use std::thread;
 
 use crossbeam_channel::{bounded, Receiver};
 
-use crate::codec::wire::{Batch, BatchBuilder};
+use crate::codec::fressian::DatomParts;
+use crate::codec::wire::{AttrTable, Batch, BatchBuilder};
 use crate::crypto::envelope::BackupCipher;
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom, TX0};
@@ -22,7 +23,7 @@ use crate::repo::layout;
 use crate::repo::manifest::ChunkMeta;
 use crate::store::Store;
 
-use super::check::{self, ChunkFacts, ChunkRules, ContentCheck};
+use super::check::{self, ChunkFacts, ChunkRules, ContentCheck, DatomRef};
 
 /// Stored bytes fetched ahead and not yet taken by a decoder, at most (at least one chunk
 /// is always allowed, whatever its size).
@@ -56,10 +57,13 @@ pub fn to_columns(
         through,
     };
     let mut acc = g.begin(id);
+    let mut table = AttrTable::default();
     for d in datoms {
-        g.push(&mut acc, d)?;
+        let a = table.id(&d.a)? as u32;
+        let (e, v, tx, added) = (d.e, d.v, d.tx, d.added);
+        g.push(&mut acc, DatomParts { e, a, v, tx, added }, table.attrs())?;
     }
-    g.finish(acc)
+    g.finish(acc, table.into_attrs())
 }
 
 /// How a worker gathers a chunk's datoms, as they are decoded, for its consumer.
@@ -70,10 +74,10 @@ pub(super) trait Gather: Send + Sync + 'static {
     type Out: Send + 'static;
     /// Start gathering chunk `id`.
     fn begin(&self, id: u64) -> Self::Acc;
-    /// Take the chunk's next datom.
-    fn push(&self, acc: &mut Self::Acc, d: Datom) -> Result<()>;
-    /// The chunk, read to its end.
-    fn finish(&self, acc: Self::Acc) -> Result<Self::Out>;
+    /// Take the chunk's next datom (its `a` indexes `attrs`, the chunk's attributes so far).
+    fn push(&self, acc: &mut Self::Acc, d: DatomParts, attrs: &[Attr]) -> Result<()>;
+    /// The chunk, read to its end (`attrs`: all its attributes).
+    fn finish(&self, acc: Self::Acc, attrs: Vec<Attr>) -> Result<Self::Out>;
 }
 
 /// Keep the decoded chunks as they are.
@@ -88,11 +92,11 @@ impl Gather for Decoded {
             datoms: Vec::new(),
         }
     }
-    fn push(&self, acc: &mut DecodedChunk, d: Datom) -> Result<()> {
-        acc.datoms.push(d);
+    fn push(&self, acc: &mut DecodedChunk, d: DatomParts, attrs: &[Attr]) -> Result<()> {
+        acc.datoms.push(d.into_datom(attrs));
         Ok(())
     }
-    fn finish(&self, acc: DecodedChunk) -> Result<DecodedChunk> {
+    fn finish(&self, acc: DecodedChunk, _: Vec<Attr>) -> Result<DecodedChunk> {
         Ok(acc)
     }
 }
@@ -104,10 +108,10 @@ impl Gather for Discarded {
     type Acc = ();
     type Out = ();
     fn begin(&self, _: u64) {}
-    fn push(&self, _: &mut (), _: Datom) -> Result<()> {
+    fn push(&self, _: &mut (), _: DatomParts, _: &[Attr]) -> Result<()> {
         Ok(())
     }
-    fn finish(&self, _: ()) -> Result<()> {
+    fn finish(&self, _: (), _: Vec<Attr>) -> Result<()> {
         Ok(())
     }
 }
@@ -139,7 +143,7 @@ impl Gather for Columns {
             cut: false,
         }
     }
-    fn push(&self, acc: &mut ColumnsAcc, d: Datom) -> Result<()> {
+    fn push(&self, acc: &mut ColumnsAcc, d: DatomParts, _: &[Attr]) -> Result<()> {
         if acc.cut || d.tx == TX0 {
             return Ok(());
         }
@@ -147,13 +151,15 @@ impl Gather for Columns {
             acc.cut = true;
             return Ok(());
         }
-        acc.builder.push(&d)?;
+        // The batches are numbered by the chunk's own table (sent along as `attrs`).
+        acc.builder
+            .push_parts(d.e, d.a as i32, &d.v, d.tx, d.added)?;
         if acc.builder.len() >= self.batch_datoms {
             acc.batches.push(acc.builder.flush());
         }
         Ok(())
     }
-    fn finish(&self, mut acc: ColumnsAcc) -> Result<ColumnChunk> {
+    fn finish(&self, mut acc: ColumnsAcc, attrs: Vec<Attr>) -> Result<ColumnChunk> {
         if !acc.builder.is_empty() {
             acc.batches.push(acc.builder.flush());
         }
@@ -162,7 +168,7 @@ impl Gather for Columns {
         }
         Ok(ColumnChunk {
             id: acc.id,
-            attrs: acc.builder.into_attrs(),
+            attrs,
             batches: acc.batches,
             cut: acc.cut,
         })
@@ -345,16 +351,22 @@ impl<G: Gather> Prefetch<G> {
                         let mut facts = rules.start(meta);
                         let mut acc = gather.begin(meta.id);
                         let mut failed = None;
-                        let sink = &mut |d: Datom| {
+                        let sink = &mut |p: DatomParts, attrs: &[Attr]| {
                             if failed.is_none() {
-                                if let Err(e) =
-                                    facts.push(&d).and_then(|()| gather.push(&mut acc, d))
-                                {
+                                let d = DatomRef {
+                                    e: p.e,
+                                    a: &attrs[p.a as usize],
+                                    v: &p.v,
+                                    tx: p.tx,
+                                    added: p.added,
+                                };
+                                let r = facts.push_ref(d);
+                                if let Err(e) = r.and_then(|()| gather.push(&mut acc, p, attrs)) {
                                     failed = Some(e);
                                 }
                             }
                         };
-                        check::decode_checked_into(
+                        let attrs = check::decode_checked_into(
                             meta,
                             &bytes?,
                             cipher.as_deref(),
@@ -366,7 +378,7 @@ impl<G: Gather> Prefetch<G> {
                         }
                         Ok(Fetched {
                             facts: facts.finish(),
-                            content: gather.finish(acc)?,
+                            content: gather.finish(acc, attrs)?,
                         })
                     };
                     // A panic is this chunk's error, as on a decoding thread of its own.

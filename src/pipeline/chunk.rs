@@ -18,7 +18,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
-use crate::codec::fressian::{self, Reader, Writer};
+use crate::codec::fressian::{self, AttrIds, DatomParts, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::model::{Attr, Datom, Name, Value};
 
@@ -437,25 +437,35 @@ pub struct DecodedChunk {
 /// stack ([`DECODE_STACK_BYTES`]) unless this is a thread from [`spawn_decoder`].
 pub fn decode_chunk(stored: &[u8], limits: &ChunkLimits) -> Result<DecodedChunk> {
     let mut datoms = Vec::new();
-    let id = decode_chunk_into(stored, limits, &mut |d| datoms.push(d))?.id;
+    let id = decode_chunk_into(stored, limits, &mut |p, attrs| {
+        datoms.push(p.into_datom(attrs))
+    })?
+    .id;
     Ok(DecodedChunk { id, datoms })
 }
 
+/// The sink of [`decode_chunk_into`]: each datom, with the chunk's attributes so far (its
+/// `a` indexes them).
+pub type DatomSink<'a> = dyn FnMut(DatomParts, &[Attr]) + Send + 'a;
+
 /// What [`decode_chunk_into`] found besides the datoms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChunkHeader {
     /// The `:chunk/id` inside the chunk.
     pub id: i64,
     /// How many datoms went to the sink.
     pub datoms: u64,
+    /// The chunk's attributes, which the datoms' `a` index.
+    pub attrs: Vec<Attr>,
 }
 
 /// As [`decode_chunk`], handing each datom to `sink` as it is read instead of collecting
-/// them (no chunk-sized vector). On error, the sink may have had some of the datoms.
+/// them (no chunk-sized vector), its attribute as an id in the chunk's table (each
+/// attribute decoded once). On error, the sink may have had some of the datoms.
 pub fn decode_chunk_into(
     stored: &[u8],
     limits: &ChunkLimits,
-    sink: &mut (dyn FnMut(Datom) + Send),
+    sink: &mut DatomSink<'_>,
 ) -> Result<ChunkHeader> {
     on_decode_stack(|| {
         let raw = decompress(stored, limits.max_uncompressed())?;
@@ -478,7 +488,7 @@ pub fn decode_chunk_into(
 /// stack; at most `max_datoms` datoms.
 pub fn decode_chunk_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
     let mut datoms = Vec::new();
-    let sink = &mut |d| datoms.push(d);
+    let sink = &mut |p: DatomParts, attrs: &[Attr]| datoms.push(p.into_datom(attrs));
     let id = on_decode_stack(|| decode_fressian(raw, max_datoms, sink))?.id;
     Ok(DecodedChunk { id, datoms })
 }
@@ -531,7 +541,7 @@ fn on_decode_stack<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
 fn decode_fressian(
     raw: &[u8],
     max_datoms: Option<u64>,
-    sink: &mut (dyn FnMut(Datom) + Send),
+    sink: &mut DatomSink<'_>,
 ) -> Result<ChunkHeader> {
     let op = "decode chunk";
     let mut r = Reader::new(raw);
@@ -568,20 +578,21 @@ fn decode_fressian(
     let Some(Value::Long(id)) = id else {
         return Err(Error::corrupt(op, "missing :chunk/id"));
     };
-    let datoms = datoms
+    let (datoms, attrs) = datoms
         .ok_or_else(|| Error::corrupt(op, format!("chunk {id} has no :datoms list")))?
         .map_err(|(i, e)| Error::corrupt(op, format!("chunk {id}, datom {i}: {}", e.message)))?;
-    Ok(ChunkHeader { id, datoms })
+    Ok(ChunkHeader { id, datoms, attrs })
 }
 
 /// The `:datoms` list, each datom handed to `sink`, refused as soon as it holds more than
 /// `max` datoms. A datom that does not decode is reported with its index (the outer error
 /// names the chunk); the datoms after it are not read.
+#[allow(clippy::type_complexity)]
 fn read_datoms(
     r: &mut Reader<'_>,
     max: Option<u64>,
-    sink: &mut (dyn FnMut(Datom) + Send),
-) -> Result<std::result::Result<u64, (u64, Error)>> {
+    sink: &mut DatomSink<'_>,
+) -> Result<std::result::Result<(u64, Vec<Attr>), (u64, Error)>> {
     let op = "decode chunk";
     let mut items = r
         .begin_list()
@@ -598,19 +609,20 @@ fn read_datoms(
         }
     }
     let mut n = 0u64;
+    let mut ids = AttrIds::default();
     while r.next_item(&mut items)? {
         if let Some(max) = max {
             if n >= max {
                 return Err(too_many(n + 1, max));
             }
         }
-        match r.read_datom() {
-            Ok(d) => sink(d),
+        match r.read_datom_parts(&mut ids) {
+            Ok(p) => sink(p, ids.attrs()),
             Err(e) => return Ok(Err((n, e))),
         }
         n += 1;
     }
-    Ok(Ok(n))
+    Ok(Ok((n, ids.into_attrs())))
 }
 
 #[cfg(test)]
