@@ -1058,25 +1058,15 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let code = self.next_code()?;
         if code == code::LIST_PACKED_LENGTH_START + 5 {
-            self.enter(start)?;
-            let e = self.read_long()?;
-            let a = match self.read_value()? {
-                Value::Keyword(n) => Attr::Keyword(n),
-                Value::Long(id) => Attr::Id(id),
-                _ => {
-                    return Err(corrupt(
+            let (e, a, v, tx, added) =
+                self.read_packed_datom(start, |r| match r.read_value()? {
+                    Value::Keyword(n) => Ok(Attr::Keyword(n)),
+                    Value::Long(id) => Ok(Attr::Id(id)),
+                    _ => Err(corrupt(
                         start,
                         "datom attribute is not a keyword or integer",
-                    ))
-                }
-            };
-            let v = self.read_value()?;
-            let tx = self.read_long()?;
-            let added = match self.read_value()? {
-                Value::Bool(b) => b,
-                _ => return Err(corrupt(start, "datom added flag is not a boolean")),
-            };
-            self.depth -= 1;
+                    )),
+                })?;
             return Ok(Datom { e, a, v, tx, added });
         }
         match self.read_with(code)? {
@@ -1112,16 +1102,8 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let code = self.next_code()?;
         if code == code::LIST_PACKED_LENGTH_START + 5 {
-            self.enter(start)?;
-            let e = self.read_long()?;
-            let a = self.read_attr_id(start, ids)?;
-            let v = self.read_value()?;
-            let tx = self.read_long()?;
-            let added = match self.read_value()? {
-                Value::Bool(b) => b,
-                _ => return Err(corrupt(start, "datom added flag is not a boolean")),
-            };
-            self.depth -= 1;
+            let (e, a, v, tx, added) =
+                self.read_packed_datom(start, |r| r.read_attr_id(start, ids))?;
             return Ok(DatomParts { e, a, v, tx, added });
         }
         self.pos = start;
@@ -1133,6 +1115,26 @@ impl<'a> Reader<'a> {
             tx: d.tx,
             added: d.added,
         })
+    }
+
+    /// The items of a datom written as a packed 5-item list (its code at `start` read),
+    /// the attribute read by `attr`.
+    fn read_packed_datom<A>(
+        &mut self,
+        start: usize,
+        attr: impl FnOnce(&mut Self) -> Result<A>,
+    ) -> Result<(i64, A, Value, i64, bool)> {
+        self.enter(start)?;
+        let e = self.read_long()?;
+        let a = attr(self)?;
+        let v = self.read_value()?;
+        let tx = self.read_long()?;
+        let added = match self.read_value()? {
+            Value::Bool(b) => b,
+            _ => return Err(corrupt(start, "datom added flag is not a boolean")),
+        };
+        self.depth -= 1;
+        Ok((e, a, v, tx, added))
     }
 
     /// A datom's attribute, as an id in `ids`.
