@@ -3,7 +3,8 @@
 ;;     ROUNDS DATOMS MEASURE CODEC LIB-A LIB-B …
 ;; Runs MEASURE (backup-stages, backup, restore) on the synthetic database of DATOMS
 ;; once per library per round, alternating, each in a fresh JVM (-Xmx192m), and prints
-;; wall and CPU seconds per run and the minimum per library.
+;; wall and CPU seconds per run and the minimum per library. For `restore`, a LIB of
+;; `baseline` runs the JVM baseline's decode (data.fressian, -Xmx1g) of the same chunks.
 (require '[datacamp.bench :as bench] '[clojure.string :as str] '[clojure.java.io :as io])
 (let [[rounds datoms measure codec & libs] *command-line-args*
       rounds (parse-long rounds)
@@ -14,7 +15,8 @@
       results (atom {})
       ;; :restore reads one backup, made first with the first library.
       made (when (= measure "restore")
-             (let [dir "target/bench-ab/restore-source"]
+             (let [dir "target/bench-ab/restore-source"
+                   libs (remove #{"baseline"} libs)]
                (bench/delete-tree (io/file dir))
                (assoc (bench/child (merge {:measure :backup :ds ds :dir dir :parallel 2} (bench/codec-opts codec))
                                    ["-Xmx192m"] {:native-lib (first libs) :jvm-opts []})
@@ -22,12 +24,21 @@
   (dotimes [round rounds]
     (doseq [lib libs]
       (let [dir (str "target/bench-ab/" (.getName (io/file lib)))
-            args (if made
+            baseline? (= "baseline" lib)
+            args (cond
+                   (and made baseline?)
+                   {:measure :baseline-restore :dir (:dir made) :database-id (:database-id made)
+                    :backup-id (str (:backup-id made)) :parallel 2
+                    :chunk-keys (:chunk-keys made)}
+                   made
                    {:measure :restore :dir (:dir made) :database-id (:database-id made)
                     :backup-id (str (:backup-id made)) :parallel 2}
+                   :else
                    (merge {:measure (keyword measure) :ds ds :dir dir :parallel 2}
                           (bench/codec-opts codec)))
-            r (bench/child args ["-Xmx192m"] {:native-lib lib :jvm-opts []})
+            r (if baseline?
+                (bench/child args ["-Xmx1g"] {:jvm-opts []})
+                (bench/child args ["-Xmx192m"] {:native-lib lib :jvm-opts []}))
             line (if (= measure "backup-stages")
                    (format "push %.2f s (CPU %.2f) finish %.2f s (CPU %.2f) total %.2f s CPU %.2f"
                            (get-in r [:push :seconds]) (get-in r [:push :cpu-seconds])
