@@ -383,11 +383,33 @@ pub fn gzip(bytes: &[u8], level: u32) -> Result<Vec<u8>> {
 /// Gunzip `bytes`, producing at most `max` bytes; `Corrupt` if they are not a complete
 /// gzip stream or decompress to more (a decompression bomb stops at `max + 1` bytes).
 pub fn gunzip(bytes: &[u8], max: u64) -> Result<Vec<u8>> {
+    if let Some(out) = gunzip_whole(bytes, max) {
+        return Ok(out);
+    }
+    // Whatever libdeflate did not take (a size over `max`, a broken stream, more than one
+    // member) is decided, and any refusal worded, by the streaming reader.
     bounded_read("gzip", max, bytes.len(), |out| {
         GzDecoder::new(bytes)
             .take(max.saturating_add(1))
             .read_to_end(out)
     })
+}
+
+/// The fast path of [`gunzip`]: libdeflate into a buffer of the member's recorded size
+/// (ISIZE, its last 4 bytes), taken only when that size is within `max` and libdeflate
+/// reads one whole, intact member (it checks CRC-32 and ISIZE) that fills it exactly;
+/// `None` otherwise.
+fn gunzip_whole(bytes: &[u8], max: u64) -> Option<Vec<u8>> {
+    let trailer: [u8; 4] = bytes.get(bytes.len().checked_sub(4)?..)?.try_into().ok()?;
+    let size = u64::from(u32::from_le_bytes(trailer));
+    if size > max {
+        return None;
+    }
+    let mut out = vec![0u8; usize::try_from(size).ok()?];
+    let n = libdeflater::Decompressor::new()
+        .gzip_decompress(bytes, &mut out)
+        .ok()?;
+    (n == out.len()).then_some(out)
 }
 
 /// Run a decompressor `read` (which reads at most `max + 1` bytes into its buffer) and
@@ -676,6 +698,32 @@ mod tests {
         assert!(sizes[1] < c.fressian.len() / 3, "{sizes:?}");
         assert!(sizes[9] <= sizes[1], "{sizes:?}");
         assert!(gzip(&c.fressian, 13).is_err());
+    }
+
+    #[test]
+    fn gunzip_takes_libdeflate_only_for_an_intact_member_within_the_limit() {
+        let c = chunk_of(5_000, |e| Value::Long(e * 7));
+        let gz = gzip(&c.fressian, 6).unwrap();
+        let n = c.fressian.len() as u64;
+        assert_eq!(gunzip_whole(&gz, n).as_deref(), Some(&c.fressian[..]));
+        // Over the limit, or broken: left to the streaming reader, which refuses them.
+        assert_eq!(gunzip_whole(&gz, n - 1), None);
+        assert!(gunzip(&gz, n - 1)
+            .unwrap_err()
+            .message
+            .contains("more than"));
+        let mut flipped = gz.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x10;
+        assert_eq!(gunzip_whole(&flipped, n), None);
+        assert_eq!(gunzip(&flipped, n).unwrap_err().kind, ErrorKind::Corrupt);
+        // A trailer whose size is not the member's.
+        let mut lying = gz.clone();
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&((n as u32) + 1).to_le_bytes());
+        assert_eq!(gunzip_whole(&lying, n + 1), None);
+        assert!(gunzip(&lying, n + 1).is_err());
+        assert_eq!(gunzip_whole(&gz[..3], n), None);
     }
 
     #[test]
