@@ -721,10 +721,5 @@ fn restore_datoms(
         ..RestoreOptions::default()
     };
     let mut session = RestoreSession::open(store.clone(), opts).unwrap();
-    let (mut out, mut attrs) = (Vec::new(), Vec::new());
-    while let Some(batch) = session.next_batch().unwrap() {
-        datacamp::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs).unwrap();
-        datacamp::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out).unwrap();
-    }
-    out
+    session.read_to_end().unwrap()
 }

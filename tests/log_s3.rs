@@ -120,7 +120,7 @@ fn an_outage_delays_segments_and_loses_none() {
     assert!(during.pending_segments > 5, "{during:?}");
     assert!(during.lag_ms >= 2_000, "{during:?}");
     assert!(during.durable_through < during.captured_through);
-    let err = during.last_error.clone().unwrap();
+    let err = during.last_error().cloned().unwrap();
     assert_eq!(err.kind, ErrorKind::Transient, "{err:?}");
     proxy.set_refusing(false);
     append(&w, &mut t, Instant::now() + Duration::from_millis(300));

@@ -468,11 +468,7 @@ fn restored(store: &Arc<dyn Store>, db: &str, id: &str, verify_first: bool) -> V
         ..RestoreOptions::default()
     };
     let mut session = RestoreSession::open(store.clone(), opts).unwrap();
-    let (mut attrs, mut out) = (Vec::new(), Vec::new());
-    while let Some(batch) = session.next_batch().unwrap() {
-        datacamp::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs).unwrap();
-        datacamp::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out).unwrap();
-    }
+    let out = session.read_to_end().unwrap();
     out.iter().map(|d: &Datom| format!("{d:?}")).collect()
 }
 

@@ -442,10 +442,7 @@ pub fn capture_status(s: &Status, log_id: &str) -> Value {
             Value::Bool(s.outage_since_ms.is_none()),
         ),
         ("outage-since", opt_inst(s.outage_since_ms)),
-        (
-            "last-error",
-            s.last_error.as_ref().map_or(Value::Nil, error_info),
-        ),
+        ("last-error", s.last_error().map_or(Value::Nil, error_info)),
         (
             "recent-errors",
             Value::Vector(s.recent_errors.iter().map(error_info).collect()),

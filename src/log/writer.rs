@@ -157,8 +157,6 @@ pub struct Status {
     pub spool_full: bool,
     /// Times the spool filled up.
     pub refusals: u64,
-    /// The last error, if any.
-    pub last_error: Option<ErrorInfo>,
     /// The most recent errors, oldest first (at most [`RECENT_ERRORS`]): a reader that looks
     /// now and then hears of each one by its `seq`, not only of the last.
     pub recent_errors: Vec<ErrorInfo>,
@@ -166,6 +164,13 @@ pub struct Status {
     pub outage_since_ms: Option<i64>,
     /// Closed: no more appends.
     pub closed: bool,
+}
+
+impl Status {
+    /// The last error, if any (the newest of [`Status::recent_errors`]).
+    pub fn last_error(&self) -> Option<&ErrorInfo> {
+        self.recent_errors.last()
+    }
 }
 
 /// A segment being filled by the capture.
@@ -703,7 +708,6 @@ impl LogWriter {
             datoms_written: st.datoms_written,
             spool_full: st.refusing,
             refusals: st.refusals,
-            last_error: st.recent_errors.back().cloned(),
             recent_errors: st.recent_errors.iter().cloned().collect(),
             outage_since_ms: st.outage_since,
             closed: st.closed,

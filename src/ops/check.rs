@@ -19,11 +19,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::codec::fressian::DatomParts;
 use crate::crypto::envelope::BackupCipher;
 use crate::error::{clip, Error, ErrorKind, Result};
 use crate::model::{Attr, Datom, Name, Value, TX0};
-use crate::pipeline::chunk::{self, ChunkLimits, DatomSink, DecodedChunk, MAX_STORED_BYTES};
+use crate::pipeline::chunk::{
+    self, collect_into, ChunkLimits, DatomSink, DecodedChunk, MAX_STORED_BYTES,
+};
 use crate::repo::manifest::{ChunkMeta, ChunkOrder, Manifest};
 use crate::store::Store;
 
@@ -187,8 +188,13 @@ pub fn decode_checked(
     location: impl Fn() -> String,
 ) -> Result<DecodedChunk> {
     let mut datoms = Vec::new();
-    let sink = &mut |p: DatomParts, attrs: &[Attr]| datoms.push(p.into_datom(attrs));
-    decode_checked_into(meta, bytes, cipher, location, sink)?;
+    decode_checked_into(
+        meta,
+        bytes,
+        cipher,
+        location,
+        &mut collect_into(&mut datoms),
+    )?;
     Ok(DecodedChunk {
         id: meta.id as i64,
         datoms,

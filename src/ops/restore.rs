@@ -444,6 +444,17 @@ impl RestoreSession {
         self.last_chunk
     }
 
+    /// Every datom still to come, decoded from the batches (what the JVM would be handed,
+    /// as datoms: for tools and tests; the session is at its end afterwards).
+    pub fn read_to_end(&mut self) -> Result<Vec<Datom>> {
+        let (mut out, mut attrs) = (Vec::new(), Vec::new());
+        while let Some(batch) = self.next_batch()? {
+            crate::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs)?;
+            crate::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out)?;
+        }
+        Ok(out)
+    }
+
     /// Return the next batch of datoms (up to the session's batch size, never across
     /// chunks), or `None` at the end. tx0 system datoms are never handed out.
     pub fn next_batch(&mut self) -> Result<Option<Batch>> {

@@ -141,12 +141,7 @@ pub fn restore_with(
     opts: RestoreOptions,
 ) -> crate::Result<(Vec<Datom>, RestoreSession)> {
     let mut session = RestoreSession::open(store.clone(), opts)?;
-    let mut out = Vec::new();
-    let mut attrs = Vec::new();
-    while let Some(batch) = session.next_batch()? {
-        crate::codec::wire::decode_attrs(&batch.new_attrs, &mut attrs)?;
-        crate::codec::wire::decode_batch(&batch.columns(), &attrs, &mut out)?;
-    }
+    let out = session.read_to_end()?;
     Ok((out, session))
 }
 

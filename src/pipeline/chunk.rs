@@ -461,16 +461,18 @@ pub struct DecodedChunk {
 /// stack ([`DECODE_STACK_BYTES`]) unless this is a thread from [`spawn_decoder`].
 pub fn decode_chunk(stored: &[u8], limits: &ChunkLimits) -> Result<DecodedChunk> {
     let mut datoms = Vec::new();
-    let id = decode_chunk_into(stored, limits, &mut |p, attrs| {
-        datoms.push(p.into_datom(attrs))
-    })?
-    .id;
+    let id = decode_chunk_into(stored, limits, &mut collect_into(&mut datoms))?.id;
     Ok(DecodedChunk { id, datoms })
 }
 
 /// The sink of [`decode_chunk_into`]: each datom, with the chunk's attributes so far (its
 /// `a` indexes them).
 pub type DatomSink<'a> = dyn FnMut(DatomParts, &[Attr]) + Send + 'a;
+
+/// A [`DatomSink`] that collects whole datoms into `datoms`.
+pub fn collect_into(datoms: &mut Vec<Datom>) -> impl FnMut(DatomParts, &[Attr]) + Send + '_ {
+    move |p, attrs| datoms.push(p.into_datom(attrs))
+}
 
 /// What [`decode_chunk_into`] found besides the datoms.
 #[derive(Clone, Debug, PartialEq)]
@@ -512,8 +514,8 @@ pub fn decode_chunk_into(
 /// stack; at most `max_datoms` datoms.
 pub fn decode_chunk_fressian(raw: &[u8], max_datoms: Option<u64>) -> Result<DecodedChunk> {
     let mut datoms = Vec::new();
-    let sink = &mut |p: DatomParts, attrs: &[Attr]| datoms.push(p.into_datom(attrs));
-    let id = on_decode_stack(|| decode_fressian(raw, max_datoms, sink))?.id;
+    let id =
+        on_decode_stack(|| decode_fressian(raw, max_datoms, &mut collect_into(&mut datoms)))?.id;
     Ok(DecodedChunk { id, datoms })
 }
 

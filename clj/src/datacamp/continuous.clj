@@ -231,8 +231,7 @@
   is not missed)."
   [^Capture c status]
   (let [seen (long (:native-error-seq @(:st c) 0))
-        fresh (filter #(> (long (:seq %)) seen)
-                      (or (:recent-errors status) (some-> (:last-error status) vector)))]
+        fresh (filter #(> (long (:seq %)) seen) (:recent-errors status))]
     (when (seq fresh)
       (swap! (:st c) assoc :native-error-seq (:seq (last fresh)))
       (when-let [f (:on-error (:opts c))]
