@@ -429,13 +429,7 @@ impl FactsBuilder<'_> {
     /// Check the chunk's next datom. `Corrupt`, naming the chunk, the datom and what is
     /// wrong, when it contradicts the manifest.
     pub fn push(&mut self, d: &Datom) -> Result<()> {
-        self.push_ref(DatomRef {
-            e: d.e,
-            a: &d.a,
-            v: &d.v,
-            tx: d.tx,
-            added: d.added,
-        })
+        self.push_ref(d.into())
     }
 
     /// As [`FactsBuilder::push`], for a datom in parts.
@@ -498,6 +492,18 @@ pub struct DatomRef<'a> {
     pub tx: i64,
     /// Assertion (`true`) or retraction.
     pub added: bool,
+}
+
+impl<'a> From<&'a Datom> for DatomRef<'a> {
+    fn from(d: &'a Datom) -> Self {
+        DatomRef {
+            e: d.e,
+            a: &d.a,
+            v: &d.v,
+            tx: d.tx,
+            added: d.added,
+        }
+    }
 }
 
 impl DatomRef<'_> {
@@ -581,14 +587,8 @@ impl ContentCheck {
                 self.resolve(Some(first.tx))?;
             }
             if first.tx < self.last_tx {
-                let first = DatomRef {
-                    e: first.e,
-                    a: &first.a,
-                    v: &first.v,
-                    tx: first.tx,
-                    added: first.added,
-                };
-                return Err(error(meta, 0, &first, &descending(first.tx, self.last_tx)));
+                let what = descending(first.tx, self.last_tx);
+                return Err(error(meta, 0, &first.into(), &what));
             }
         }
         for (name, tx) in &f.declared {

@@ -24,7 +24,7 @@ use crate::store::Store;
 
 use super::check::{self, ContentCheck};
 use super::restore::{ChunkSource, RestoreInfo, RestoreOptions, RestoreSession};
-use super::restore_feed::{next_checked, Columns, Discarded, Gather, Prefetch, Source};
+use super::restore_feed::{Checked, Columns, Discarded, Gather, Source};
 use crate::error::Error;
 use crate::repo::manifest::{ChunkMeta, Manifest};
 
@@ -197,12 +197,13 @@ struct LinkSpec {
     cipher: Option<Arc<BackupCipher>>,
 }
 
-/// The chunks of a chain's links, link after link, each checked against its link's
-/// manifest by one [`ContentCheck`] carried across the links.
+/// The chunks of a chain's links, link after link, each link's read by a [`Checked`] with
+/// one [`ContentCheck`] carried across the links.
 struct ChainChecked<G: Gather> {
     store: Arc<dyn Store>,
     links: std::vec::IntoIter<LinkSpec>,
-    current: Option<(Prefetch<G>, Arc<Vec<ChunkMeta>>, usize)>,
+    current: Option<Checked<G>>,
+    /// The check between links (the first link creates it).
     check: Option<ContentCheck>,
     config: Value,
     parallel: usize,
@@ -235,39 +236,34 @@ impl<G: Gather> ChainChecked<G> {
 
     fn step(&mut self) -> Option<Result<G::Out>> {
         loop {
-            let Some((prefetch, metas, next)) = &mut self.current else {
-                let link = self.links.next()?;
-                let expected = link.chunks.iter().map(|c| c.datom_count).sum();
-                let check = self
-                    .check
-                    .get_or_insert_with(|| ContentCheck::new(&link.manifest, Some(&self.config)));
-                check.next_link(&link.manifest, expected);
-                let src = Source {
-                    store: self.store.clone(),
-                    prefix: link.prefix,
-                    chunks: link.chunks.clone(),
-                    cipher: link.cipher,
-                    rules: check.rules(),
-                };
-                let prefetch =
-                    Prefetch::start(src, self.parallel, self.fetch_ahead, self.gather.clone());
-                self.current = Some((prefetch, link.chunks, 0));
+            if let Some(link) = &mut self.current {
+                if let Some(item) = link.next() {
+                    return Some(item);
+                }
+                self.check = self.current.take().map(Checked::into_check);
                 continue;
-            };
-            let check = self.check.as_mut()?;
-            match prefetch.next() {
-                Some(Ok(f)) => {
-                    *next += 1;
-                    return Some(next_checked(check, metas.get(*next - 1), f));
-                }
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    self.current = None;
-                    if let Err(e) = check.finish() {
-                        return Some(Err(e));
-                    }
-                }
             }
+            let link = self.links.next()?;
+            let expected = link.chunks.iter().map(|c| c.datom_count).sum();
+            let mut check = self
+                .check
+                .take()
+                .unwrap_or_else(|| ContentCheck::new(&link.manifest, Some(&self.config)));
+            check.next_link(&link.manifest, expected);
+            let src = Source {
+                store: self.store.clone(),
+                prefix: link.prefix,
+                chunks: link.chunks,
+                cipher: link.cipher,
+                rules: check.rules(),
+            };
+            self.current = Some(Checked::start(
+                src,
+                check,
+                self.parallel,
+                self.fetch_ahead,
+                self.gather.clone(),
+            ));
         }
     }
 }

@@ -176,7 +176,7 @@ impl Gather for Columns {
 }
 
 /// A chunk as a worker hands it over: what the in-order checks need, and its content.
-pub(super) struct Fetched<T> {
+struct Fetched<T> {
     facts: ChunkFacts,
     content: T,
 }
@@ -300,7 +300,7 @@ pub(super) struct Source {
 ///
 /// Worker `k` handles chunks `k, k + parallel, …` and hands each over through its own
 /// one-slot channel, so at most `2 × parallel` decoded chunks exist at once.
-pub(super) struct Prefetch<G: Gather> {
+struct Prefetch<G: Gather> {
     receivers: Vec<Receiver<Result<Fetched<G::Out>>>>,
     next: usize,
     count: usize,
@@ -310,7 +310,7 @@ pub(super) struct Prefetch<G: Gather> {
 
 impl<G: Gather> Prefetch<G> {
     /// Start reading `src` with `parallel` decoders and `fetch_ahead` readers.
-    pub(super) fn start(src: Source, parallel: usize, fetch_ahead: usize, gather: Arc<G>) -> Self {
+    fn start(src: Source, parallel: usize, fetch_ahead: usize, gather: Arc<G>) -> Self {
         let Source {
             store,
             prefix,
@@ -428,8 +428,9 @@ impl<G: Gather> Drop for Prefetch<G> {
     }
 }
 
-/// One backup's chunks, each checked in chunk order ([`ContentCheck::apply`]); after the
-/// last one, the backup-wide checks (attributes declared, datom total).
+/// One backup's (or chain link's) chunks, each checked in chunk order
+/// ([`ContentCheck::apply`]); after the last one, the backup-wide checks (attributes
+/// declared, datom total). [`Checked::into_check`] gives the check back for a next link.
 pub(super) struct Checked<G: Gather> {
     chunks: Prefetch<G>,
     metas: Arc<Vec<ChunkMeta>>,
@@ -446,16 +447,21 @@ impl<G: Gather> Checked<G> {
         check: ContentCheck,
         parallel: usize,
         fetch_ahead: usize,
-        gather: G,
+        gather: impl Into<Arc<G>>,
     ) -> Self {
         let metas = src.chunks.clone();
         Checked {
-            chunks: Prefetch::start(src, parallel, fetch_ahead, Arc::new(gather)),
+            chunks: Prefetch::start(src, parallel, fetch_ahead, gather.into()),
             metas,
             next: 0,
             check,
             finished: false,
         }
+    }
+
+    /// The check, with what it learnt of these chunks (for the next link of a chain).
+    pub(super) fn into_check(self) -> ContentCheck {
+        self.check
     }
 }
 
@@ -481,11 +487,7 @@ impl<G: Gather> Iterator for Checked<G> {
 }
 
 /// Apply the in-order checks to the next chunk (`meta`, from the plan) and hand its content on.
-pub(super) fn next_checked<T>(
-    check: &mut ContentCheck,
-    meta: Option<&ChunkMeta>,
-    f: Fetched<T>,
-) -> Result<T> {
+fn next_checked<T>(check: &mut ContentCheck, meta: Option<&ChunkMeta>, f: Fetched<T>) -> Result<T> {
     let meta = meta.ok_or_else(|| Error::internal("restore", "more chunks than planned"))?;
     check.apply(meta, &f.facts)?;
     Ok(f.content)
